@@ -1,0 +1,109 @@
+"""Engine configuration: one validated dataclass shared by the CLI, the daemon and the engine ranks.
+
+Validation lives here (pure, no torch) so that bad values fail fast with one clear line before any model
+is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+# Wan's VAE: 8x spatial, 4x temporal compression; transformer patch 1x2x2.
+SPATIAL_FACTOR = 16  # VAE spatial factor (8) x patch (2): height and width must be multiples of this
+MAX_SIDE = 4096
+MAX_PROMPT_CHARS = 2000
+
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
+    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
+    "background, three legs, many people in the background, walking backwards"
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work. The message is one line meant for the user."""
+
+
+@dataclass
+class EngineConfig:
+    model: str = "tiny"
+    height: int = 64
+    width: int = 64
+    steps: int = 8
+    guidance: float = 5.0
+    flow_shift: float = 3.0
+    block_frames: int = 2
+    context_frames: int = 1
+    fps: float = 8.0
+    seed: int = 0
+    prompt: str = "a red circle moving left on a black background"
+    negative_prompt: str = WAN_NEGATIVE_PROMPT
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    device: str = "cpu"
+    ranks: int = 1
+    attention_backend: str = ""  # "" = PyTorch default; e.g. "cudnn", "flash", "efficient", "math"
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> "EngineConfig":
+        for name in ("height", "width"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v % SPATIAL_FACTOR:
+                raise ConfigError(f"--{name} must be a positive multiple of {SPATIAL_FACTOR}, got {v!r}")
+            if v > MAX_SIDE:
+                raise ConfigError(f"--{name} must be at most {MAX_SIDE}, got {v}")
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
+            raise ConfigError(f"--steps must be an integer in 1..1000, got {self.steps!r}")
+        if not isinstance(self.block_frames, int) or not 1 <= self.block_frames <= 64:
+            raise ConfigError(f"--block-frames must be an integer in 1..64, got {self.block_frames!r}")
+        if not isinstance(self.context_frames, int) or self.context_frames < 0:
+            raise ConfigError(f"--context-frames must be a non-negative integer, got {self.context_frames!r}")
+        if self.context_frames > self.block_frames:
+            raise ConfigError(
+                f"--context-frames ({self.context_frames}) cannot exceed --block-frames ({self.block_frames}): "
+                "context is taken from one neighbouring block"
+            )
+        if not (0.0 <= float(self.guidance) <= 50.0):
+            raise ConfigError(f"--guidance must be in 0..50, got {self.guidance!r}")
+        if not (0.0 < float(self.fps) <= 240.0):
+            raise ConfigError(f"--fps must be in (0, 240], got {self.fps!r}")
+        if not (0.0 < float(self.flow_shift) <= 100.0):
+            raise ConfigError(f"--flow-shift must be in (0, 100], got {self.flow_shift!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ConfigError(f"--seed must be an integer in 0..2^63-1, got {self.seed!r}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if not isinstance(self.ranks, int) or not 1 <= self.ranks <= 64:
+            raise ConfigError(f"--ranks/--gpus must be an integer in 1..64, got {self.ranks!r}")
+        if not self.prompt or not self.prompt.strip():
+            raise ConfigError("--prompt must not be empty")
+        if len(self.prompt) > MAX_PROMPT_CHARS:
+            raise ConfigError(f"--prompt is longer than {MAX_PROMPT_CHARS} characters")
+        return self
+
+    @property
+    def use_cfg(self) -> bool:
+        return float(self.guidance) > 1.0
+
+    @property
+    def latent_height(self) -> int:
+        return self.height // 8
+
+    @property
+    def latent_width(self) -> int:
+        return self.width // 8
+
+    def video_frames_of_block(self, block_index: int) -> int:
+        """Video frames a block decodes to: 4 per latent frame, but the stream's first latent frame gives 1."""
+        n = 4 * self.block_frames
+        return n - 3 if block_index == 0 else n
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "EngineConfig":
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

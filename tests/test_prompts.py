@@ -1,0 +1,105 @@
+"""Prompt epochs, modes and acknowledgements as pure logic."""
+import pytest
+
+from pipeline.prompts import PromptError, PromptSchedule
+from pipeline.schedule import BlockQueue
+
+
+class Sim:
+    """Drives a PromptSchedule exactly as the engine does, without a model."""
+
+    def __init__(self, steps=3, prompt="a"):
+        self.q = BlockQueue(steps)
+        self.p = PromptSchedule(prompt)
+        self.emitted = []  # (block, cond)
+        self.events = []
+        self.tick()  # first tick: block 0 enters
+
+    def tick(self):
+        br = self.p.begin_tick(self.q.head, self.q.next_enter)
+        self.events += br.applied
+        if br.flush_from is not None:
+            self.q.flush_from(br.flush_from)
+        b = self.q.enter()
+        if b is not None:
+            self.p.enter(b)
+        self.p.set_boundary(*self.q.next_boundary())
+        for blk in self.q.advance():
+            self.emitted.append((blk, self.p.leave(blk)))
+
+    def run(self, n):
+        for _ in range(n):
+            self.tick()
+
+    def cond_of(self, block):
+        return dict(self.emitted)[block]
+
+
+def test_soft_change_lands_at_the_next_emitted_block():
+    s = Sim(steps=3)
+    s.run(5)
+    ch = s.p.submit("b", "soft")
+    assert ch.first_block == s.q.head  # the head at the next tick start is the next block emitted
+    s.run(6)
+    assert s.cond_of(ch.first_block).parts == (("b", 1.0),)
+    assert s.cond_of(ch.first_block).epoch == ch.epoch
+    assert s.cond_of(ch.first_block - 1).parts == (("a", 1.0),)
+    assert [e.epoch for e in s.events] == [ch.epoch]
+
+
+def test_queue_change_affects_only_new_blocks():
+    s = Sim(steps=4)
+    s.run(6)
+    ch = s.p.submit("b", "queue")
+    assert ch.first_block == s.q.next_enter and ch.first_block == s.q.head + 3
+    s.run(10)
+    assert s.cond_of(ch.first_block).prompt == "b"
+    assert s.cond_of(ch.first_block - 1).prompt == "a"
+
+
+def test_blend_ramps_over_k_blocks():
+    s = Sim(steps=2)
+    s.run(3)
+    ch = s.p.submit("b", "blend", blocks=4)
+    s.run(10)
+    n = ch.first_block
+    weights = [dict(s.cond_of(n + j).parts).get("b", 0.0) for j in range(5)]
+    assert weights == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert dict(s.cond_of(n - 1).parts) == {"a": 1.0}
+    assert all(s.cond_of(n + j).epoch == ch.epoch for j in range(5))
+
+
+def test_cut_flushes_and_refills_from_the_acknowledged_block():
+    s = Sim(steps=3)
+    s.run(5)
+    ch = s.p.submit("b", "cut")
+    s.run(8)
+    blocks = [b for b, _ in s.emitted]
+    assert blocks == sorted(set(blocks)), "each index emitted once, in order"
+    assert blocks == list(range(len(blocks)))
+    assert s.cond_of(ch.first_block).prompt == "b"
+    assert s.cond_of(ch.first_block - 1).prompt == "a"
+
+
+def test_at_block_schedules_in_the_future_and_rejects_the_past():
+    s = Sim(steps=3)
+    s.run(4)
+    head, enter = s.q.head, s.q.next_enter  # the start of the next tick
+    with pytest.raises(PromptError, match="past"):
+        s.p.submit("x", "soft", at_block=head - 1)
+    with pytest.raises(PromptError, match="already entered"):
+        s.p.submit("x", "queue", at_block=enter - 1)
+    ch = s.p.submit("b", "soft", at_block=head + 5)
+    assert ch.first_block == head + 5
+    s.run(12)
+    assert s.cond_of(head + 4).prompt == "a"
+    assert s.cond_of(head + 5).prompt == "b"
+
+
+def test_epochs_increase_and_unknown_mode_is_rejected():
+    s = Sim()
+    a = s.p.submit("b", "queue")
+    b = s.p.submit("c", "soft")
+    assert b.epoch == a.epoch + 1
+    with pytest.raises(PromptError):
+        s.p.submit("d", "sideways")
