@@ -72,8 +72,10 @@ class EngineConfig:
             raise ConfigError(f"--flow-shift must be in (0, 100], got {self.flow_shift!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be an integer in 0..2^63-1, got {self.seed!r}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ConfigError(f"--dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not isinstance(self.ranks, int) or not 1 <= self.ranks <= 64:
             raise ConfigError(f"--ranks/--gpus must be an integer in 1..64, got {self.ranks!r}")
         if not self.prompt or not self.prompt.strip():
@@ -98,6 +100,18 @@ class EngineConfig:
         """Video frames a block decodes to: 4 per latent frame, but the stream's first latent frame gives 1."""
         n = 4 * self.block_frames
         return n - 3 if block_index == 0 else n
+
+    def resolved(self) -> "EngineConfig":
+        """A copy with device/dtype 'auto' made concrete (imports torch)."""
+        import torch
+
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = self.dtype
+        if dtype == "auto":
+            dtype = "float32" if device == "cpu" else "bfloat16"
+        return dataclasses.replace(self, device=device, dtype=dtype)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -109,6 +109,7 @@ class Engine:
         self.schedulers: dict[int, object] = {}
         self.last_done: tuple[int, torch.Tensor] | None = None
         self.stats = {"ticks": 0, "blocks": 0, "tick_ms": 0.0, "forward_ms": 0.0}
+        self.on_step = None  # called after every block forward (heartbeat for watchdogs)
 
     # --- control (any thread) --------------------------------------------------------------------------
     def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None) -> Change:
@@ -155,6 +156,8 @@ class Engine:
             f0 = time.perf_counter()
             self._step_block(work, conds[work.block])
             fwd += time.perf_counter() - f0
+            if self.on_step is not None:
+                self.on_step(work)
         done = self.queue.advance()
         with self.lock:
             for b in done:

@@ -1,0 +1,180 @@
+"""Rank 0's loop around the engine: load, warm up, tick forever, decode on a side thread, pace to real time,
+answer commands. Sockets live in `worker.Link`; this only calls `link.send`.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import torch
+
+from .config import EngineConfig
+from .decode import StreamingDecoder
+from .engine import DTYPES, Engine, FinishedBlock
+from .models import load_components
+from .pacing import Pacer
+from .prompts import PromptError
+from .text import PromptEncoder
+
+
+class Decoder:
+    """Decodes finished blocks in order on its own thread (and CUDA stream), so decode never stalls the ring."""
+
+    def __init__(self, vae, cfg: EngineConfig, on_frames):
+        self.dec = StreamingDecoder(vae)
+        self.cfg = cfg
+        self.on_frames = on_frames
+        self.q: queue.Queue = queue.Queue()
+        self.device = next(vae.parameters()).device
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.decode_ms = 0.0
+        self.thread = threading.Thread(target=self._loop, name="decode", daemon=True)
+        self.thread.start()
+
+    def put(self, fb: FinishedBlock):
+        event = None
+        if self.stream is not None:
+            event = torch.cuda.Event()
+            event.record()
+        self.q.put((fb, event))
+
+    def _loop(self):
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            fb, event = item
+            t0 = time.perf_counter()
+            if self.stream is not None:
+                with torch.cuda.stream(self.stream):
+                    self.stream.wait_event(event)
+                    frames = self.dec.decode_block(fb.latents)
+            else:
+                frames = self.dec.decode_block(fb.latents)
+            self.decode_ms = (time.perf_counter() - t0) * 1e3
+            self.on_frames(fb, frames)
+
+    def close(self):
+        self.q.put(None)
+        self.thread.join(timeout=30)
+
+
+class Runner:
+    def __init__(self, cfg: EngineConfig, link):
+        self.cfg = cfg = cfg.validate().resolved()
+        self.link = link
+        self.paused = threading.Event()
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.pacer = Pacer(cfg.fps, lead_s=float(cfg.extra.get("pace_lead_s", 2.0)))
+        self.pace = bool(cfg.extra.get("pace", True))
+        self.engine: Engine | None = None
+        self.penc: PromptEncoder | None = None
+
+    # --- commands (IO thread) --------------------------------------------------------------------------
+    def handle(self, msg: dict) -> dict:
+        cmd = msg.get("cmd")
+        if self.engine is None:
+            return {"ok": False, "error": "engine is still loading"}
+        if cmd == "set_prompt":
+            try:
+                self.penc.encode(msg["prompt"])  # warm the embedding cache off the hot path
+                ch = self.engine.submit_prompt(msg["prompt"], msg.get("mode", "soft"), msg.get("blocks"),
+                                               msg.get("at_block"))
+            except PromptError as e:
+                return {"ok": False, "error": str(e)}
+            self.wake.set()
+            return {"ok": True, "epoch": ch.epoch, "first_block": ch.first_block, "mode": ch.mode}
+        if cmd == "pause":
+            self.paused.set()
+            return {"ok": True, "paused": True}
+        if cmd == "resume":
+            self.paused.clear()
+            self.pacer.reset()
+            self.wake.set()
+            return {"ok": True, "paused": False}
+        if cmd == "status":
+            return {"ok": True, **self.snapshot()}
+        if cmd == "stop":
+            self.stop.set()
+            self.wake.set()
+            return {"ok": True}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    def snapshot(self) -> dict:
+        snap = self.engine.snapshot()
+        snap["paused"] = self.paused.is_set()
+        snap["decode_ms"] = self.decoder.decode_ms if hasattr(self, "decoder") else 0.0
+        return snap
+
+    # --- loading ---------------------------------------------------------------------------------------
+    def _progress(self, msg: str, **kw):
+        self.link.send(b"progress", {"msg": msg, **kw})
+
+    def load(self):
+        cfg = self.cfg
+        device = torch.device(cfg.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self._progress(f"loading model {cfg.model!r} on {device} ({cfg.dtype})")
+        comps = load_components(cfg.model, device=device, dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift)
+        if cfg.attention_backend:
+            comps.transformer.set_attention_backend(cfg.attention_backend)
+        self._progress("encoding prompts")
+        self.penc = PromptEncoder(comps.tokenizer, comps.text_encoder, comps.text_max_len, device=device,
+                                  dtype=DTYPES[cfg.dtype])
+        self.penc.encode(cfg.prompt)
+        self.engine = Engine(cfg, comps.transformer, comps.scheduler, self.penc.encode, device=device)
+        self.decoder = Decoder(comps.vae, cfg, self._emit)
+        last = [0.0]
+
+        def heartbeat(work):
+            now = time.monotonic()
+            if now - last[0] >= 1.0:
+                last[0] = now
+                self.link.send(b"stats", {"heartbeat": True, "block": work.block, "step": work.step})
+
+        self.engine.on_step = heartbeat
+        self._progress("model loaded", done=True)
+
+    # --- output ----------------------------------------------------------------------------------------
+    def _emit(self, fb: FinishedBlock, frames):
+        t, h, w, _ = frames.shape
+        header = {"block": fb.index, "epoch": fb.cond.epoch, "prompt": fb.cond.prompt, "frames": t, "height": h,
+                  "width": w, "tick": fb.tick, "decode_ms": round(self.decoder.decode_ms, 2)}
+        self.link.send(b"frames", header, frames.tobytes())
+
+    # --- the loop --------------------------------------------------------------------------------------
+    def _wait(self, seconds: float):
+        self.wake.clear()
+        self.wake.wait(seconds)
+
+    def run(self):
+        self.load()
+        first = True
+        while not self.stop.is_set():
+            if self.paused.is_set():
+                self.link.send(b"stats", {"paused": True, **self.engine.snapshot()})
+                self._wait(0.5)
+                continue
+            if self.pace:
+                d = self.pacer.delay(time.monotonic())
+                if d > 0:
+                    self._wait(min(d, 0.5))
+                    self.link.send(b"stats", {"paused": False, "pacing": True})
+                    continue
+            res = self.engine.tick()
+            for ch in res.applied:
+                self.link.send(b"event", {"event": "prompt_applied", "epoch": ch.epoch, "mode": ch.mode,
+                                          "prompt": ch.prompt, "first_block": ch.first_block})
+            if res.flushed:
+                self.link.send(b"event", {"event": "queue_flushed", "blocks": res.flushed})
+            for fb in res.finished:
+                if first:
+                    self.link.send(b"ready", {"first_block": fb.index, "ticks": self.engine.stats["ticks"]})
+                    first = False
+                self.decoder.put(fb)
+                self.pacer.emitted(self.cfg.video_frames_of_block(fb.index), time.monotonic())
+            self.link.send(b"stats", {**self.snapshot(), "tick_s": res.seconds})
+        self.decoder.close()

@@ -1,0 +1,167 @@
+"""`streamer` command line: `serve` (the daemon) and the client commands (prompt, status, record, timeline, watch)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from pipeline.config import ConfigError, EngineConfig
+
+# serve options that map onto EngineConfig fields (CLI name → field); values come from defaults < --config < CLI
+ENGINE_OPTS = {
+    "model": str, "height": int, "width": int, "steps": int, "guidance": float, "flow_shift": float,
+    "block_frames": int, "context_frames": int, "fps": float, "seed": int, "prompt": str, "negative_prompt": str,
+    "dtype": str, "device": str, "attention": str,
+}
+DAEMON_OPTS = {"control": str, "publish": str, "http": str, "stdout": str, "keyframe_interval": float, "crf": int,
+               "nvenc": bool, "gpus": int, "ranks": int, "pace": bool, "log_level": str}
+SERVE_DEFAULTS = {"control": "tcp://127.0.0.1:5555", "publish": "tcp://127.0.0.1:5556", "http": "127.0.0.1:8080",
+                  "stdout": "", "keyframe_interval": 2.0, "crf": 23, "nvenc": False, "gpus": 0, "ranks": 1,
+                  "pace": True, "log_level": "info", "device": "auto", "dtype": "auto"}
+
+
+def _add_serve(sub):
+    p = sub.add_parser("serve", help="run the streaming daemon (tiny CPU model by default)")
+    a = p.add_argument
+    a("--config", metavar="FILE.toml", help="settings file; keys are these options with '_' for '-'")
+    a("--model", help="'tiny' (default), a local diffusers Wan2.1/2.2 T2V folder, or a hub id")
+    a("--gpus", type=int, help="number of GPUs (engine ranks, one process each)")
+    a("--ranks", type=int, help="number of engine ranks on CPU (gloo), for testing")
+    a("--device", help="auto (default), cpu, cuda, cuda:N")
+    a("--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
+    a("--height", type=int)
+    a("--width", type=int)
+    a("--steps", type=int, help="denoising steps S (= blocks in flight)")
+    a("--guidance", type=float, help="classifier-free guidance scale (<= 1 disables CFG)")
+    a("--flow-shift", type=float)
+    a("--block-frames", type=int, help="latent frames per block B")
+    a("--context-frames", type=int, help="context latent frames C on each side")
+    a("--fps", type=float, help="output frame rate")
+    a("--seed", type=int)
+    a("--prompt")
+    a("--negative-prompt")
+    a("--attention", help="attention backend for diffusers (e.g. _native_cudnn, flash)")
+    a("--control", help="control socket (ZMQ ROUTER), default tcp://127.0.0.1:5555")
+    a("--publish", help="publish socket (ZMQ PUB), default tcp://127.0.0.1:5556")
+    a("--http", help="HOST:PORT for the viewer, /stream.ts, /status, /metrics (default 127.0.0.1:8080; 'off')")
+    a("--stdout", choices=["mpegts", "y4m"], help="also write the live stream to standard output")
+    a("--keyframe-interval", type=float, help="seconds between keyframes (default 2)")
+    a("--crf", type=int, help="x264 quality (default 23)")
+    a("--nvenc", action="store_true", default=None, help="use NVENC where present")
+    a("--no-pace", dest="pace", action="store_false", default=None,
+      help="do not hold a fast engine to real time")
+    a("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+
+def _load_toml(path: str) -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
+    known = set(ENGINE_OPTS) | set(DAEMON_OPTS)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"config file {path!r}: unknown key(s) {', '.join(unknown)}")
+    for k, v in data.items():
+        typ = {**ENGINE_OPTS, **DAEMON_OPTS}[k]
+        ok = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"config file {path!r}: {k} must be {typ.__name__}, got {v!r}")
+    return data
+
+
+def resolve_serve(args) -> tuple[EngineConfig, dict]:
+    """Merge defaults < config file < command line; validate everything before anything starts."""
+    values = dict(SERVE_DEFAULTS)
+    if args.config:
+        values.update(_load_toml(args.config))
+    for k in list(ENGINE_OPTS) + list(DAEMON_OPTS):
+        v = getattr(args, k, None)
+        if v is not None:
+            values[k] = v
+    if values.get("gpus"):
+        values["ranks"] = values["gpus"]
+        if values["device"] == "auto":
+            values["device"] = "cuda"
+    fields = {k: values[k] for k in ENGINE_OPTS if k in values and k != "attention"}
+    fields["attention_backend"] = values.get("attention", "") or ""
+    fields["ranks"] = values["ranks"]
+    fields["extra"] = {"pace": values["pace"]}
+    cfg = EngineConfig(**fields)
+    cfg.validate()
+    model = cfg.model
+    if model != "tiny" and (model.startswith(("/", ".", "~")) or os.path.exists(model)):
+        path = os.path.expanduser(model)
+        if not os.path.isdir(path):
+            raise ConfigError(f"--model {model!r}: no such directory")
+        if not os.path.isfile(os.path.join(path, "model_index.json")):
+            raise ConfigError(f"--model {model!r}: not a diffusers pipeline folder (no model_index.json)")
+    if values["http"] not in ("", "off"):
+        host, sep, port = values["http"].rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"--http must be HOST:PORT or 'off', got {values['http']!r}")
+    if values["keyframe_interval"] <= 0:
+        raise ConfigError("--keyframe-interval must be > 0")
+    if not 0 <= values["crf"] <= 51:
+        raise ConfigError("--crf must be in 0..51")
+    if cfg.ranks > 1:
+        raise ConfigError("more than one engine rank is not supported yet (use --gpus 1 / --ranks 1)")
+    return cfg, values
+
+
+def cmd_serve(args) -> int:
+    try:
+        cfg, values = resolve_serve(args)
+    except ConfigError as e:
+        print(f"streamer: error: {e}", file=sys.stderr)
+        return 2
+    _setup_logging(values["log_level"])
+    from .daemon import ServeOptions, serve
+
+    opts = ServeOptions(control=values["control"], publish=values["publish"], http=values["http"],
+                        stdout=values["stdout"], keyframe_interval=values["keyframe_interval"], crf=values["crf"],
+                        nvenc=values["nvenc"])
+    return serve(cfg, opts)
+
+
+def _setup_logging(level: str):
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False)
+        fmt = "%(message)s"
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="streamer", description="Endless video streamer (DualParal on Wan)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    from clients.commands import add_client_commands
+
+    add_client_commands(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

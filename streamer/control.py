@@ -1,0 +1,172 @@
+"""Control endpoint: a zmq.asyncio ROUTER socket speaking the JSON protocol of streamer.protocol.
+
+Accepts REQ clients (frames [identity, b"", body]) and DEALER clients ([identity, body] or
+[identity, b"", body]) and answers with the envelope it received. Requests from one peer are handled in
+order; different peers are served concurrently. Nothing a peer sends can stop the loop: bad frames and bad
+JSON get an error reply, a handler exception gets {"ok": false, "error": "internal error: ..."}.
+
+    async def handler(req: Request) -> dict: ...
+    server = ControlServer("tcp://127.0.0.1:5555", handler)
+    await server.serve()      # until close() or cancellation
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Awaitable, Callable
+
+import zmq
+import zmq.asyncio
+
+from streamer.protocol import ProtocolError, Request, encode_reply, error_reply, parse_request
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Request], Awaitable[dict]]
+
+MAX_FRAME_BYTES = 1 << 20  # libzmq drops (disconnects) peers sending bigger frames; protocol limit is 64 KiB
+MAX_PENDING_PER_PEER = 256  # requests queued behind a slow handler, per peer; more get an immediate error
+MAX_ACTIVE = 32  # handler calls running at once over all peers
+
+
+def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Split ROUTER frames into (envelope to echo, body frames). [id, b"", ...] is the REQ shape."""
+    if len(frames) >= 2 and frames[1] == b"":
+        return frames[:2], frames[2:]
+    return frames[:1], frames[1:]
+
+
+class ControlServer:
+    def __init__(self, addr: str = "tcp://127.0.0.1:5555", handler: Handler | None = None,
+                 ctx: zmq.asyncio.Context | None = None):
+        if handler is None:
+            raise TypeError("ControlServer needs a handler: async def handler(req) -> dict")
+        self._handler = handler
+        if ctx is None:
+            ctx = zmq.asyncio.Context.instance()
+        elif not isinstance(ctx, zmq.asyncio.Context):  # a plain zmq.Context: share it, async API
+            ctx = zmq.asyncio.Context.shadow(ctx.underlying)
+        self._ctx = ctx
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        try:
+            self._sock.bind(addr)
+        except zmq.ZMQError as e:
+            self._sock.close()
+            raise OSError(f"cannot bind control socket {addr}: {e}") from e
+        self.address: str = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)  # real port when addr ends in :*
+        self._pending: dict[bytes, deque] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._active = asyncio.Semaphore(MAX_ACTIVE)
+        self._closed = False
+        self.requests = 0  # messages received, good or bad
+        self.errors = 0  # error replies sent
+
+    async def serve(self) -> None:
+        """Receive and answer until close() is called or the task is cancelled."""
+        try:
+            while not self._closed:
+                try:
+                    frames = await self._sock.recv_multipart(copy=True)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if self._closed and not (task and task.cancelling()):
+                        return  # close() cancelled the pending receive
+                    raise
+                except zmq.ZMQError as e:
+                    if self._closed or e.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                        return
+                    log.warning("control: receive failed: %s", e)
+                    continue
+                self.requests += 1
+                if len(frames) < 2:  # ROUTER always prefixes an identity; be defensive anyway
+                    continue
+                await self._enqueue(frames)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    async def _enqueue(self, frames: list[bytes]) -> None:
+        ident = frames[0]
+        queue = self._pending.get(ident)
+        if queue is None:
+            queue = self._pending[ident] = deque()
+            task = asyncio.ensure_future(self._drain(ident, queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if len(queue) >= MAX_PENDING_PER_PEER:
+            envelope, body = split_envelope(frames)
+            try:
+                rid = parse_request(body[0]).id if len(body) == 1 else None
+            except ProtocolError as e:
+                rid = e.id
+            await self._send(envelope, error_reply("busy: too many pending requests from this client", rid))
+            return
+        queue.append(frames)
+
+    async def _drain(self, ident: bytes, queue: deque) -> None:
+        try:
+            while queue:
+                frames = queue[0]
+                envelope, body = split_envelope(frames)
+                async with self._active:
+                    reply = await self._answer(body)
+                queue.popleft()
+                await self._send(envelope, reply)
+        finally:
+            if self._pending.get(ident) is queue:
+                del self._pending[ident]
+
+    async def _answer(self, body: list[bytes]) -> dict:
+        if len(body) != 1:
+            return error_reply(f"expected exactly one JSON frame after the envelope, got {len(body)}")
+        try:
+            req = parse_request(body[0])
+        except ProtocolError as e:
+            return error_reply(e.message, e.id)
+        try:
+            reply = await self._handler(req)
+            if not isinstance(reply, dict):
+                raise TypeError(f"handler returned {type(reply).__name__}, not dict")
+            reply = dict(reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the server outlives any handler bug
+            log.exception("control: handler failed on %s", req)
+            return error_reply(f"internal error: {type(e).__name__}: {e}", req.id)
+        reply.setdefault("ok", True)
+        if req.id is not None:
+            reply["id"] = req.id
+        return reply
+
+    async def _send(self, envelope: list[bytes], reply: dict) -> None:
+        if reply.get("ok") is False:
+            self.errors += 1
+        try:
+            payload = encode_reply(reply)
+        except (TypeError, ValueError) as e:
+            payload = encode_reply(error_reply(f"internal error: reply is not JSON: {e}", reply.get("id")))
+            self.errors += 1
+        if self._closed:
+            return
+        try:
+            # ROUTER never blocks: a message to a gone or congested peer is dropped.
+            await self._sock.send_multipart(envelope + [payload], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            log.debug("control: reply dropped: %s", e)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self._sock.close(linger=0)
+
+    async def __aenter__(self) -> "ControlServer":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,112 @@
+"""Encode once, fan out: the encoder thread turns each block's RGB frames into H.264 packets for every consumer,
+and the stdout writers (MPEG-TS from the packets, or raw Y4M from the frames).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+import time
+
+import numpy as np
+
+from transports.encoder import H264Encoder
+from transports.fanout import FanOut
+from transports.mpegts import stdout_writer
+from transports.y4m import stdout_y4m
+
+log = logging.getLogger("streamer.output")
+
+
+class EncoderStage:
+    """One encoder thread. `put(frames, block, epoch)` never blocks the caller."""
+
+    def __init__(self, width: int, height: int, fps: float, fanout: FanOut, keyframe_interval_s: float = 2.0,
+                 crf: int = 23, preset: str = "veryfast", prefer_hw: bool = False, raw_sink=None):
+        self.enc = H264Encoder(width, height, fps, keyframe_interval_s=keyframe_interval_s, crf=crf, preset=preset,
+                               prefer_hw=prefer_hw)
+        self.fanout = fanout
+        self.raw_sink = raw_sink  # callable(frames) for y4m output, or None
+        self.q: queue.Queue = queue.Queue()
+        self.frames_out = 0
+        self.blocks_out = 0
+        self.encode_ms = 0.0
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._loop, name="encoder", daemon=True)
+        self._thread.start()
+
+    def put(self, frames: np.ndarray, block: int, epoch: int) -> None:
+        self.q.put((frames, block, epoch))
+
+    def backlog(self) -> int:
+        return self.q.qsize()
+
+    def _loop(self):
+        try:
+            while True:
+                item = self.q.get()
+                if item is None:
+                    break
+                frames, block, epoch = item
+                t0 = time.perf_counter()
+                if self.raw_sink is not None:
+                    self.raw_sink(frames)
+                self.fanout.publish_many(self.enc.encode(frames, block=block, epoch=epoch))
+                self.encode_ms = (time.perf_counter() - t0) * 1e3
+                self.frames_out += len(frames)
+                self.blocks_out += 1
+            self.fanout.publish_many(self.enc.flush())
+        except BrokenPipeError:
+            self.error = "stdout closed by the reader"
+            log.error("stdout reader went away; stopping raw output")
+        except Exception as e:  # noqa: BLE001
+            self.error = f"encoder failed: {type(e).__name__}: {e}"
+            log.exception("encoder thread failed")
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.q.put(None)
+        self._thread.join(timeout)
+
+
+class StdoutTs:
+    """Writes the shared packets as MPEG-TS to standard output on its own thread; finalised on close()."""
+
+    def __init__(self, fanout: FanOut, width: int, height: int, fps: float):
+        self.sub = fanout.subscribe(maxsize=4096, name="stdout")
+        self.writer = stdout_writer(width, height, fps)
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stdout-ts", daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        try:
+            while True:
+                pkt = self.sub.get(timeout=0.2)
+                if pkt is None:
+                    if self._stop.is_set() or self.sub.closed:
+                        break
+                    continue
+                self.writer.write(pkt)
+        except (BrokenPipeError, OSError) as e:
+            self.error = f"stdout closed: {e}"
+        finally:
+            try:
+                self.writer.close()
+            except (BrokenPipeError, OSError):
+                pass
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        self.sub.close()
+        try:
+            sys.stdout.buffer.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+
+def y4m_sink(width: int, height: int, fps: float):
+    w = stdout_y4m(width, height, fps)
+    return w.write_frames
