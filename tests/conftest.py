@@ -1,0 +1,73 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaemonProc:
+    """A real `streamer serve` subprocess on ephemeral loopback ports."""
+
+    def __init__(self, *extra, http=True, stdout=subprocess.DEVNULL, env=None):
+        self.control = f"tcp://127.0.0.1:{free_port()}"
+        self.publish = f"tcp://127.0.0.1:{free_port()}"
+        self.http_port = free_port()
+        args = [sys.executable, "-m", "streamer", "serve", "--control", self.control, "--publish", self.publish,
+                "--http", f"127.0.0.1:{self.http_port}" if http else "off", *extra]
+        e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", **(env or {}))
+        self.stderr_path = f"/tmp/streamer-test-{os.getpid()}-{self.http_port}.log"
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=stdout, stderr=self._err, env=e)
+
+    def log(self) -> str:
+        with open(self.stderr_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def wait_streaming(self, timeout=90.0):
+        from clients.client import ControlClient
+
+        c = ControlClient(self.control, timeout=2.0)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, f"daemon exited early:\n{self.log()}"
+                try:
+                    st = c.status()
+                    if st.get("blocks_emitted", 0) > 0:
+                        return st
+                except Exception:  # noqa: BLE001 - not up yet
+                    pass
+                time.sleep(0.3)
+        finally:
+            c.close()
+        raise AssertionError(f"daemon did not stream within {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout=15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self._err.close()
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = DaemonProc()
+    d.wait_streaming()
+    yield d
+    rc = d.stop()
+    assert rc == 0, d.log()

@@ -1,0 +1,146 @@
+"""The daemon as a subprocess, with real sockets on 127.0.0.1: ZMQ video, HTTP MPEG-TS, control, events."""
+import json
+import subprocess
+import time
+import urllib.request
+
+import av
+import zmq
+
+from clients.client import ControlClient, VideoSubscriber
+
+
+def _collect(sub, want_video=24, want_blocks=0, timeout=60.0):
+    video, events = [], []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (len(video) < want_video or
+                                           len([e for e in events if e.get("event") == "block"]) < want_blocks):
+        msg = sub.recv(timeout=1.0)
+        if msg is None:
+            continue
+        topic, header, payload = msg
+        (video if topic == b"video.h264" else events).append((header, payload) if topic == b"video.h264" else header)
+    return video, events
+
+
+def _decode_annexb(packets):
+    codec = av.CodecContext.create("h264", "r")
+    frames = []
+    for header, payload in packets:
+        for pkt in codec.parse(payload):
+            frames += codec.decode(pkt)
+    for pkt in codec.parse(None) if False else []:
+        frames += codec.decode(pkt)
+    return frames
+
+
+def test_zmq_video_decodes_to_frames_of_the_configured_size(daemon):
+    with VideoSubscriber(daemon.publish, topics=(b"video.h264",)) as sub:
+        video, _ = _collect(sub, want_video=40)
+    assert len(video) >= 40
+    first_key = next(i for i, (h, _) in enumerate(video) if h["keyframe"])
+    frames = _decode_annexb(video[first_key:])
+    assert len(frames) >= 20
+    assert {(f.width, f.height) for f in frames} == {(64, 64)}
+    h = video[first_key][0]
+    assert {"pts", "keyframe", "block", "epoch", "width", "height", "fps"} <= set(h)
+    pts = [h["pts"] for h, _ in video]
+    assert pts == sorted(pts)
+
+
+def test_http_stream_ts_is_accepted_by_ffprobe(daemon, tmp_path):
+    out = tmp_path / "live.ts"
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/stream.ts", timeout=30) as r, \
+            open(out, "wb") as f:
+        assert r.headers["Content-Type"].startswith("video/mp2t")
+        got = 0
+        while got < 60_000:
+            chunk = r.read(4096)
+            if not chunk:
+                break
+            f.write(chunk)
+            got += len(chunk)
+            if got > 8000 and time.monotonic() and out.stat().st_size > 20_000:
+                break
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", str(out)],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0, probe.stderr
+    streams = json.loads(probe.stdout)["streams"]
+    assert streams[0]["codec_name"] == "h264"
+    assert (streams[0]["width"], streams[0]["height"]) == (64, 64)
+
+
+def test_status_and_metrics_over_http(daemon):
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/status", timeout=10) as r:
+        st = json.loads(r.read())
+    assert st["blocks_emitted"] > 0 and st["config"]["height"] == 64
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert "streamer_blocks_emitted_total" in text
+
+
+def test_prompt_change_is_acknowledged_and_lands_at_the_acknowledged_block(daemon):
+    with VideoSubscriber(daemon.publish, topics=(b"events",)) as sub, ControlClient(daemon.control) as c:
+        _collect(sub, want_video=0, want_blocks=1)  # subscribed and flowing
+        for mode in ("soft", "queue", "blend", "cut"):
+            prompt = f"a green triangle moving {mode}"
+            ack = c.set_prompt(prompt, mode=mode)
+            assert ack["ok"] is True, ack
+            n, epoch = ack["first_block"], ack["epoch"]
+            blocks = {}
+            applied = []
+            deadline = time.monotonic() + 60
+            while n not in blocks and time.monotonic() < deadline:
+                msg = sub.recv(timeout=1.0)
+                if msg is None:
+                    continue
+                ev = msg[1]
+                if ev.get("event") == "block":
+                    blocks[ev["block"]] = ev
+                elif ev.get("event") == "prompt_applied":
+                    applied.append(ev)
+            assert n in blocks, f"block {n} never emitted ({mode})"
+            assert blocks[n]["epoch"] == epoch, (mode, blocks[n])
+            assert any(a["epoch"] == epoch and a["first_block"] == n for a in applied), (mode, applied)
+            if n - 1 in blocks:
+                assert blocks[n - 1]["epoch"] < epoch
+            if mode != "blend":
+                assert blocks[n]["prompt"] == prompt
+        assert c.status()["epoch"] >= 4
+
+
+def test_malformed_control_messages_get_errors_while_frames_keep_flowing(daemon):
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(daemon.control)
+    bad = [b"not json", b"[1,2]", b'{"cmd":"nope"}', b'{"cmd":"set_prompt","prompt":""}',
+           b'{"cmd":"set_prompt","prompt":"x","mode":"sideways"}', b'{"cmd":"set_prompt","prompt":"x","at_block":-1}',
+           b'{"cmd":"set_prompt","prompt":"x","at_block":1e400}', b'{"cmd":"set_prompt","prompt":true}',
+           b'{"cmd":"set_prompt","prompt":"' + b"y" * 5000 + b'"}', b'{"cmd":"set_prompt","prompt":"x","at_block":0}',
+           b"\xff\xfe", b'{"cmd":"pause","extra":1}']
+    with VideoSubscriber(daemon.publish, topics=(b"events",)) as sub:
+        _collect(sub, want_video=0, want_blocks=1)
+        for body in bad:
+            s.send_multipart([b"", body])
+            assert s.poll(10_000), f"no reply to {body[:40]!r}"
+            reply = json.loads(s.recv_multipart()[-1])
+            assert reply["ok"] is False and reply["error"], (body[:40], reply)
+        _, events = _collect(sub, want_video=0, want_blocks=2, timeout=30)
+    s.close()
+    assert len([e for e in events if e.get("event") == "block"]) >= 2
+
+
+def test_pause_and_resume(daemon):
+    with ControlClient(daemon.control) as c:
+        assert c.pause()["paused"] is True
+        time.sleep(1.0)
+        a = c.status()["blocks_emitted"]
+        time.sleep(1.5)
+        b = c.status()["blocks_emitted"]
+        assert b - a <= 1  # at most the block already being decoded
+        assert c.resume()["paused"] is False
+        deadline = time.monotonic() + 30
+        while c.status()["blocks_emitted"] <= b and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert c.status()["blocks_emitted"] > b

@@ -1,0 +1,119 @@
+"""Daemon lifecycle: stdout streaming, SIGTERM, bad CLI values, systemd notify, a dying engine rank."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import ROOT, DaemonProc
+
+
+def _probe(path):
+    r = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)["streams"][0]
+
+
+def test_stdout_mpegts_into_ffmpeg_and_sigterm_finalises(tmp_path):
+    out = tmp_path / "out.mp4"
+    ff = subprocess.Popen(["ffmpeg", "-v", "error", "-y", "-f", "mpegts", "-i", "-", "-c", "copy", str(out)],
+                          stdin=subprocess.PIPE)
+    d = DaemonProc("--stdout", "mpegts", http=False, stdout=ff.stdin)
+    ff.stdin.close()  # the daemon holds the pipe's write end now
+    try:
+        d.wait_streaming()
+        time.sleep(3.0)  # a few more blocks
+        t0 = time.monotonic()
+        rc = d.stop(timeout=15)
+        stop_s = time.monotonic() - t0
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+    assert rc == 0, d.log()
+    assert stop_s < 8.0, f"took {stop_s:.1f}s to stop"
+    assert ff.wait(timeout=30) == 0
+    s = _probe(out)
+    assert s["codec_name"] == "h264" and (s["width"], s["height"]) == (64, 64)
+    assert int(s["nb_read_frames"]) >= 16
+
+
+def test_stdout_y4m(tmp_path):
+    out = tmp_path / "out.y4m"
+    with open(out, "wb") as f:
+        d = DaemonProc("--stdout", "y4m", http=False, stdout=f)
+        d.wait_streaming()
+        time.sleep(1.0)
+        assert d.stop() == 0, d.log()
+    assert out.read_bytes().startswith(b"YUV4MPEG2 W64 H64")
+    s = _probe(out)
+    assert int(s["nb_read_frames"]) >= 5
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--height", "100"], "--height must be a positive multiple of 16"),
+    (["--block-frames", "2", "--context-frames", "3"], "--context-frames (3) cannot exceed --block-frames (2)"),
+    (["--model", "/nonexistent/wan"], "no such directory"),
+    (["--steps", "0"], "--steps"),
+    (["--http", "nonsense"], "--http must be HOST:PORT"),
+])
+def test_bad_cli_values_fail_fast_with_one_line(args, needle):
+    r = subprocess.run([sys.executable, "-m", "streamer", "serve", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+
+
+def test_bad_config_file_fails_fast(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('height = "tall"\n')
+    r = subprocess.run([sys.executable, "-m", "streamer", "serve", "--config", str(cfg)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "height must be int" in r.stderr
+
+
+def test_systemd_notify_ready_after_first_block_and_watchdog(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(1.0)
+    d = DaemonProc(http=False, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "2000000"})
+    got = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not (any("READY=1" in m for m in got) and
+                                                   sum("WATCHDOG=1" in m for m in got) >= 2):
+            try:
+                got.append(sock.recv(4096).decode())
+            except socket.timeout:
+                assert d.proc.poll() is None, d.log()
+        status = d.wait_streaming()
+        assert d.stop() == 0
+    finally:
+        sock.close()
+    ready = next(i for i, m in enumerate(got) if "READY=1" in m)
+    assert status["blocks_emitted"] >= 1
+    assert "first block" in got[ready]
+    assert sum("WATCHDOG=1" in m for m in got) >= 2
+
+
+def test_killed_engine_rank_takes_the_daemon_down_without_orphans():
+    d = DaemonProc(http=False)
+    d.wait_streaming()
+    parent = psutil.Process(d.proc.pid)
+    ranks = [p for p in parent.children(recursive=True) if "pipeline.worker" in " ".join(p.cmdline())]
+    assert len(ranks) == 1
+    os.kill(ranks[0].pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    rc = d.proc.wait(timeout=10)
+    assert time.monotonic() - t0 < 5.0
+    assert rc != 0
+    assert "engine rank 0" in d.log() and "exited" in d.log()
+    d.stop()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
