@@ -128,6 +128,23 @@ class Engine:
                 **self.stats,
             }
 
+    @torch.inference_mode()
+    def preload(self) -> None:
+        """Start in steady state instead of filling (for benchmarks): S-1 blocks at steps 1..S-1 whose scheduler
+        states were advanced with a zero prediction. Output is not meaningful; timing of every later tick is."""
+        if self.queue.depth or self.queue.next_enter:
+            raise RuntimeError("preload() only on a fresh engine")
+        s = self.cfg.steps
+        for b in range(s - 1):
+            done = s - 1 - b
+            sched = copy.deepcopy(self.base_scheduler)
+            lat = self.noise.block_noise(b, self.device)
+            for k in range(done):
+                lat = sched.step(torch.zeros_like(lat), self.timesteps[k], lat, return_dict=False)[0]
+            self.queue.preload(b, done)
+            self.prompts.enter(b)
+            self.latents[b], self.schedulers[b] = lat, sched
+
     # --- the tick --------------------------------------------------------------------------------------
     @torch.inference_mode()
     def tick(self) -> TickResult:

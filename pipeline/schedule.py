@@ -67,6 +67,13 @@ class BlockQueue:
         self.next_enter = min(self.next_enter, block)
         return dropped
 
+    def preload(self, block: int, done: int) -> None:
+        """Append a block that has already had `done` steps (benchmarks start in steady state)."""
+        if self._q and (block != self._q[-1].block + 1 or done >= self._q[-1].done):
+            raise ValueError("preloaded blocks must be consecutive, noisier towards the tail")
+        self._q.append(_Slot(block, done))
+        self.next_enter = block + 1
+
     def enter(self) -> int | None:
         """Let the next block enter at the tail if there is room. Returns its index or None."""
         if len(self._q) >= self.steps:

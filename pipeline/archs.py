@@ -1,0 +1,44 @@
+"""Real Wan architectures with random weights (for benchmarks: the config matters, not the weights)."""
+from __future__ import annotations
+
+import torch
+
+WAN_ARCHS = {
+    # Wan2.1-T2V-1.3B: 30 blocks, width 1536, 12 heads
+    "wan2.1-1.3b": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30),
+    # Wan2.1-T2V-14B: 40 blocks, width 5120, 40 heads
+    "wan2.1-14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
+    # a few-layer stand-in with the same interfaces, for smoke runs of the benchmarks on CPU
+    "wan-smoke": dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=4),
+}
+COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
+              cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+
+
+def random_transformer(arch: str, device="cuda", dtype=torch.bfloat16, seed: int = 0, layers=None):
+    """A randomly initialised WanTransformer3DModel of a real architecture, in `dtype`, with the modules diffusers
+    keeps in float32 (time embedder, norms, modulation tables) kept in float32, as from_pretrained does.
+    `layers`: optional (start, stop) to build only that slice of the blocks' weights (others stay on `meta`)."""
+    from diffusers import WanTransformer3DModel
+
+    if arch not in WAN_ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(WAN_ARCHS)}")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = WanTransformer3DModel(**COMMON, **WAN_ARCHS[arch])
+    model.to(dtype)
+    keep = WanTransformer3DModel._keep_in_fp32_modules
+    for name, module in model.named_modules():
+        if any(k in name.split(".") for k in keep):
+            module.float()
+    return model.eval().requires_grad_(False)
+
+
+def random_wan_vae(device="cuda", dtype=torch.float32, seed: int = 0):
+    """The Wan 2.1 VAE architecture (diffusers' defaults for AutoencoderKLWan) with random weights."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        vae = AutoencoderKLWan()
+    return vae.to(dtype).eval().requires_grad_(False)
