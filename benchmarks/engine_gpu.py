@@ -29,12 +29,13 @@ from pipeline.tiny import wan_scheduler  # noqa: E402
 
 
 def peak_gib(dev):
-    return peak_gib(dev) if dev.type == "cuda" else 0.0
+    return torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else 0.0
 
 
 def reset_peak(dev):
     if dev.type == "cuda":
-        reset_peak(dev)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
 
 
 def sync():
@@ -77,7 +78,7 @@ def main():
     ap.add_argument("--guidance", type=float, default=5.0)
     ap.add_argument("--ticks", type=int, default=2)
     ap.add_argument("--fill-ticks", type=int, default=6)
-    ap.add_argument("--backends", default="native,_native_cudnn")
+    ap.add_argument("--backends", default="native,_native_cudnn,_native_flash")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--out", default="engine_gpu.json")

@@ -2,11 +2,12 @@
 
 Each self-attention layer (`blocks[i].attn1`) gets a `FeatureCacheAttnProcessor` bound to one slot of a
 `FeatureCache`. When a block's window is processed, the processor
-- stores the pre-RoPE (normalised) keys and values of the block's first C latent frames into the slot's `write`
-  buffer, for the previous (cleaner) block processed next on this rank, and
-- appends the `read` buffer (the successor's first C frames, stored by the forward just before) to its own keys and
-  values, rotated to the positions that follow the window (positions stay local to the window, so RoPE never runs
-  out on an endless stream).
+- takes the slot's keys and values (the successor's first C frames, stored by the forward just before on this
+  rank) and appends them to its own, rotated to the positions that follow the window (positions stay local to the
+  window, so RoPE never runs out on an endless stream), and
+- then overwrites the slot with copies of the pre-RoPE (normalised) keys and values of its own first C latent
+  frames, for the previous (cleaner) block processed next on this rank.
+One buffer per layer: the slot is read before it is overwritten.
 Without a cache request it computes exactly what diffusers' `WanAttnProcessor` computes.
 """
 from __future__ import annotations
@@ -42,20 +43,13 @@ class CacheRequest:
 class FeatureCache:
     num_layers: int
     request: CacheRequest = field(default_factory=CacheRequest)
-    read: list = field(default_factory=list)
-    write: list = field(default_factory=list)
+    kv: list = field(default_factory=list)
 
     def __post_init__(self):
-        self.read = [None] * self.num_layers
-        self.write = [None] * self.num_layers
-
-    def swap(self) -> None:
-        """After a block's forward: what it stored becomes what the next (cleaner) block reads."""
-        self.read, self.write = self.write, [None] * self.num_layers
+        self.clear()
 
     def clear(self) -> None:
-        self.read = [None] * self.num_layers
-        self.write = [None] * self.num_layers
+        self.kv = [None] * self.num_layers
 
 
 class FeatureCacheAttnProcessor:
@@ -74,14 +68,16 @@ class FeatureCacheAttnProcessor:
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
+        succ = self.cache.kv[self.slot] if req.use_read else None
         if req.store is not None:
             a, b = req.store
-            self.cache.write[self.slot] = (key[:, a:b].detach(), value[:, a:b].detach())
+            # copies: a view would keep the whole window's K/V alive
+            self.cache.kv[self.slot] = (key[:, a:b].clone(), value[:, a:b].clone())
         if rotary_emb is not None:
             query = apply_rotary(query, *rotary_emb)
             key = apply_rotary(key, *rotary_emb)
-        if req.use_read and self.cache.read[self.slot] is not None:
-            k2, v2 = self.cache.read[self.slot]
+        if succ is not None:
+            k2, v2 = succ
             if req.extra_rope is not None:
                 k2 = apply_rotary(k2, *req.extra_rope)
             key = torch.cat([key, k2.to(key.dtype)], dim=1)

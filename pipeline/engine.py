@@ -219,7 +219,6 @@ class Engine:
         carry = prologue(self.model, x, timestep, text)
         carry = run_blocks(self.model.blocks, carry, rot)
         pred = epilogue(self.model, carry)[:, :, frames - self.cfg.block_frames:]
-        self.cache.swap()
         pred = self.guide(pred)
         self.latents[work.block] = self.schedulers[work.block].step(pred, t, lat, return_dict=False)[0]
 

@@ -48,8 +48,7 @@ def test_cached_keys_change_the_output_and_are_stored():
     tpf = 16  # 8x8 latent, patch 2x2
     cache.request.store = (tpf, 2 * tpf)
     model(x, t, text)
-    assert all(w is not None and w[0].shape[1] == tpf for w in cache.write)
-    cache.swap()
+    assert all(w is not None and w[0].shape[1] == tpf for w in cache.kv)
     cache.request.store = None
     base = model(x, t, text, return_dict=False)[0]
     cache.request.use_read = True
