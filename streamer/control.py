@@ -135,7 +135,8 @@ class ControlServer:
             raise
         except Exception as e:  # the server outlives any handler bug
             log.exception("control: handler failed on %s", req)
-            return error_reply(f"internal error: {type(e).__name__}: {e}", req.id)
+            detail = (str(e).splitlines() or [""])[0][:300]
+            return error_reply(f"internal error: {type(e).__name__}: {detail}", req.id)
         reply.setdefault("ok", True)
         if req.id is not None:
             reply["id"] = req.id

@@ -1,0 +1,143 @@
+"""Load the Wan components the engine needs: the tiny in-code model, a local diffusers folder, or a hub id.
+
+Only the requested parts are loaded ("transformer", "vae", "text" = text encoder + tokenizer); the scheduler is
+always built (it is only a config). The VAE stays float32 (Wan practice); transformer and text encoder get `dtype`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pipeline.config import ConfigError
+from pipeline.tiny import TINY_TEXT_MAX_LEN, WAN_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
+
+PARTS = ("transformer", "vae", "text")
+
+
+@dataclass
+class Components:
+    transformer: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    text_max_len: int
+
+
+def _is_local(model: str) -> bool:
+    return model.startswith(("/", ".", "~")) or os.path.isdir(model)
+
+
+def _text_max_len(tokenizer_max: int | None) -> int:
+    # Wan pads prompts to 512 tokens; a tokenizer that declares less (the tiny one: 32) wins.
+    if tokenizer_max is None or tokenizer_max <= 0:
+        return WAN_TEXT_MAX_LEN
+    return min(int(tokenizer_max), WAN_TEXT_MAX_LEN)
+
+
+def _local_tokenizer_max(path: str) -> int | None:
+    try:
+        with open(os.path.join(path, "tokenizer", "tokenizer_config.json")) as f:
+            return json.load(f).get("model_max_length")
+    except (OSError, ValueError):
+        return None
+
+
+def _scheduler_from(source: str, flow_shift: float):
+    from diffusers import UniPCMultistepScheduler
+
+    cfg = UniPCMultistepScheduler.load_config(source, subfolder="scheduler")
+    if cfg.get("_class_name") != "UniPCMultistepScheduler" or cfg.get("prediction_type") != "flow_prediction":
+        return wan_scheduler(flow_shift)
+    return UniPCMultistepScheduler.from_config(cfg, flow_shift=flow_shift)
+
+
+def _reloaded(model, dtype: torch.dtype, device):
+    """Cast a freshly built model exactly as from_pretrained(dtype) would (modules kept in fp32 stay fp32)."""
+    if dtype == torch.float32:
+        return model.to(device)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        kw = {"torch_dtype": dtype} if type(model).__module__.startswith("diffusers") else {"dtype": dtype}
+        return type(model).from_pretrained(tmp, **kw).to(device).eval()
+
+
+def load_components(
+    model: str,
+    *,
+    device="cpu",
+    dtype: torch.dtype = torch.float32,
+    flow_shift: float = 3.0,
+    parts=PARTS,
+) -> Components:
+    parts = tuple(parts)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise ConfigError(f"unknown model part(s) {bad}; choose from {list(PARTS)}")
+
+    if model == "tiny":
+        c = build_tiny_components()
+        from diffusers import UniPCMultistepScheduler
+
+        return Components(
+            transformer=_reloaded(c["transformer"], dtype, device) if "transformer" in parts else None,
+            vae=c["vae"].to(device) if "vae" in parts else None,
+            text_encoder=_reloaded(c["text_encoder"], dtype, device) if "text" in parts else None,
+            tokenizer=c["tokenizer"] if "text" in parts else None,
+            scheduler=UniPCMultistepScheduler.from_config(c["scheduler"].config, flow_shift=flow_shift),
+            text_max_len=TINY_TEXT_MAX_LEN,
+        )
+
+    source = model
+    if _is_local(model):
+        source = os.path.abspath(os.path.expanduser(model))
+        if not os.path.isdir(source):
+            raise ConfigError(f"model directory {model!r} does not exist")
+        if not os.path.isfile(os.path.join(source, "model_index.json")):
+            raise ConfigError(f"model directory {model!r} has no model_index.json (not a diffusers pipeline folder)")
+
+    try:
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
+        transformer = vae = text_encoder = tokenizer = None
+        if "transformer" in parts:
+            transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype)
+            transformer = transformer.to(device).eval()
+        if "vae" in parts:
+            vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
+            vae = vae.to(device).eval()
+        if "text" in parts:
+            tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")
+            text_encoder = UMT5EncoderModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype)
+            text_encoder = text_encoder.to(device).eval()
+        scheduler = _scheduler_from(source, flow_shift)
+    except Exception as e:  # noqa: BLE001 - any failure to load is a user-facing configuration problem
+        msg = " ".join(str(e).split())[:300]
+        raise ConfigError(f"could not load model {model!r}: {type(e).__name__}: {msg}") from e
+
+    if tokenizer is not None:
+        max_len = _text_max_len(tokenizer.model_max_length)
+    else:
+        max_len = _text_max_len(_local_tokenizer_max(source) if _is_local(model) else None)
+    return Components(transformer, vae, text_encoder, tokenizer, scheduler, max_len)
+
+
+def save_components(components: Components, path) -> None:
+    """Write a diffusers WanPipeline folder (model_index.json + one subfolder per component)."""
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline(
+        tokenizer=components.tokenizer,
+        text_encoder=components.text_encoder,
+        vae=components.vae,
+        scheduler=components.scheduler,
+        transformer=components.transformer,
+    )
+    pipe.save_pretrained(str(path))
