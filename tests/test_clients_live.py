@@ -1,0 +1,47 @@
+"""Client commands against a running daemon: record to MP4, run a timeline, the status table."""
+import json
+import subprocess
+import sys
+
+from clients.client import ControlClient
+from clients.record import record
+from clients.timeline import load_timeline, run_timeline
+from conftest import ROOT
+
+
+def test_record_writes_a_playable_mp4(daemon, tmp_path):
+    out = tmp_path / "rec.mp4"
+    n = record(str(out), daemon.publish, max_blocks=3, wait_timeout=30)
+    assert n >= 8
+    r = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_streams", "-of", "json", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)["streams"][0]
+    assert s["codec_name"] == "h264" and int(s["nb_read_frames"]) == n
+
+
+def test_timeline_schedules_changes_by_block(daemon, tmp_path):
+    with ControlClient(daemon.control) as c:
+        head = c.status()["next_block"]
+        tl = tmp_path / "t.toml"
+        tl.write_text(f'[[entry]]\nat_block = {head + 30}\nprompt = "a white star moving down"\nmode = "queue"\n'
+                      f'[[entry]]\nat = 0\nprompt = "a yellow ball moving right"\nmode = "soft"\n')
+        sent = run_timeline(load_timeline(tl), c, log=lambda *a: None)
+        assert [reply["ok"] for _, reply in sent] == [True, True]
+        assert sent[0][1]["first_block"] == head + 30
+
+
+def test_status_command_prints_a_table_and_json(daemon):
+    r = subprocess.run([sys.executable, "-m", "streamer", "status", "--control", daemon.control], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "prompt" in r.stdout and "fps" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "streamer", "status", "--json", "--control", daemon.control], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert json.loads(r.stdout)["ok"] is True
+
+
+def test_prompt_command_reports_refusals(daemon):
+    r = subprocess.run([sys.executable, "-m", "streamer", "prompt", "x", "--at-block", "0", "--control",
+                        daemon.control], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "past" in r.stderr
