@@ -7,16 +7,17 @@ from __future__ import annotations
 import copy
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 
-from .attention import install_feature_cache
 from .config import EngineConfig
 from .noise import NoisePool
 from .prompts import Change, Cond, PromptSchedule
 from .schedule import BlockQueue, Work
-from .split import epilogue, prologue, rotary, run_blocks
+from .split import prologue, rotary
+from .stages import DistPipe, ItemMeta, LocalPipe, Stage
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -60,7 +61,7 @@ class CondTable:
 
 
 class BlockStepper:
-    """Geometry of a window (which tokens are context, which rotary positions) shared by all stages."""
+    """Geometry of a window (which tokens are context, which rotary positions), the same on every rank."""
 
     def __init__(self, cfg: EngineConfig, model, device):
         self.cfg = cfg
@@ -80,22 +81,32 @@ class BlockStepper:
             self._rope[key] = ((cos[:, :n], sin[:, :n]), (cos[:, n:], sin[:, n:]) if extra else None)
         return self._rope[key]
 
-    def store_range(self, work: Work) -> tuple[int, int] | None:
+    def store_range_of(self, has_prev: bool) -> tuple[int, int] | None:
+        """Token range of the block's own first C frames (what its predecessor will attend to)."""
         c = self.cfg.context_frames
         if c == 0:
             return None
-        start = (c if work.prev is not None else 0) * self.tpf
+        start = (c if has_prev else 0) * self.tpf
         return start, start + c * self.tpf
 
 
 class Engine:
-    def __init__(self, cfg: EngineConfig, transformer, scheduler, encode_prompt, device="cpu"):
+    """Rank 0's engine. With `world` > 1 the windows flow through the other ranks (DistPipe); rank 0 runs the
+    prologue and its own slice and applies the scheduler step when a prediction comes back."""
+
+    def __init__(self, cfg: EngineConfig, transformer, scheduler, encode_prompt, device="cpu", world: int = 1,
+                 layers: tuple[int, int] | None = None):
         self.cfg = cfg.validate()
         self.device = torch.device(device)
         self.dtype = DTYPES[cfg.dtype]
         self.model = transformer.eval().requires_grad_(False)
-        self.cache = install_feature_cache(self.model.blocks)
         self.geom = BlockStepper(cfg, self.model, self.device)
+        layers = layers or (0, len(self.model.blocks))
+        self.stage = Stage(self.geom, self.model, layers, last=world == 1, guide=self.guide)
+        lat_shape = (1, self.model.config.in_channels, cfg.block_frames, cfg.latent_height, cfg.latent_width)
+        self.pipe = LocalPipe(self.stage) if world == 1 else DistPipe(self.stage, world, lat_shape, self.dtype,
+                                                                      self.device)
+        self.world = world
         self.queue = BlockQueue(cfg.steps)
         self.prompts = PromptSchedule(cfg.prompt)
         self.lock = threading.Lock()
@@ -107,9 +118,15 @@ class Engine:
         self.conds = CondTable(encode_prompt, cfg.negative_prompt, cfg.use_cfg, self.dtype, self.device)
         self.latents: dict[int, torch.Tensor] = {}
         self.schedulers: dict[int, object] = {}
+        self.incarnation: dict[int, int] = {}  # block → serial of its current entry (a cut re-enters blocks)
+        self.inflight: deque = deque()  # (serial, block, step, incarnation) submitted, prediction not yet applied
+        self.leaving: dict[int, Cond] = {}  # blocks that had all steps issued (left the queue)
+        self.completed: dict[int, torch.Tensor] = {}  # blocks whose last prediction was applied
+        self.finished: list[FinishedBlock] = []
         self.last_done: tuple[int, torch.Tensor] | None = None
+        self._serial = 0
         self.stats = {"ticks": 0, "blocks": 0, "tick_ms": 0.0, "forward_ms": 0.0}
-        self.on_step = None  # called after every block forward (heartbeat for watchdogs)
+        self.on_step = None  # called after every block submission (heartbeat for watchdogs)
 
     # --- control (any thread) --------------------------------------------------------------------------
     def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None) -> Change:
@@ -125,7 +142,10 @@ class Engine:
                 "epoch": self.prompts.epoch,
                 "prompt": self.prompts.current_prompt,
                 "pending_changes": len(self.prompts.pending),
+                "in_flight_windows": len(self.inflight),
                 **self.stats,
+                "ranks": [{"rank": r, "compute_ms": round(v[0], 2), "wait_ms": round(v[1], 2),
+                           "peak_mem_gib": round(v[2], 3)} for r, v in enumerate(self.pipe.rank_stats)],
             }
 
     @torch.inference_mode()
@@ -144,6 +164,11 @@ class Engine:
             self.queue.preload(b, done)
             self.prompts.enter(b)
             self.latents[b], self.schedulers[b] = lat, sched
+            self.incarnation[b] = self._next_serial()
+
+    def _next_serial(self) -> int:
+        self._serial += 1
+        return self._serial
 
     # --- the tick --------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -155,39 +180,86 @@ class Engine:
             res.applied = br.applied
             if br.flush_from is not None:
                 res.flushed = self.queue.flush_from(br.flush_from)
-                for b in res.flushed:
+                for b in res.flushed:  # predictions still in flight for them will be dropped
                     self.latents.pop(b, None)
                     self.schedulers.pop(b, None)
+                    self.incarnation.pop(b, None)
             b = self.queue.enter()
             if b is not None:
                 self.prompts.enter(b)
                 self.latents[b] = self.noise.block_noise(b, self.device)
                 self.schedulers[b] = copy.deepcopy(self.base_scheduler)
+                self.incarnation[b] = self._next_serial()
             res.entered = b
             plan = self.queue.plan()
             conds = {w.block: self.prompts.cond(w.block) for w in plan}
             self.prompts.set_boundary(*self.queue.next_boundary())
-        self.cache.clear()
         fwd = 0.0
         for work in plan:
+            self._wait_for(work.block, work.prev)
             f0 = time.perf_counter()
-            self._step_block(work, conds[work.block])
+            self._submit(work, conds[work.block])
             fwd += time.perf_counter() - f0
+            self._apply_ready(wait=False)
             if self.on_step is not None:
                 self.on_step(work)
         done = self.queue.advance()
         with self.lock:
             for b in done:
-                lat = self.latents.pop(b)
-                self.schedulers.pop(b)
-                res.finished.append(FinishedBlock(b, lat, self.prompts.leave(b), self.queue.tick))
-                self.last_done = (b, lat)
+                self.leaving[b] = self.prompts.leave(b)
+        self._collect()
+        self._apply_ready(wait=False)
+        res.finished, self.finished = self.finished, []
+        with self.lock:
             res.seconds = time.perf_counter() - t0
             self.stats["ticks"] += 1
-            self.stats["blocks"] += len(done)
+            self.stats["blocks"] += len(res.finished)
             self.stats["tick_ms"] = res.seconds * 1e3
             self.stats["forward_ms"] = fwd * 1e3 / max(1, len(plan))
         return res
+
+    def drain(self) -> list[FinishedBlock]:
+        """Wait for every prediction in flight (multi-rank) and return the blocks that finished."""
+        while self.inflight:
+            self._apply_one(wait=True)
+        out, self.finished = self.finished, []
+        return out
+
+    def _wait_for(self, *blocks) -> None:
+        """A window sees its own and its predecessor's latents as of the start of the tick: wait until no
+        prediction of an earlier tick is outstanding for them."""
+        while any(item[1] in blocks for item in self.inflight):
+            self._apply_one(wait=True)
+
+    def _apply_ready(self, wait: bool) -> None:
+        while self.inflight and self._apply_one(wait):
+            pass
+
+    def _apply_one(self, wait: bool) -> bool:
+        got = self.pipe.poll(wait)
+        if got is None:
+            return False
+        serial, pred = got
+        s, block, step, inc = self.inflight.popleft()
+        if s != serial:
+            raise RuntimeError(f"prediction {serial} arrived out of order (expected {s})")
+        if self.incarnation.get(block) != inc:
+            return True  # the block was flushed by a cut after this window was sent
+        lat = self.schedulers[block].step(pred, self.timesteps[step], self.latents[block], return_dict=False)[0]
+        self.latents[block] = lat
+        if step == self.cfg.steps - 1:
+            self.latents.pop(block)
+            self.schedulers.pop(block)
+            self.incarnation.pop(block)
+            self.last_done = (block, lat)
+            self.completed[block] = lat
+            self._collect()
+        return True
+
+    def _collect(self) -> None:
+        """Blocks whose last step was issued (they left the queue) and whose last prediction landed, in order."""
+        for b in sorted(set(self.completed) & set(self.leaving)):
+            self.finished.append(FinishedBlock(b, self.completed.pop(b), self.leaving.pop(b), self.queue.tick))
 
     def _context(self, work: Work) -> torch.Tensor | None:
         if work.prev is None or self.cfg.context_frames == 0:
@@ -199,7 +271,7 @@ class Engine:
             return self.last_done[1][:, :, -c:]
         raise RuntimeError(f"no latents for block {work.prev}, context of block {work.block}")
 
-    def _step_block(self, work: Work, cond: Cond) -> None:
+    def _submit(self, work: Work, cond: Cond) -> None:
         lat = self.latents[work.block]
         ctx = self._context(work)
         x = lat if ctx is None else torch.cat([ctx, lat], dim=2)
@@ -207,23 +279,28 @@ class Engine:
         text = self.conds.get(cond)
         if self.cfg.use_cfg:
             x = torch.cat([x, x], dim=0)
-        t = self.timesteps[work.step]
-        timestep = t.expand(x.shape[0])
-        frames = x.shape[2]
-        use_succ = work.succ is not None and self.cfg.context_frames > 0
-        (rot, extra_rot) = self.geom.rope(frames, self.cfg.context_frames if use_succ else 0)
-        req = self.cache.request
-        req.store = self.geom.store_range(work)
-        req.use_read = use_succ
-        req.extra_rope = extra_rot
+        timestep = self.timesteps[work.step].expand(x.shape[0])
+        serial = self._next_serial()
+        meta = ItemMeta(serial=serial, block=work.block, step=work.step, frames=x.shape[2],
+                        has_prev=work.prev is not None, use_succ=work.succ is not None)
         carry = prologue(self.model, x, timestep, text)
-        carry = run_blocks(self.model.blocks, carry, rot)
-        pred = epilogue(self.model, carry)[:, :, frames - self.cfg.block_frames:]
-        pred = self.guide(pred)
-        self.latents[work.block] = self.schedulers[work.block].step(pred, t, lat, return_dict=False)[0]
+        self.inflight.append((serial, work.block, work.step, self.incarnation[work.block]))
+        self.pipe.submit(meta, carry)
 
     def guide(self, pred: torch.Tensor) -> torch.Tensor:
-        if not self.cfg.use_cfg:
-            return pred
-        cond, uncond = pred.float().chunk(2, dim=0)
-        return (uncond + float(self.cfg.guidance) * (cond - uncond)).to(pred.dtype)
+        return self.make_guide(self.cfg)(pred)
+
+    @staticmethod
+    def make_guide(cfg: EngineConfig):
+        """Classifier-free guidance on a [cond; uncond] batch (identity without CFG)."""
+        scale = float(cfg.guidance)
+
+        def guide(pred: torch.Tensor) -> torch.Tensor:
+            if not cfg.use_cfg:
+                return pred
+            cond, uncond = pred.float().chunk(2, dim=0)
+            return (uncond + scale * (cond - uncond)).to(pred.dtype)
+        return guide
+
+    def close(self) -> None:
+        self.pipe.close()

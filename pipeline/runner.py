@@ -8,6 +8,7 @@ import threading
 import time
 
 import torch
+import torch.distributed as dist
 
 from .config import EngineConfig
 from .decode import StreamingDecoder
@@ -15,7 +16,12 @@ from .engine import DTYPES, Engine, FinishedBlock
 from .models import load_components
 from .pacing import Pacer
 from .prompts import PromptError
+from .ranks import dist_env, init_dist, load_rank_slice, rank_device
 from .text import PromptEncoder
+
+
+class StopRequested(Exception):
+    pass
 
 
 class Decoder:
@@ -117,19 +123,32 @@ class Runner:
         device = torch.device(cfg.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        self._progress(f"loading model {cfg.model!r} on {device} ({cfg.dtype})")
-        comps = load_components(cfg.model, device=device, dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift)
-        if cfg.attention_backend:
-            comps.transformer.set_attention_backend(cfg.attention_backend)
+        rank, world, local = dist_env()
+        if world > 1:
+            device = rank_device(cfg, local)
+            init_dist(device, world, rank)
+            self._progress(f"loading rank 0 of {world}: model {cfg.model!r} on {device} ({cfg.dtype})")
+            source, transformer, layers = load_rank_slice(cfg, rank, world, device)
+            comps = load_components("tiny" if cfg.model == "tiny" else source, device=device,
+                                    dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift, parts=("vae", "text"))
+        else:
+            self._progress(f"loading model {cfg.model!r} on {device} ({cfg.dtype})")
+            comps = load_components(cfg.model, device=device, dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift)
+            transformer, layers = comps.transformer, None
+            if cfg.attention_backend:
+                transformer.set_attention_backend(cfg.attention_backend)
         self._progress("encoding prompts")
         self.penc = PromptEncoder(comps.tokenizer, comps.text_encoder, comps.text_max_len, device=device,
                                   dtype=DTYPES[cfg.dtype])
         self.penc.encode(cfg.prompt)
-        self.engine = Engine(cfg, comps.transformer, comps.scheduler, self.penc.encode, device=device)
+        self.engine = Engine(cfg, transformer, comps.scheduler, self.penc.encode, device=device, world=world,
+                             layers=layers)
         self.decoder = Decoder(comps.vae, cfg, self._emit)
         last = [0.0]
 
         def heartbeat(work):
+            if self.stop.is_set():
+                raise StopRequested  # leave a long tick at the next window instead of finishing it
             now = time.monotonic()
             if now - last[0] >= 1.0:
                 last[0] = now
@@ -152,6 +171,18 @@ class Runner:
 
     def run(self):
         self.load()
+        try:
+            self._loop()
+        except StopRequested:
+            pass
+        finally:
+            self.engine.drain()  # predictions still in the ring (multi-rank)
+            self.engine.close()  # tells the other ranks to stop
+            self.decoder.close()
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def _loop(self):
         first = True
         while not self.stop.is_set():
             if self.paused.is_set():
@@ -177,4 +208,3 @@ class Runner:
                 self.decoder.put(fb)
                 self.pacer.emitted(self.cfg.video_frames_of_block(fb.index), time.monotonic())
             self.link.send(b"stats", {**self.snapshot(), "tick_s": res.seconds})
-        self.decoder.close()

@@ -89,16 +89,21 @@ def watch_death_pipe(fd: int):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="pipeline.worker")
     ap.add_argument("--config", required=True, help="EngineConfig as JSON")
-    ap.add_argument("--link", required=True, help="ZMQ address of the daemon's PAIR socket")
+    ap.add_argument("--link", default="", help="ZMQ address of the daemon's PAIR socket (rank 0 only)")
     ap.add_argument("--death-fd", type=int, default=-1)
     args = ap.parse_args(argv)
     if args.death_fd >= 0:
         watch_death_pipe(args.death_fd)
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        from .ranks import serve_rank
+
+        return serve_rank(args.config)
     link = Link(args.link)
     link.start()
     try:
-        from .runner import Runner
         from .config import EngineConfig
+        from .runner import Runner
 
         cfg = EngineConfig.from_json(args.config)
         runner = Runner(cfg, link)

@@ -15,10 +15,16 @@ ENGINE_OPTS = {
     "dtype": str, "device": str, "attention": str,
 }
 DAEMON_OPTS = {"control": str, "publish": str, "http": str, "stdout": str, "keyframe_interval": float, "crf": int,
-               "nvenc": bool, "gpus": int, "ranks": int, "pace": bool, "log_level": str}
+               "nvenc": bool, "gpus": int, "ranks": int, "split": str, "pace": bool, "log_level": str}
 SERVE_DEFAULTS = {"control": "tcp://127.0.0.1:5555", "publish": "tcp://127.0.0.1:5556", "http": "127.0.0.1:8080",
                   "stdout": "", "keyframe_interval": 2.0, "crf": 23, "nvenc": False, "gpus": 0, "ranks": 1,
                   "pace": True, "log_level": "info", "device": "auto", "dtype": "auto"}
+# browser viewers (WebRTC, streamer/web.py)
+WEB_OPTS = {"ice_servers": str, "ice_username": str, "ice_credential": str, "ice_hosts": str, "token": str,
+            "max_viewers": int}
+DAEMON_OPTS.update(WEB_OPTS)
+SERVE_DEFAULTS.update({"ice_servers": "", "ice_username": "", "ice_credential": "", "ice_hosts": "auto",
+                       "token": "", "max_viewers": 32})
 
 
 def _add_serve(sub):
@@ -28,6 +34,7 @@ def _add_serve(sub):
     a("--model", help="'tiny' (default), a local diffusers Wan2.1/2.2 T2V folder, or a hub id")
     a("--gpus", type=int, help="number of GPUs (engine ranks, one process each)")
     a("--ranks", type=int, help="number of engine ranks on CPU (gloo), for testing")
+    a("--split", help="transformer blocks per rank, e.g. 8,8,7,7 (default: balanced)")
     a("--device", help="auto (default), cpu, cuda, cuda:N")
     a("--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     a("--height", type=int)
@@ -45,6 +52,13 @@ def _add_serve(sub):
     a("--control", help="control socket (ZMQ ROUTER), default tcp://127.0.0.1:5555")
     a("--publish", help="publish socket (ZMQ PUB), default tcp://127.0.0.1:5556")
     a("--http", help="HOST:PORT for the viewer, /stream.ts, /status, /metrics (default 127.0.0.1:8080; 'off')")
+    a("--ice-servers", help="comma-separated STUN/TURN URLs for WebRTC (default: none, host candidates only)")
+    a("--ice-username", help="TURN username")
+    a("--ice-credential", help="TURN credential")
+    a("--ice-hosts", help="addresses for WebRTC host candidates: 'auto' (loopback while --http is loopback), "
+                          "'all', or a comma-separated list")
+    a("--token", help="shared token required by POST /offer and /control (or STREAMER_TOKEN in the environment)")
+    a("--max-viewers", type=int, help="WebRTC viewers at once (default 32)")
     a("--stdout", choices=["mpegts", "y4m"], help="also write the live stream to standard output")
     a("--keyframe-interval", type=float, help="seconds between keyframes (default 2)")
     a("--crf", type=int, help="x264 quality (default 23)")
@@ -83,6 +97,10 @@ def _load_toml(path: str) -> dict:
 
 def resolve_serve(args) -> tuple[EngineConfig, dict]:
     """Merge defaults < config file < command line; validate everything before anything starts."""
+    if args.gpus is not None and args.ranks is not None:
+        raise ConfigError("give either --gpus (GPU ranks) or --ranks (CPU ranks), not both")
+    if args.gpus is not None and args.gpus < 1:
+        raise ConfigError(f"--gpus must be >= 1, got {args.gpus}")
     values = dict(SERVE_DEFAULTS)
     if args.config:
         values.update(_load_toml(args.config))
@@ -97,7 +115,7 @@ def resolve_serve(args) -> tuple[EngineConfig, dict]:
     fields = {k: values[k] for k in ENGINE_OPTS if k in values and k != "attention"}
     fields["attention_backend"] = values.get("attention", "") or ""
     fields["ranks"] = values["ranks"]
-    fields["extra"] = {"pace": values["pace"]}
+    fields["extra"] = {"pace": values["pace"], "split": values.get("split", "")}
     cfg = EngineConfig(**fields)
     cfg.validate()
     model = cfg.model
@@ -115,8 +133,10 @@ def resolve_serve(args) -> tuple[EngineConfig, dict]:
         raise ConfigError("--keyframe-interval must be > 0")
     if not 0 <= values["crf"] <= 51:
         raise ConfigError("--crf must be in 0..51")
-    if cfg.ranks > 1:
-        raise ConfigError("more than one engine rank is not supported yet (use --gpus 1 / --ranks 1)")
+    if values.get("split"):
+        counts = str(values["split"]).split(",")
+        if len(counts) != cfg.ranks or not all(c.strip().isdigit() and int(c) > 0 for c in counts):
+            raise ConfigError(f"--split must list {cfg.ranks} positive layer counts, got {values['split']!r}")
     return cfg, values
 
 
@@ -131,7 +151,7 @@ def cmd_serve(args) -> int:
 
     opts = ServeOptions(control=values["control"], publish=values["publish"], http=values["http"],
                         stdout=values["stdout"], keyframe_interval=values["keyframe_interval"], crf=values["crf"],
-                        nvenc=values["nvenc"])
+                        nvenc=values["nvenc"], **{k: values[k] for k in WEB_OPTS})
     return serve(cfg, opts)
 
 

@@ -43,6 +43,14 @@ class ServeOptions:
     nvenc: bool = False
     load_timeout: float = 3600.0
     progress: bool = True
+    # browser viewers (streamer/web.py): STUN/TURN URLs ("" = host candidates only), host-candidate addresses
+    # ("auto" = loopback while HTTP is on loopback), shared token for /offer and /control, viewer limit
+    ice_servers: str = ""
+    ice_username: str = ""
+    ice_credential: str = ""
+    ice_hosts: str = "auto"
+    token: str = ""
+    max_viewers: int = 32
 
 
 class Daemon:
@@ -59,6 +67,7 @@ class Daemon:
         self.publisher: VideoPublisher | None = None
         self.control: ControlServer | None = None
         self.http_runner = None
+        self.web = None
         self.stop_event = asyncio.Event()
         self.exit_code = 0
         self.exit_reason = ""
@@ -148,7 +157,11 @@ class Daemon:
         self.control = ControlServer(self.opts.control, self.handle, ctx=self.ctx)
         if self.opts.http and self.opts.http != "off":
             host, _, port = self.opts.http.rpartition(":")
-            app = build_app(self.fanout, self.status, self.metrics, index_html_path=_viewer_page())
+            from .web import WebFrontend
+
+            self.web = WebFrontend(self, host or "127.0.0.1")
+            app = build_app(self.fanout, self.web.status, self.metrics, index_html_path=_viewer_page(),
+                            extra_routes=self.web.routes())
             self.http_runner = await start_http(app, host or "127.0.0.1", int(port))
 
     async def _forward_video(self):
@@ -220,6 +233,8 @@ class Daemon:
         await self._close()
 
     async def _close(self):
+        if self.web is not None:
+            await self.web.close()
         if self.http_runner is not None:
             await self.http_runner.cleanup()
         if self.control is not None:

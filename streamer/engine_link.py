@@ -7,10 +7,12 @@ reason the ranks read EOF and exit; no orphans.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +23,12 @@ import zmq.asyncio
 from pipeline.config import EngineConfig
 
 log = logging.getLogger("streamer.engine")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class EngineDied(RuntimeError):
@@ -45,16 +53,23 @@ class EngineLink:
 
     # --- processes -------------------------------------------------------------------------------------
     def start(self) -> None:
+        """One process per rank; rank 0 links to us. Ranks meet through torch.distributed on a loopback port."""
         r, w = os.pipe()
         os.set_inheritable(r, True)
         self._death_w = w
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", "1" if self.cfg.device == "cpu" else env.get("OMP_NUM_THREADS", "4"))
-        cmd = [sys.executable, "-m", "pipeline.worker", "--config", self.cfg.to_json(), "--link", self.addr,
-               "--death-fd", str(r)]
-        # stdout of the ranks goes to our stderr: the daemon's stdout may carry the video stream
-        self.procs.append(subprocess.Popen(cmd, pass_fds=(r,), stdout=sys.stderr, env=env,
-                                           start_new_session=False))
+        world = self.cfg.ranks
+        cfg = dataclasses.replace(self.cfg, extra={**self.cfg.extra, "scratch": self._dir.name})
+        port = _free_port()
+        for rank in range(world):
+            env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            if cfg.device == "cpu" or cfg.device == "auto" and world > 1:
+                env.setdefault("OMP_NUM_THREADS", "1")
+            cmd = [sys.executable, "-m", "pipeline.worker", "--config", cfg.to_json(), "--death-fd", str(r)]
+            if rank == 0:
+                cmd += ["--link", self.addr]
+            # the ranks' stdout goes to our stderr: the daemon's stdout may carry the video stream
+            self.procs.append(subprocess.Popen(cmd, pass_fds=(r,), stdout=sys.stderr, env=env))
         os.close(r)
 
     def alive(self) -> bool:

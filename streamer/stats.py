@@ -63,9 +63,9 @@ class StreamStats:
             "paused": self.paused,
             "uptime_s": round(time.monotonic() - self.started, 1),
             "time_to_first_block_s": None if self.first_block_s is None else round(self.first_block_s, 3),
-            "ranks": [{"rank": 0, "tick_ms": round(e.get("tick_ms", 0.0), 2),
-                       "forward_ms": round(e.get("forward_ms", 0.0), 2),
-                       "decode_ms": round(e.get("decode_ms", 0.0), 2)}],
+            "tick_ms": round(e.get("tick_ms", 0.0), 2),
+            "decode_ms": round(e.get("decode_ms", 0.0), 2),
+            "ranks": e.get("ranks", []),
             "config": {"model": self.cfg.model, "height": self.cfg.height, "width": self.cfg.width,
                        "steps": self.cfg.steps, "guidance": self.cfg.guidance,
                        "block_frames": self.cfg.block_frames, "context_frames": self.cfg.context_frames,
@@ -90,4 +90,11 @@ class StreamStats:
         out = []
         for name, kind, help_, value in rows:
             out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
+        per_rank = [("streamer_rank_compute_seconds", "compute_ms", 1e-3, "Last window's compute time on the rank"),
+                    ("streamer_rank_wait_seconds", "wait_ms", 1e-3, "Last wait for input on the rank"),
+                    ("streamer_rank_peak_memory_bytes", "peak_mem_gib", 2**30, "Peak GPU memory of the rank")]
+        for name, key, scale, help_ in per_rank:
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge"]
+            out += [f'{name}{{rank="{r.get("rank", i)}"}} {r.get(key, 0.0) * scale}'
+                    for i, r in enumerate(e.get("ranks", []))]
         return "\n".join(out) + "\n"

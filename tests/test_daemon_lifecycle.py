@@ -103,17 +103,43 @@ def test_systemd_notify_ready_after_first_block_and_watchdog(tmp_path):
     assert sum("WATCHDOG=1" in m for m in got) >= 2
 
 
-def test_killed_engine_rank_takes_the_daemon_down_without_orphans():
-    d = DaemonProc(http=False)
-    d.wait_streaming()
+@pytest.mark.parametrize("world, victim", [(1, 0), (2, 1), (3, 1)])
+def test_killed_engine_rank_takes_the_daemon_down_without_orphans(world, victim):
+    d = DaemonProc("--ranks", str(world), http=False)
+    st = d.wait_streaming()
+    assert [r["rank"] for r in st["ranks"]] == list(range(world))
     parent = psutil.Process(d.proc.pid)
-    ranks = [p for p in parent.children(recursive=True) if "pipeline.worker" in " ".join(p.cmdline())]
-    assert len(ranks) == 1
-    os.kill(ranks[0].pid, signal.SIGKILL)
+    ranks = sorted((p for p in parent.children(recursive=True) if "pipeline.worker" in " ".join(p.cmdline())),
+                   key=lambda p: int(p.environ().get("RANK", "0")))
+    assert len(ranks) == world
+    os.kill(ranks[victim].pid, signal.SIGKILL)
     t0 = time.monotonic()
     rc = d.proc.wait(timeout=10)
     assert time.monotonic() - t0 < 5.0
     assert rc != 0
-    assert "engine rank 0" in d.log() and "exited" in d.log()
+    assert f"engine rank {victim}" in d.log() and "exited" in d.log()
     d.stop()
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in ranks)
+
+
+def test_two_ranks_prompt_change_pause_resume_and_clean_stop():
+    from clients.client import ControlClient, VideoSubscriber
+
+    d = DaemonProc("--ranks", "2", http=False)
+    try:
+        d.wait_streaming()
+        with ControlClient(d.control) as c, VideoSubscriber(d.publish, topics=(b"events",)) as sub:
+            ack = c.set_prompt("a magenta circle moving right", mode="soft")
+            assert ack["ok"], ack
+            seen = {}
+            deadline = time.monotonic() + 60
+            while ack["first_block"] not in seen and time.monotonic() < deadline:
+                msg = sub.recv(timeout=1.0)
+                if msg and msg[1].get("event") == "block":
+                    seen[msg[1]["block"]] = msg[1]["epoch"]
+            assert seen.get(ack["first_block"]) == ack["epoch"]
+            assert c.pause()["paused"] is True
+            assert c.resume()["paused"] is False
+    finally:
+        rc = d.stop()
+    assert rc == 0, d.log()

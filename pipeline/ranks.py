@@ -1,0 +1,112 @@
+"""Multi-rank set-up: torch.distributed (NCCL on GPU, gloo on CPU), the layer split, and the loop of ranks > 0.
+
+Ranks are started by the daemon (one process per GPU, env RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT) or
+by torchrun on several hosts. Rank 0 talks to the daemon; the others only to their ring neighbours.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import traceback
+
+import torch
+import torch.distributed as dist
+
+from .config import ConfigError, EngineConfig
+from .engine import DTYPES, BlockStepper, Engine
+from .shard import load_transformer_slice
+from .stages import Stage, balanced_split, serve_stage
+
+
+def dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), \
+        int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def rank_device(cfg: EngineConfig, local_rank: int) -> torch.device:
+    if cfg.device == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"rank {local_rank} needs GPU {local_rank}, but only {torch.cuda.device_count()} "
+                              "GPU(s) are visible")
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(cfg.device)
+
+
+def init_dist(device: torch.device, world: int, rank: int) -> None:
+    if world == 1 or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world,
+                            # a paused stream leaves ranks waiting on a receive: no collective timeout
+                            timeout=datetime.timedelta(days=30),
+                            device_id=device if device.type == "cuda" else None)
+
+
+def layer_split(cfg: EngineConfig, num_layers: int, world: int) -> list[tuple[int, int]]:
+    split = cfg.extra.get("split")
+    if not split:
+        return balanced_split(num_layers, world)
+    counts = [int(x) for x in str(split).split(",")]
+    if len(counts) != world or sum(counts) != num_layers or min(counts) < 1:
+        raise ConfigError(f"--split {split} must give {world} positive counts summing to {num_layers}")
+    out, a = [], 0
+    for c in counts:
+        out.append((a, a + c))
+        a += c
+    return out
+
+
+def model_source(cfg: EngineConfig, rank: int) -> str:
+    """A local folder every rank can read its slice from. The tiny model is written there by rank 0 first."""
+    if cfg.model == "tiny":
+        path = os.path.join(cfg.extra.get("scratch") or "/tmp", "tiny-model")
+        if rank == 0:
+            from .models import load_components, save_components
+
+            save_components(load_components("tiny"), path)
+        dist.barrier()
+        return path
+    if os.path.isdir(os.path.expanduser(cfg.model)):
+        return os.path.expanduser(cfg.model)
+    from huggingface_hub import snapshot_download
+
+    if rank == 0:
+        path = snapshot_download(cfg.model)
+    dist.barrier()
+    return path if rank == 0 else snapshot_download(cfg.model, local_files_only=True)
+
+
+def load_rank_slice(cfg: EngineConfig, rank: int, world: int, device):
+    from diffusers import WanTransformer3DModel
+
+    source = model_source(cfg, rank)
+    num_layers = WanTransformer3DModel.load_config(os.path.join(source, "transformer"))["num_layers"]
+    layers = layer_split(cfg, num_layers, world)[rank]
+    model = load_transformer_slice(source, layers, first=rank == 0, last=rank == world - 1, device=device,
+                                   dtype=DTYPES[cfg.dtype])
+    if cfg.attention_backend:
+        model.set_attention_backend(cfg.attention_backend)
+    return source, model, layers
+
+
+def serve_rank(config_json: str) -> int:
+    """Ranks 1..W-1: load the slice, then pass windows along the ring until rank 0 says stop."""
+    rank, world, local = dist_env()
+    try:
+        cfg = EngineConfig.from_json(config_json).validate().resolved()
+        device = rank_device(cfg, local)
+        init_dist(device, world, rank)
+        _, model, layers = load_rank_slice(cfg, rank, world, device)
+        geom = BlockStepper(cfg, model, device)
+        guide = Engine.make_guide(cfg)
+        stage = Stage(geom, model, layers, last=rank == world - 1, guide=guide)
+        with torch.inference_mode():
+            serve_stage(stage, rank, world, device, model.config.num_attention_heads * model.config.attention_head_dim,
+                        DTYPES[cfg.dtype])
+        dist.destroy_process_group()
+        return 0
+    except Exception:  # noqa: BLE001
+        traceback.print_exc(file=sys.stderr)
+        return 1

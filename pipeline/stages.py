@@ -1,0 +1,241 @@
+"""Pipeline stages: each rank runs its slice of transformer blocks (with its own feature cache) for every block
+window, in the order rank 0 submitted them. Rank 0 runs the prologue, the last rank the epilogue and CFG; the noise
+prediction returns to rank 0. With one rank, `LocalPipe` runs the same code in-process.
+
+Wire format (torch.distributed point-to-point, no pickle): an int64 header, then the carry tensors whose shapes and
+dtypes the header names; back to rank 0: a header and the prediction (fixed shape), plus per-rank timings.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .attention import install_feature_cache
+from .split import Carry, epilogue, run_blocks
+
+_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+HEADER = 16
+STAT_FIELDS = 3  # per rank: compute ms, wait ms, peak memory GiB
+
+
+def balanced_split(num_layers: int, world: int) -> list[tuple[int, int]]:
+    """Contiguous slices, the first ranks taking one more (30 over 4 → 8/8/7/7)."""
+    if world < 1 or world > num_layers:
+        raise ValueError(f"cannot split {num_layers} transformer blocks over {world} ranks")
+    base, extra = divmod(num_layers, world)
+    out, a = [], 0
+    for r in range(world):
+        b = a + base + (1 if r < extra else 0)
+        out.append((a, b))
+        a = b
+    return out
+
+
+@dataclass
+class ItemMeta:
+    """What every stage needs to know about one block window."""
+
+    serial: int  # unique per submitted item (tells stale predictions after a cut from current ones)
+    block: int
+    step: int
+    frames: int  # latent frames in the window (C + B, or B for the stream's first block)
+    has_prev: bool
+    use_succ: bool
+    stop: bool = False
+
+    def header(self, carry: Carry | None) -> torch.Tensor:
+        h = torch.zeros(HEADER, dtype=torch.int64)
+        h[:7] = torch.tensor([int(self.stop), self.serial, self.block, self.step, self.frames, int(self.has_prev),
+                              int(self.use_succ)])
+        if carry is not None:
+            b, n, _ = carry.hidden.shape
+            h[7:16] = torch.tensor([b, n, carry.text.shape[1], _DTYPES.index(carry.hidden.dtype),
+                                    _DTYPES.index(carry.text.dtype), _DTYPES.index(carry.timestep_proj.dtype),
+                                    _DTYPES.index(carry.temb.dtype), *carry.grid[1:]])
+        return h
+
+    @classmethod
+    def from_header(cls, h: torch.Tensor) -> "ItemMeta":
+        v = h.tolist()
+        return cls(serial=v[1], block=v[2], step=v[3], frames=v[4], has_prev=bool(v[5]), use_succ=bool(v[6]),
+                   stop=bool(v[0]))
+
+
+class Stage:
+    """This rank's slice of blocks [a, b) with its feature cache; prologue/epilogue are done by the callers."""
+
+    def __init__(self, geom, model, layers: tuple[int, int], last: bool, guide):
+        self.geom = geom
+        self.model = model
+        self.blocks = [model.blocks[i] for i in range(*layers)]
+        self.cache = install_feature_cache(self.blocks)
+        self.last = last
+        self.guide = guide
+        self.block_frames = geom.cfg.block_frames
+
+    def forward(self, meta: ItemMeta, carry: Carry) -> Carry:
+        c = self.geom.cfg.context_frames
+        use_succ = meta.use_succ and c > 0
+        rot, extra = self.geom.rope(meta.frames, c if use_succ else 0)
+        req = self.cache.request
+        req.store = self.geom.store_range_of(meta.has_prev)
+        req.use_read = use_succ
+        req.extra_rope = extra
+        return run_blocks(self.blocks, carry, rot)
+
+    def finish(self, carry: Carry) -> torch.Tensor:
+        """Last stage: noise prediction for the block's own frames, CFG applied."""
+        pred = epilogue(self.model, carry)[:, :, carry.grid[0] - self.block_frames:]
+        return self.guide(pred)
+
+
+class LocalPipe:
+    """One rank: the whole model here. Predictions come back immediately, in order."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        self.ready: deque = deque()
+        self.rank_stats = [[0.0] * STAT_FIELDS]
+
+    def submit(self, meta: ItemMeta, carry: Carry) -> None:
+        t0 = time.perf_counter()
+        pred = self.stage.finish(self.stage.forward(meta, carry))
+        self.rank_stats[0][0] = (time.perf_counter() - t0) * 1e3
+        self.ready.append((meta.serial, pred))
+
+    def poll(self, wait: bool):
+        if self.ready:
+            return self.ready.popleft()
+        if wait:
+            raise RuntimeError("waiting for a prediction that was never submitted")
+        return None
+
+    def close(self):
+        pass
+
+
+def _send_carry(dst: int, meta: ItemMeta, carry: Carry, stats: torch.Tensor) -> list:
+    tensors = [meta.header(carry), stats, carry.hidden.contiguous(), carry.text.contiguous(),
+               carry.timestep_proj.contiguous(), carry.temb.contiguous()]
+    dev = carry.hidden.device
+    handles = []
+    for i, t in enumerate(tensors):
+        t = t.to(dev) if i < 2 else t
+        handles.append((dist.isend(t, dst), t))
+    return handles
+
+
+def _recv_carry(src: int, device, dim: int, world: int):
+    h = torch.empty(HEADER, dtype=torch.int64, device=device)
+    dist.recv(h, src)
+    stats = torch.empty(world, STAT_FIELDS, dtype=torch.float64, device=device)
+    dist.recv(stats, src)
+    meta = ItemMeta.from_header(h.cpu())
+    if meta.stop:
+        return meta, None, stats.cpu()
+    v = h.cpu().tolist()
+    b, n, tl, dh, dt, dp, de, gh, gw = v[7:16]
+    hidden = torch.empty(b, n, dim, dtype=_DTYPES[dh], device=device)
+    text = torch.empty(b, tl, dim, dtype=_DTYPES[dt], device=device)
+    tproj = torch.empty(b, 6, dim, dtype=_DTYPES[dp], device=device)
+    temb = torch.empty(b, dim, dtype=_DTYPES[de], device=device)
+    for t in (hidden, text, tproj, temb):
+        dist.recv(t, src)
+    return meta, Carry(hidden, text, tproj, temb, (meta.frames, gh, gw)), stats.cpu()
+
+
+class DistPipe:
+    """Rank 0's side of the ring: sends each window's carry to rank 1 without waiting, receives predictions from
+    the last rank with receives posted ahead, in submission order."""
+
+    def __init__(self, stage: Stage, world: int, pred_shape, pred_dtype, device):
+        self.stage, self.world, self.device = stage, world, device
+        self.pred_shape, self.pred_dtype = pred_shape, pred_dtype
+        self.sent: deque = deque()  # isend handles still in flight
+        self.rank_stats = [[0.0] * STAT_FIELDS for _ in range(world)]
+        self.outstanding = 0
+        self._post()
+
+    def _post(self):
+        self._h = torch.empty(HEADER, dtype=torch.int64, device=self.device)
+        self._stats = torch.empty(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device)
+        self._pred = torch.empty(self.pred_shape, dtype=self.pred_dtype, device=self.device)
+        last = self.world - 1
+        self._recv = [dist.irecv(self._h, last), dist.irecv(self._stats, last), dist.irecv(self._pred, last)]
+
+    def submit(self, meta: ItemMeta, carry: Carry) -> None:
+        t0 = time.perf_counter()
+        carry = self.stage.forward(meta, carry)
+        stats = torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64)
+        stats[0, 0] = (time.perf_counter() - t0) * 1e3
+        if self.device.type == "cuda":
+            stats[0, 2] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        self.sent.extend(_send_carry(1, meta, carry, stats))
+        self.outstanding += 1
+        while self.sent and self.sent[0][0].is_completed():
+            self.sent.popleft()
+
+    def poll(self, wait: bool):
+        if self.outstanding == 0:
+            if wait:
+                raise RuntimeError("waiting for a prediction that was never submitted")
+            return None
+        if not wait and not all(w.is_completed() for w in self._recv):
+            return None
+        t0 = time.perf_counter()
+        for w in self._recv:
+            w.wait()
+        self.rank_stats[0][1] += (time.perf_counter() - t0) * 1e3
+        serial = int(self._h[1].item())
+        pred = self._pred
+        stats = self._stats.cpu()
+        for r in range(1, self.world):
+            self.rank_stats[r] = stats[r].tolist()
+        self.outstanding -= 1
+        self._post()
+        return serial, pred
+
+    def close(self):
+        stop = ItemMeta(serial=-1, block=-1, step=-1, frames=0, has_prev=False, use_succ=False, stop=True)
+        h = stop.header(None).to(self.device)
+        dist.send(h, 1)
+        dist.send(torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device), 1)
+
+
+def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtype) -> None:
+    """The loop of ranks 1..W-1: receive a window, run the slice, pass it on (or the prediction back to rank 0)."""
+    last = rank == world - 1
+    pending: deque = deque()
+    while True:
+        t_wait = time.perf_counter()
+        meta, carry, stats = _recv_carry(rank - 1, device, dim, world)
+        wait_ms = (time.perf_counter() - t_wait) * 1e3
+        if meta.stop:
+            if not last:
+                dist.send(meta.header(None).to(device), rank + 1)
+                dist.send(stats.to(device), rank + 1)
+            break
+        t0 = time.perf_counter()
+        carry = stage.forward(meta, carry)
+        if last:
+            pred = stage.finish(carry).to(pred_dtype).contiguous()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        stats[rank, 0] = (time.perf_counter() - t0) * 1e3
+        stats[rank, 1] = wait_ms
+        if device.type == "cuda":
+            stats[rank, 2] = torch.cuda.max_memory_allocated(device) / 2**30
+        if last:
+            h = meta.header(None).to(device)
+            for t in (h, stats.to(device), pred):
+                pending.append((dist.isend(t, 0), t))
+        else:
+            pending.extend(_send_carry(rank + 1, meta, carry, stats))
+        while pending and pending[0][0].is_completed():
+            pending.popleft()
+    for w, _ in pending:
+        w.wait()
