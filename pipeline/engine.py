@@ -144,8 +144,10 @@ class Engine:
                 "pending_changes": len(self.prompts.pending),
                 "in_flight_windows": len(self.inflight),
                 **self.stats,
-                "ranks": [{"rank": r, "compute_ms": round(v[0], 2), "wait_ms": round(v[1], 2),
-                           "peak_mem_gib": round(v[2], 3)} for r, v in enumerate(self.pipe.rank_stats)],
+                "ranks": [{"rank": r, "compute_s": round(v[0] / 1e3, 3), "wait_s": round(v[1] / 1e3, 3),
+                           "wait_share": round(v[1] / (v[0] + v[1]), 4) if v[0] + v[1] > 0 else 0.0,
+                           "peak_mem_gib": round(v[2], 3), "windows": int(v[3])}
+                          for r, v in enumerate(self.pipe.rank_stats)],
             }
 
     @torch.inference_mode()
@@ -303,4 +305,11 @@ class Engine:
         return guide
 
     def close(self) -> None:
+        """Stop the other ranks (multi-rank)."""
         self.pipe.close()
+
+    def retire(self) -> None:
+        """Leave the other ranks running for another Engine on rank 0 (benchmarks)."""
+        self.drain()
+        if isinstance(self.pipe, DistPipe):
+            self.pipe.retire()

@@ -19,7 +19,7 @@ from .split import Carry, epilogue, run_blocks
 
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 HEADER = 16
-STAT_FIELDS = 3  # per rank: compute ms, wait ms, peak memory GiB
+STAT_FIELDS = 4  # per rank, running totals: compute ms, wait-for-input ms, peak memory GiB, windows
 
 
 def balanced_split(num_layers: int, world: int) -> list[tuple[int, int]]:
@@ -46,10 +46,12 @@ class ItemMeta:
     has_prev: bool
     use_succ: bool
     stop: bool = False
+    ping: bool = False  # travels the ring and comes back with no work: retires a pipe's posted receive
 
     def header(self, carry: Carry | None) -> torch.Tensor:
         h = torch.zeros(HEADER, dtype=torch.int64)
-        h[:7] = torch.tensor([int(self.stop), self.serial, self.block, self.step, self.frames, int(self.has_prev),
+        kind = 1 if self.stop else 2 if self.ping else 0
+        h[:7] = torch.tensor([kind, self.serial, self.block, self.step, self.frames, int(self.has_prev),
                               int(self.use_succ)])
         if carry is not None:
             b, n, _ = carry.hidden.shape
@@ -62,7 +64,7 @@ class ItemMeta:
     def from_header(cls, h: torch.Tensor) -> "ItemMeta":
         v = h.tolist()
         return cls(serial=v[1], block=v[2], step=v[3], frames=v[4], has_prev=bool(v[5]), use_succ=bool(v[6]),
-                   stop=bool(v[0]))
+                   stop=v[0] == 1, ping=v[0] == 2)
 
 
 class Stage:
@@ -104,7 +106,10 @@ class LocalPipe:
     def submit(self, meta: ItemMeta, carry: Carry) -> None:
         t0 = time.perf_counter()
         pred = self.stage.finish(self.stage.forward(meta, carry))
-        self.rank_stats[0][0] = (time.perf_counter() - t0) * 1e3
+        st = self.rank_stats[0]
+        st[0] += (time.perf_counter() - t0) * 1e3
+        st[2] = _peak_gib(pred.device)
+        st[3] += 1
         self.ready.append((meta.serial, pred))
 
     def poll(self, wait: bool):
@@ -116,6 +121,10 @@ class LocalPipe:
 
     def close(self):
         pass
+
+
+def _peak_gib(device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
 
 
 def _send_carry(dst: int, meta: ItemMeta, carry: Carry, stats: torch.Tensor) -> list:
@@ -135,7 +144,7 @@ def _recv_carry(src: int, device, dim: int, world: int):
     stats = torch.empty(world, STAT_FIELDS, dtype=torch.float64, device=device)
     dist.recv(stats, src)
     meta = ItemMeta.from_header(h.cpu())
-    if meta.stop:
+    if meta.stop or meta.ping:
         return meta, None, stats.cpu()
     v = h.cpu().tolist()
     b, n, tl, dh, dt, dp, de, gh, gw = v[7:16]
@@ -170,10 +179,13 @@ class DistPipe:
     def submit(self, meta: ItemMeta, carry: Carry) -> None:
         t0 = time.perf_counter()
         carry = self.stage.forward(meta, carry)
-        stats = torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64)
-        stats[0, 0] = (time.perf_counter() - t0) * 1e3
         if self.device.type == "cuda":
-            stats[0, 2] = torch.cuda.max_memory_allocated(self.device) / 2**30
+            torch.cuda.synchronize(self.device)
+        st = self.rank_stats[0]
+        st[0] += (time.perf_counter() - t0) * 1e3
+        st[2] = _peak_gib(self.device)
+        st[3] += 1
+        stats = torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64)
         self.sent.extend(_send_carry(1, meta, carry, stats))
         self.outstanding += 1
         while self.sent and self.sent[0][0].is_completed():
@@ -199,36 +211,56 @@ class DistPipe:
         self._post()
         return serial, pred
 
-    def close(self):
-        stop = ItemMeta(serial=-1, block=-1, step=-1, frames=0, has_prev=False, use_succ=False, stop=True)
-        h = stop.header(None).to(self.device)
-        dist.send(h, 1)
+    def _control(self, **kind):
+        msg = ItemMeta(serial=-1, block=-1, step=-1, frames=0, has_prev=False, use_succ=False, **kind)
+        dist.send(msg.header(None).to(self.device), 1)
         dist.send(torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device), 1)
+
+    def retire(self):
+        """Consume this pipe's posted receive with a ping round trip, so another pipe can take over the ring."""
+        if self.outstanding:
+            raise RuntimeError("retire() with predictions still in flight")
+        self._control(ping=True)
+        for w in self._recv:
+            w.wait()
+
+    def close(self):
+        self._control(stop=True)
 
 
 def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtype) -> None:
     """The loop of ranks 1..W-1: receive a window, run the slice, pass it on (or the prediction back to rank 0)."""
     last = rank == world - 1
     pending: deque = deque()
+    totals = [0.0] * STAT_FIELDS
+    cfg = stage.geom.cfg
+    pred_shape = (1, stage.model.config.out_channels, cfg.block_frames, cfg.latent_height, cfg.latent_width)
     while True:
         t_wait = time.perf_counter()
         meta, carry, stats = _recv_carry(rank - 1, device, dim, world)
-        wait_ms = (time.perf_counter() - t_wait) * 1e3
+        totals[1] += (time.perf_counter() - t_wait) * 1e3
+        if (meta.stop or meta.ping) and not last:  # pass control messages along
+            dist.send(meta.header(None).to(device), rank + 1)
+            dist.send(stats.to(device), rank + 1)
         if meta.stop:
-            if not last:
-                dist.send(meta.header(None).to(device), rank + 1)
-                dist.send(stats.to(device), rank + 1)
             break
+        if meta.ping and not last:
+            continue
+        if meta.ping:  # last rank: answer in the prediction's shape so rank 0's posted receive completes
+            for t in (meta.header(None).to(device), stats.to(device), torch.zeros(pred_shape, dtype=pred_dtype,
+                                                                                       device=device)):
+                dist.send(t, 0)
+            continue
         t0 = time.perf_counter()
         carry = stage.forward(meta, carry)
         if last:
             pred = stage.finish(carry).to(pred_dtype).contiguous()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        stats[rank, 0] = (time.perf_counter() - t0) * 1e3
-        stats[rank, 1] = wait_ms
-        if device.type == "cuda":
-            stats[rank, 2] = torch.cuda.max_memory_allocated(device) / 2**30
+        totals[0] += (time.perf_counter() - t0) * 1e3
+        totals[2] = _peak_gib(device)
+        totals[3] += 1
+        stats[rank] = torch.tensor(totals, dtype=torch.float64)
         if last:
             h = meta.header(None).to(device)
             for t in (h, stats.to(device), pred):

@@ -90,11 +90,11 @@ class StreamStats:
         out = []
         for name, kind, help_, value in rows:
             out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
-        per_rank = [("streamer_rank_compute_seconds", "compute_ms", 1e-3, "Last window's compute time on the rank"),
-                    ("streamer_rank_wait_seconds", "wait_ms", 1e-3, "Last wait for input on the rank"),
-                    ("streamer_rank_peak_memory_bytes", "peak_mem_gib", 2**30, "Peak GPU memory of the rank")]
-        for name, key, scale, help_ in per_rank:
-            out += [f"# HELP {name} {help_}", f"# TYPE {name} gauge"]
+        per_rank = [("streamer_rank_compute_seconds_total", "compute_s", 1, "counter", "Compute time on the rank"),
+                    ("streamer_rank_wait_seconds_total", "wait_s", 1, "counter", "Time the rank waited for input"),
+                    ("streamer_rank_peak_memory_bytes", "peak_mem_gib", 2**30, "gauge", "Peak GPU memory of the rank")]
+        for name, key, scale, kind, help_ in per_rank:
+            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
             out += [f'{name}{{rank="{r.get("rank", i)}"}} {r.get(key, 0.0) * scale}'
                     for i, r in enumerate(e.get("ranks", []))]
         return "\n".join(out) + "\n"
