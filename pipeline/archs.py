@@ -34,6 +34,37 @@ def random_transformer(arch: str, device="cuda", dtype=torch.bfloat16, seed: int
     return model.eval().requires_grad_(False)
 
 
+def random_transformer_slice(arch: str, layers: tuple[int, int], first: bool, last: bool, device="cuda",
+                             dtype=torch.bfloat16, seed: int = 0):
+    """Like `random_transformer`, but only this rank's parts are materialised (random values); the rest stays on
+    `meta`, as with `pipeline.shard.load_transformer_slice` for a real checkpoint."""
+    from diffusers import WanTransformer3DModel
+    from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
+
+    from .shard import owned
+
+    with torch.device("meta"):
+        model = WanTransformer3DModel(**COMMON, **WAN_ARCHS[arch])
+    keep = WanTransformer3DModel._keep_in_fp32_modules
+    g = torch.Generator(device=device).manual_seed(seed)
+    state = {}
+    for name, p in model.state_dict().items():
+        if not owned(name, layers, first, last):
+            continue
+        want = torch.float32 if any(k in name.split(".") for k in keep) else dtype
+        t = (torch.randn(p.shape, generator=g, device=device) * 0.02).to(want)
+        if name.endswith("bias"):
+            t.zero_()
+        elif ("norm" in name and name.endswith("weight")) or p.ndim == 1:
+            t.fill_(1.0)
+        state[name] = t
+    model.load_state_dict(state, strict=False, assign=True)
+    cfg = model.config
+    with torch.device(device):
+        model.rope = WanRotaryPosEmbed(cfg.attention_head_dim, cfg.patch_size, cfg.rope_max_seq_len)
+    return model.eval().requires_grad_(False)
+
+
 def random_wan_vae(device="cuda", dtype=torch.float32, seed: int = 0):
     """The Wan 2.1 VAE architecture (diffusers' defaults for AutoencoderKLWan) with random weights."""
     from diffusers import AutoencoderKLWan

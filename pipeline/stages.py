@@ -244,6 +244,8 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
             dist.send(stats.to(device), rank + 1)
         if meta.stop:
             break
+        if meta.ping:  # a pipe retired: the next engine's statistics start from zero
+            totals = [0.0] * STAT_FIELDS
         if meta.ping and not last:
             continue
         if meta.ping:  # last rank: answer in the prediction's shape so rank 0's posted receive completes

@@ -1,0 +1,171 @@
+"""Dual-parallel benchmark: the engine over W ranks (one process per GPU, NCCL), for W in --worlds, in one run.
+
+Per W: each rank materialises only its slice (random weights of a real Wan architecture); rank 0 runs the engine.
+1. Fill: the first --fill-ticks ticks of a fresh stream, timed; the rest of the fill computed (see below).
+2. Steady state: the queue preloaded with S blocks at consecutive steps, then --ticks ticks timed (the first one
+   includes the ring's own ramp-up and is reported but not used).
+Reports steady tick time, video fps, scaling efficiency fps_W / (W · fps_1), time to first block, peak memory per
+GPU and each rank's share of time spent waiting for its input (communication and pipeline bubbles).
+Usage: python benchmarks/dual_gpu.py --worlds 1,2,4 --out dual.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.archs import random_transformer_slice  # noqa: E402
+from pipeline.config import EngineConfig  # noqa: E402
+from pipeline.engine import DTYPES, BlockStepper, Engine  # noqa: E402
+from pipeline.ranks import init_dist  # noqa: E402
+from pipeline.stages import Stage, balanced_split, serve_stage  # noqa: E402
+from pipeline.tiny import wan_scheduler  # noqa: E402
+
+
+def fake_text(device, dtype, dim=4096, length=512):
+    cache = {}
+
+    def encode(text):
+        if text not in cache:
+            g = torch.Generator().manual_seed(len(text))
+            cache[text] = torch.randn(1, length, dim, generator=g).to(device, dtype)
+        return cache[text]
+    return encode
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def timed_ticks(eng, n, dev):
+    out = []
+    for _ in range(n):
+        sync(dev)
+        t = time.perf_counter()
+        eng.tick()
+        sync(dev)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def rank_main(rank, world, port, a, out_path):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    dev = torch.device(f"cuda:{rank}" if a.device == "cuda" else "cpu")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    init_dist(dev, world, rank)
+    cfg = EngineConfig(model=a.arch, height=a.height, width=a.width, steps=a.steps, guidance=a.guidance,
+                       block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype,
+                       device=str(dev.type), ranks=world)
+    dtype = DTYPES[a.dtype]
+    from pipeline.archs import WAN_ARCHS
+    layers = balanced_split(WAN_ARCHS[a.arch]["num_layers"], world)[rank]
+    model = random_transformer_slice(a.arch, layers, rank == 0, rank == world - 1, device=dev, dtype=dtype)
+    if a.attention:
+        model.set_attention_backend(a.attention)
+    weights_gib = sum(p.numel() * p.element_size() for p in model.parameters() if p.device.type != "meta") / 2**30
+    with torch.inference_mode():
+        if rank != 0:
+            stage = Stage(BlockStepper(cfg, model, dev), model, layers, last=rank == world - 1,
+                          guide=Engine.make_guide(cfg))
+            serve_stage(stage, rank, world, dev, model.config.num_attention_heads * model.config.attention_head_dim,
+                        dtype)
+            dist.destroy_process_group()
+            return
+        res = {"world": world, "layers": balanced_split(WAN_ARCHS[a.arch]["num_layers"], world),
+               "rank0_weights_gib": weights_gib}
+        encode = fake_text(dev, dtype)
+        # 1. the fill, measured for its first ticks
+        eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev, world=world, layers=layers)
+        res["fill_ticks_s"] = timed_ticks(eng, a.fill_ticks, dev)
+        eng.retire()
+        # 2. steady state
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev, world=world, layers=layers)
+        eng.preload()
+        ramp = timed_ticks(eng, 1, dev)
+        t0 = time.perf_counter()
+        ticks = timed_ticks(eng, a.ticks, dev)
+        eng.drain()
+        sync(dev)
+        span = time.perf_counter() - t0
+        after = [list(r) for r in eng.pipe.rank_stats]
+        res["ramp_tick_s"] = ramp[0]
+        res["steady_ticks_s"] = ticks
+        res["steady_span_s"] = span
+        # per-rank totals over the whole steady run (ramp tick + timed ticks + drain)
+        res["ranks"] = [{"rank": r, "compute_s": after[r][0] / 1e3, "wait_s": after[r][1] / 1e3,
+                         "peak_mem_gib": after[r][2], "windows": after[r][3]} for r in range(world)]
+        for r in res["ranks"]:
+            busy = r["compute_s"] + r["wait_s"]
+            r["wait_share"] = r["wait_s"] / busy if busy else 0.0
+        eng.close()
+        with open(out_path, "w") as f:
+            json.dump(res, f, indent=2)
+    dist.destroy_process_group() if dist.is_initialized() else None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worlds", default="1,2,4")
+    ap.add_argument("--arch", default="wan2.1-1.3b")
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=832)
+    ap.add_argument("--block-frames", type=int, default=8)
+    ap.add_argument("--context-frames", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--ticks", type=int, default=2)
+    ap.add_argument("--fill-ticks", type=int, default=4)
+    ap.add_argument("--attention", default="")
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--out", default="dual_gpu.json")
+    a = ap.parse_args()
+    results = {"device": torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu",
+               "gpus": torch.cuda.device_count() if a.device == "cuda" else 0, "torch": torch.__version__,
+               "args": vars(a), "runs": []}
+    for world in [int(w) for w in a.worlds.split(",")]:
+        tmp = f"{a.out}.w{world}.json"
+        t0 = time.perf_counter()
+        mp.spawn(rank_main, args=(world, free_port(), a, tmp), nprocs=world, join=True)
+        with open(tmp) as f:
+            r = json.load(f)
+        os.remove(tmp)
+        r["wall_s"] = time.perf_counter() - t0
+        tick = sum(r["steady_ticks_s"]) / len(r["steady_ticks_s"])
+        r["steady_tick_s"] = tick
+        r["video_fps"] = 4 * a.block_frames / tick
+        per_window = tick / a.steps
+        rest = sum(max(k + 1, world) for k in range(a.fill_ticks, a.steps)) * per_window
+        r["time_to_first_block_s"] = {"measured": sum(r["fill_ticks_s"]), "computed_rest": rest,
+                                      "total": sum(r["fill_ticks_s"]) + rest}
+        results["runs"].append(r)
+        base = results["runs"][0]
+        if base["world"] == 1:
+            r["scaling_efficiency"] = r["video_fps"] / (world * base["video_fps"])
+        with open(a.out, "w") as f:
+            json.dump(results, f, indent=2)
+        print(json.dumps({k: r[k] for k in ("world", "steady_tick_s", "video_fps", "ranks")}, indent=1), flush=True)
+
+
+if __name__ == "__main__":
+    main()
