@@ -16,7 +16,7 @@ import torch.distributed as dist
 from .config import ConfigError, EngineConfig
 from .engine import DTYPES, BlockStepper, Engine
 from .shard import load_transformer_slice
-from .stages import Stage, balanced_split, serve_stage
+from .stages import Stage, balanced_split, serve_stage, setup_ring_groups
 
 
 def dist_env() -> tuple[int, int, int]:
@@ -42,6 +42,7 @@ def init_dist(device: torch.device, world: int, rank: int) -> None:
                             # a paused stream leaves ranks waiting on a receive: no collective timeout
                             timeout=datetime.timedelta(days=30),
                             device_id=device if device.type == "cuda" else None)
+    setup_ring_groups()
 
 
 def layer_split(cfg: EngineConfig, num_layers: int, world: int) -> list[tuple[int, int]]:

@@ -18,6 +18,26 @@ from .attention import install_feature_cache
 from .split import Carry, epilogue, run_blocks
 
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+# Two communicators: windows travel forward (r → r+1) on one, predictions return (last → 0) on the other. NCCL runs
+# the point-to-point operations of one communicator in order on one stream, so a receive posted ahead on the return
+# path would otherwise block the forward sends queued behind it (a deadlock at W=2).
+_RING = {}
+
+
+def setup_ring_groups() -> None:
+    """Call on every rank, in the same order, right after init_process_group."""
+    ranks = list(range(dist.get_world_size()))
+    _RING["fwd"] = dist.new_group(ranks)
+    _RING["ret"] = dist.new_group(ranks)
+
+
+def _fwd():
+    return _RING.get("fwd")
+
+
+def _ret():
+    return _RING.get("ret")
 HEADER = 16
 STAT_FIELDS = 4  # per rank, running totals: compute ms, wait-for-input ms, peak memory GiB, windows
 
@@ -134,15 +154,15 @@ def _send_carry(dst: int, meta: ItemMeta, carry: Carry, stats: torch.Tensor) -> 
     handles = []
     for i, t in enumerate(tensors):
         t = t.to(dev) if i < 2 else t
-        handles.append((dist.isend(t, dst), t))
+        handles.append((dist.isend(t, dst, group=_fwd()), t))
     return handles
 
 
 def _recv_carry(src: int, device, dim: int, world: int):
     h = torch.empty(HEADER, dtype=torch.int64, device=device)
-    dist.recv(h, src)
+    dist.recv(h, src, group=_fwd())
     stats = torch.empty(world, STAT_FIELDS, dtype=torch.float64, device=device)
-    dist.recv(stats, src)
+    dist.recv(stats, src, group=_fwd())
     meta = ItemMeta.from_header(h.cpu())
     if meta.stop or meta.ping:
         return meta, None, stats.cpu()
@@ -153,7 +173,7 @@ def _recv_carry(src: int, device, dim: int, world: int):
     tproj = torch.empty(b, 6, dim, dtype=_DTYPES[dp], device=device)
     temb = torch.empty(b, dim, dtype=_DTYPES[de], device=device)
     for t in (hidden, text, tproj, temb):
-        dist.recv(t, src)
+        dist.recv(t, src, group=_fwd())
     return meta, Carry(hidden, text, tproj, temb, (meta.frames, gh, gw)), stats.cpu()
 
 
@@ -174,7 +194,7 @@ class DistPipe:
         self._stats = torch.empty(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device)
         self._pred = torch.empty(self.pred_shape, dtype=self.pred_dtype, device=self.device)
         last = self.world - 1
-        self._recv = [dist.irecv(self._h, last), dist.irecv(self._stats, last), dist.irecv(self._pred, last)]
+        self._recv = [dist.irecv(t, last, group=_ret()) for t in (self._h, self._stats, self._pred)]
 
     def submit(self, meta: ItemMeta, carry: Carry) -> None:
         t0 = time.perf_counter()
@@ -213,8 +233,8 @@ class DistPipe:
 
     def _control(self, **kind):
         msg = ItemMeta(serial=-1, block=-1, step=-1, frames=0, has_prev=False, use_succ=False, **kind)
-        dist.send(msg.header(None).to(self.device), 1)
-        dist.send(torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device), 1)
+        dist.send(msg.header(None).to(self.device), 1, group=_fwd())
+        dist.send(torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device), 1, group=_fwd())
 
     def retire(self):
         """Consume this pipe's posted receive with a ping round trip, so another pipe can take over the ring."""
@@ -240,8 +260,8 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
         meta, carry, stats = _recv_carry(rank - 1, device, dim, world)
         totals[1] += (time.perf_counter() - t_wait) * 1e3
         if (meta.stop or meta.ping) and not last:  # pass control messages along
-            dist.send(meta.header(None).to(device), rank + 1)
-            dist.send(stats.to(device), rank + 1)
+            dist.send(meta.header(None).to(device), rank + 1, group=_fwd())
+            dist.send(stats.to(device), rank + 1, group=_fwd())
         if meta.stop:
             break
         if meta.ping:  # a pipe retired: the next engine's statistics start from zero
@@ -251,7 +271,7 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
         if meta.ping:  # last rank: answer in the prediction's shape so rank 0's posted receive completes
             for t in (meta.header(None).to(device), stats.to(device), torch.zeros(pred_shape, dtype=pred_dtype,
                                                                                        device=device)):
-                dist.send(t, 0)
+                dist.send(t, 0, group=_ret())
             continue
         t0 = time.perf_counter()
         carry = stage.forward(meta, carry)
@@ -266,7 +286,7 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
         if last:
             h = meta.header(None).to(device)
             for t in (h, stats.to(device), pred):
-                pending.append((dist.isend(t, 0), t))
+                pending.append((dist.isend(t, 0, group=_ret()), t))
         else:
             pending.extend(_send_carry(rank + 1, meta, carry, stats))
         while pending and pending[0][0].is_completed():
