@@ -59,6 +59,10 @@ def timed_ticks(eng, n, dev):
 
 
 def rank_main(rank, world, port, a, out_path):
+    # NCCL receives are posted ahead; with lazy module loading the first launch of a new kernel waits for the
+    # GPU to drain, i.e. for that receive: a deadlock. Load every kernel up front in multi-rank CUDA processes.
+    if world > 1 and a.device == "cuda":
+        os.environ["CUDA_MODULE_LOADING"] = "EAGER"
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     dev = torch.device(f"cuda:{rank}" if a.device == "cuda" else "cpu")

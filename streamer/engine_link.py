@@ -63,8 +63,12 @@ class EngineLink:
         for rank in range(world):
             env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-            if cfg.device == "cpu" or cfg.device == "auto" and world > 1:
+            if cfg.device == "cpu":
                 env.setdefault("OMP_NUM_THREADS", "1")
+            elif world > 1:
+                # receives are posted ahead on NCCL; with lazy module loading a kernel's first launch waits for
+                # the GPU to drain, i.e. for that receive: a deadlock. Load all kernels at start instead.
+                env["CUDA_MODULE_LOADING"] = "EAGER"
             cmd = [sys.executable, "-m", "pipeline.worker", "--config", cfg.to_json(), "--death-fd", str(r)]
             if rank == 0:
                 cmd += ["--link", self.addr]

@@ -27,13 +27,13 @@ from aiohttp import web
 from transports.webrtc import (OfferError, WebRTCConfig, WebRTCHub, ice_servers_json, parse_ice_servers,
                                restrict_host_addresses)
 
-from .protocol import ProtocolError, encode_reply, error_reply, parse_request
+from .control import MAX_FRAME_BYTES
+from .protocol import MAX_MESSAGE_BYTES, ProtocolError, encode_reply, error_reply, parse_request
 
 log = logging.getLogger("streamer.web")
 
 CLIENTS_DIR = Path(__file__).resolve().parent.parent / "clients"
 MAX_OFFER_BYTES = 128 * 1024
-MAX_CONTROL_BYTES = 64 * 1024
 MAX_ACTIVE_CONTROL = 32
 
 
@@ -91,6 +91,18 @@ async def answer_control(handler: Callable[[object], Awaitable[dict]], raw: byte
     return reply
 
 
+async def _read_body(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None when it is longer than `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    buf = bytearray()
+    while chunk := await request.content.read(limit + 1 - len(buf)):
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
+
+
 def _json(obj, status: int = 200) -> web.Response:
     return web.Response(body=encode_reply(obj), status=status, content_type="application/json")
 
@@ -114,6 +126,8 @@ class WebFrontend:
         if not is_loopback(http_host) and not self.token:
             log.warning("HTTP is bound to %s without --token: anyone who can reach it can watch and change the "
                         "prompt", http_host or "all interfaces")
+        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            logging.getLogger("aioice").setLevel(logging.WARNING)  # one INFO line per ICE check otherwise
         self.hub = WebRTCHub(daemon.fanout, self._keyframe, WebRTCConfig(ice_servers=ice, max_peers=max_peers))
         self._control_slots = asyncio.Semaphore(MAX_ACTIVE_CONTROL)
 
@@ -123,14 +137,18 @@ class WebFrontend:
             enc.enc.request_keyframe()
 
     # --- guards -------------------------------------------------------------------------------------------------
+    def _authed(self, request: web.Request) -> bool:
+        if not self.token:
+            return True
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("X-Streamer-Token", "")
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
     def _check(self, request: web.Request) -> web.Response | None:
-        if self.token:
-            auth = request.headers.get("Authorization", "")
-            given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("X-Streamer-Token", "")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return _json(error_reply("missing or wrong token"), 401)
+        if not self._authed(request):
+            return _json(error_reply("missing or wrong token"), 401)
         origin = request.headers.get("Origin")
-        if origin and origin != "null" and origin.split("://", 1)[-1] != request.host:
+        if origin and origin.split("://", 1)[-1] != request.host:
             return _json(error_reply("cross-origin requests are not accepted"), 403)
         if request.content_type != "application/json":
             return _json(error_reply("Content-Type must be application/json"), 415)
@@ -140,8 +158,8 @@ class WebFrontend:
     async def offer(self, request: web.Request) -> web.Response:
         if (bad := self._check(request)) is not None:
             return bad
-        raw = await request.content.read(MAX_OFFER_BYTES + 1)
-        if len(raw) > MAX_OFFER_BYTES:
+        raw = await _read_body(request, MAX_OFFER_BYTES)
+        if raw is None:
             return _json(error_reply(f"offer too large (limit {MAX_OFFER_BYTES} bytes)"), 413)
         try:
             body = json.loads(raw)
@@ -159,19 +177,16 @@ class WebFrontend:
     async def control(self, request: web.Request) -> web.Response:
         if (bad := self._check(request)) is not None:
             return bad
-        raw = await request.content.read(MAX_CONTROL_BYTES + 1)  # parse_request reports the size limit
+        raw = await _read_body(request, MAX_FRAME_BYTES)  # as the ZMQ socket: parse_request reports the 64 KiB limit
+        if raw is None:
+            return _json(error_reply(f"request too large (limit {MAX_MESSAGE_BYTES} bytes)"), 413)
         async with self._control_slots:
             reply = await answer_control(self.daemon.handle, raw)
         return _json(reply)
 
     async def webrtc_config(self, request: web.Request) -> web.Response:
-        authed = True
-        if self.token:
-            auth = request.headers.get("Authorization", "")
-            given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
-            authed = hmac.compare_digest(given.encode(), self.token.encode())
         servers = ice_servers_json(self.hub.config.ice_servers)
-        if not authed:  # no TURN credentials without the token
+        if not self._authed(request):  # no TURN credentials without the token
             servers = [s for s in servers if "credential" not in s]
         return _json({"iceServers": servers, "token_required": bool(self.token)})
 

@@ -104,9 +104,8 @@ def test_prompt_from_the_page_reaches_the_daemon(browser, daemon):
         page.wait_for_function("t => document.getElementById('prompt-text').textContent.startsWith(t)", arg=text,
                                timeout=10_000)
         # a refused request shows the daemon's error, and the stream goes on
-        page.fill("#prompt", "x" * 5000)
         page.evaluate("document.getElementById('prompt').removeAttribute('maxlength')")
-        page.fill("#prompt", "x" * 5000)
+        page.fill("#prompt", "x" * 5000)  # over the daemon's 2000-character limit
         page.click("#send")
         page.wait_for_function("viewer.ack && viewer.ack.ok === false", timeout=10_000)
         assert "refused" in page.text_content("#ack")

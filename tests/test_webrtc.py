@@ -73,6 +73,49 @@ def test_sdp_and_ice_helpers():
         parse_ice_servers("turn:turn.example.org")  # no credentials
     with pytest.raises(ValueError):
         parse_ice_servers("http://example.org")
+    from streamer.web import WebSetupError, resolve_ice_hosts
+
+    assert resolve_ice_hosts("auto", "127.0.0.1") == ["127.0.0.1"]
+    assert resolve_ice_hosts("auto", "localhost") == ["127.0.0.1"]
+    assert resolve_ice_hosts("auto", "0.0.0.0") is None and resolve_ice_hosts("all", "127.0.0.1") is None
+    assert resolve_ice_hosts("192.0.2.7, ::1", "0.0.0.0") == ["192.0.2.7", "::1"]
+    with pytest.raises(WebSetupError):
+        resolve_ice_hosts("eth0", "0.0.0.0")
+
+
+def test_track_paces_and_skips_to_a_keyframe_after_a_stall():
+    from fractions import Fraction
+
+    from transports.packet import EncodedPacket
+    from transports.webrtc import PacedPacketTrack
+
+    def pkt(i):  # the track never parses the payload
+        return EncodedPacket(data=b"\0\0\0\1" + bytes([i % 256]), pts=i, fps=Fraction(FPS), keyframe=i % FPS == 0,
+                             block=i // BLOCK, epoch=0, width=W, height=H)
+
+    async def main():
+        fanout, keyframes = FanOut(), []
+        track = PacedPacketTrack(lambda: fanout.subscribe(maxsize=64), fanout.unsubscribe,
+                                 lambda: keyframes.append(1), max_lag=0.5)
+        first = asyncio.ensure_future(track.recv())
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        fanout.publish_many([pkt(i) for i in range(BLOCK)])  # a block arrives at once
+        out = [await first] + [await track.recv() for _ in range(BLOCK - 1)]
+        span = time.monotonic() - t0
+        assert [p.pts for p in out] == [round(i * 90_000 / FPS) for i in range(BLOCK)]
+        assert (BLOCK - 1) / FPS * 0.9 < span < (BLOCK - 1) / FPS + 0.25, span
+        # the sender stops pulling for 2.5 s while the source goes on in real time (a keyframe every FPS frames)
+        for i in range(BLOCK, 3 * FPS, BLOCK):
+            await asyncio.sleep(BLOCK / FPS)
+            fanout.publish_many([pkt(j) for j in range(i, i + BLOCK)])
+        nxt = await track.recv()
+        assert track.skipped > 0 and bytes(nxt)[-1] == 2 * FPS  # resumed at the newest keyframe, pts 2*FPS
+        assert track.sent == BLOCK + 1
+        track.stop()
+        assert not fanout.subscribers
+
+    asyncio.run(main())
 
 
 # --- an in-process stand-in for the daemon: encoder thread → fan-out, a block at a time ----------------------
@@ -314,6 +357,10 @@ def test_token_origin_and_content_type_guards():
                 assert d.requests[0].prompt == "a fox" and d.requests[0].mode == "cut"
                 async with s.post(base + "/offer", data="{}", headers={**good, "X-Streamer-Token": "s3cret"}) as r:
                     assert r.status == 400
+                async with s.post(base + "/offer", data=json.dumps({"sdp": "v" * 200_000}), headers=good) as r:
+                    assert r.status == 413
+                async with s.post(base + "/control", data=b" " * (2 << 20), headers=good) as r:
+                    assert r.status == 413
                 async with s.get(base + "/webrtc") as r:  # no TURN credentials without the token
                     cfg = await r.json()
                     assert cfg["token_required"] and cfg["iceServers"] == [{"urls": "stun:stun.example.org:3478"}]
@@ -363,6 +410,9 @@ def test_daemon_offer_control_and_status(daemon):
             try:
                 await v.connect(answer)
                 assert v.answer["codec"] == "H264"
+                # host candidates on loopback only: no STUN/TURN server was contacted
+                cands = [ln for ln in v.answer["sdp"].splitlines() if ln.startswith("a=candidate:")]
+                assert cands and all(" 127.0.0.1 " in c and " typ host" in c for c in cands), cands
                 await v.wait_frames(30, timeout=30)
                 async with s.get(base + "/status") as r:
                     st = await r.json()
@@ -370,7 +420,7 @@ def test_daemon_offer_control_and_status(daemon):
                 # the control path: the same replies as the ZMQ socket, good and bad
                 for raw in (b'{"cmd":"set_prompt","prompt":"   "}', b"not json", b'{"cmd":"nope","id":3}',
                             b'{"cmd":"set_prompt","prompt":"x","mode":"soft","blocks":2}', b"[1]",
-                            b'{"cmd":"status","extra":1}'):
+                            b'{"cmd":"status","extra":1}', b'{"cmd":"status","id":"' + b"x" * 70_000 + b'"}'):
                     status, reply = await post(s, "/control", raw)
                     assert status == 200 and reply["ok"] is False
                     assert reply == _zmq_raw(daemon.control, raw), raw
