@@ -200,7 +200,8 @@ class DistPipe:
         t0 = time.perf_counter()
         carry = self.stage.forward(meta, carry)
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            # the compute stream only: a device-wide sync would wait for the receive posted ahead (deadlock)
+            torch.cuda.current_stream(self.device).synchronize()
         st = self.rank_stats[0]
         st[0] += (time.perf_counter() - t0) * 1e3
         st[2] = _peak_gib(self.device)
@@ -278,7 +279,7 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
         if last:
             pred = stage.finish(carry).to(pred_dtype).contiguous()
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            torch.cuda.current_stream(device).synchronize()  # not device-wide: sends may be pending
         totals[0] += (time.perf_counter() - t0) * 1e3
         totals[2] = _peak_gib(device)
         totals[3] += 1
