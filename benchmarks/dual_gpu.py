@@ -61,14 +61,21 @@ def timed_ticks(eng, n, dev):
 def rank_main(rank, world, port, a, out_path):
     # NCCL receives are posted ahead; with lazy module loading the first launch of a new kernel waits for the
     # GPU to drain, i.e. for that receive: a deadlock. Load every kernel up front in multi-rank CUDA processes.
-    if world > 1 and a.device == "cuda":
+    if world > 1 and a.device == "cuda" and a.eager:
         os.environ["CUDA_MODULE_LOADING"] = "EAGER"
+    if a.hang_dump:  # on a hang, every rank prints its Python stacks to stderr and exits
+        import faulthandler
+        faulthandler.dump_traceback_later(a.hang_dump, exit=True)
+
+    def log(msg):
+        print(f"[w{world} r{rank} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     dev = torch.device(f"cuda:{rank}" if a.device == "cuda" else "cpu")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     init_dist(dev, world, rank)
+    log("process group up")
     cfg = EngineConfig(model=a.arch, height=a.height, width=a.width, steps=a.steps, guidance=a.guidance,
                        block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype,
                        device=str(dev.type), ranks=world)
@@ -78,6 +85,7 @@ def rank_main(rank, world, port, a, out_path):
     model = random_transformer_slice(a.arch, layers, rank == 0, rank == world - 1, device=dev, dtype=dtype)
     if a.attention:
         model.set_attention_backend(a.attention)
+    log("slice built")
     weights_gib = sum(p.numel() * p.element_size() for p in model.parameters() if p.device.type != "meta") / 2**30
     with torch.inference_mode():
         if rank != 0:
@@ -93,7 +101,9 @@ def rank_main(rank, world, port, a, out_path):
         # 1. the fill, measured for its first ticks
         eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev, world=world, layers=layers)
         res["fill_ticks_s"] = timed_ticks(eng, a.fill_ticks, dev)
+        log(f"fill ticks {res['fill_ticks_s']}")
         eng.retire()
+        log("retired")
         # 2. steady state
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -143,6 +153,8 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--out", default="dual_gpu.json")
+    ap.add_argument("--eager", type=int, default=1, help="CUDA_MODULE_LOADING=EAGER in multi-rank CUDA runs")
+    ap.add_argument("--hang-dump", type=float, default=0, help="dump stacks and exit after this many seconds")
     a = ap.parse_args()
     results = {"device": torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu",
                "gpus": torch.cuda.device_count() if a.device == "cuda" else 0, "torch": torch.__version__,
