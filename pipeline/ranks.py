@@ -42,7 +42,7 @@ def init_dist(device: torch.device, world: int, rank: int) -> None:
                             # a paused stream leaves ranks waiting on a receive: no collective timeout
                             timeout=datetime.timedelta(days=30),
                             device_id=device if device.type == "cuda" else None)
-    setup_ring_groups()
+    setup_ring_groups(device)
 
 
 def layer_split(cfg: EngineConfig, num_layers: int, world: int) -> list[tuple[int, int]]:

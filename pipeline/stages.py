@@ -25,11 +25,20 @@ _DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 _RING = {}
 
 
-def setup_ring_groups() -> None:
-    """Call on every rank, in the same order, right after init_process_group."""
+def setup_ring_groups(device) -> None:
+    """Call on every rank, in the same order, right after init_process_group.
+
+    Each group's communicator is created here by a collective that every rank joins at once: created lazily by
+    the first point-to-point operation instead, a communicator's (blocking, collective) initialisation would run
+    when rank 0 posts its first receive on the return path, while the last rank is still waiting for its first
+    window on the forward path: a deadlock."""
     ranks = list(range(dist.get_world_size()))
-    _RING["fwd"] = dist.new_group(ranks)
-    _RING["ret"] = dist.new_group(ranks)
+    for name in ("fwd", "ret"):
+        g = dist.new_group(ranks)
+        dist.all_reduce(torch.zeros(1, device=device), group=g)
+        _RING[name] = g
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _fwd():
