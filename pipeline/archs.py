@@ -9,7 +9,7 @@ WAN_ARCHS = {
     # Wan2.1-T2V-14B: 40 blocks, width 5120, 40 heads
     "wan2.1-14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
     # a few-layer stand-in with the same interfaces, for smoke runs of the benchmarks on CPU
-    "wan-smoke": dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=4),
+    "wan-smoke": dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=8),
 }
 COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
               cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)

@@ -81,6 +81,12 @@ class Runner:
     # --- commands (IO thread) --------------------------------------------------------------------------
     def handle(self, msg: dict) -> dict:
         cmd = msg.get("cmd")
+        if cmd == "ping":
+            return {"ok": True}
+        if cmd == "stop":
+            self.stop.set()
+            self.wake.set()
+            return {"ok": True}
         if self.engine is None:
             return {"ok": False, "error": "engine is still loading"}
         if cmd == "set_prompt":

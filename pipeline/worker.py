@@ -23,13 +23,18 @@ import zmq
 class Link:
     """The worker's side of the daemon link. Only the IO thread touches the socket; others use `send`."""
 
-    def __init__(self, addr: str):
+    ALIVE_EVERY = 2.0  # seconds between our liveness messages
+
+    def __init__(self, addr: str, daemon_timeout: float | None = None):
+        """daemon_timeout: exit when nothing has come from the daemon for this long (ranks started by torchrun,
+        which have no death pipe; the daemon pings every few seconds)."""
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.PAIR)
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.connect(addr)
         self.outbox: queue.Queue = queue.Queue()
         self.handler = None
+        self.daemon_timeout = daemon_timeout
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="engine-io", daemon=True)
 
@@ -45,7 +50,15 @@ class Link:
     def _loop(self):
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
+        last_alive = last_heard = time.monotonic()
         while not self._stop.is_set():
+            now = time.monotonic()
+            if now - last_alive >= self.ALIVE_EVERY:  # from this thread: proves the process, not the engine, lives
+                self.send(b"alive", {})
+                last_alive = now
+            if self.daemon_timeout and now - last_heard > self.daemon_timeout:
+                print(f"engine: no word from the daemon for {self.daemon_timeout:.0f}s, exiting", file=sys.stderr)
+                os._exit(3)
             while True:
                 try:
                     self.sock.send_multipart(self.outbox.get_nowait(), copy=False)
@@ -53,6 +66,7 @@ class Link:
                     break
             if poller.poll(5):
                 parts = self.sock.recv_multipart()
+                last_heard = time.monotonic()
                 if self.handler is not None and len(parts) == 2 and parts[0] == b"cmd":
                     try:
                         msg = json.loads(parts[1])
@@ -64,6 +78,7 @@ class Link:
                     self.sock.send_multipart([b"reply", json.dumps(reply).encode()])
 
     def close(self):
+        self.send(b"bye", {})
         # flush what is queued, then stop
         deadline = time.monotonic() + 2.0
         while not self.outbox.empty() and time.monotonic() < deadline:
@@ -88,24 +103,42 @@ def watch_death_pipe(fd: int):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="pipeline.worker")
-    ap.add_argument("--config", required=True, help="EngineConfig as JSON")
-    ap.add_argument("--link", default="", help="ZMQ address of the daemon's PAIR socket (rank 0 only)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", help="EngineConfig as JSON (how the daemon starts its ranks)")
+    src.add_argument("--serve-config", metavar="FILE.toml",
+                     help="the daemon's settings file (ranks started by torchrun; same file on every host)")
+    ap.add_argument("--link", default="", help="ZMQ address of the daemon's engine socket (rank 0 only)")
     ap.add_argument("--death-fd", type=int, default=-1)
     args = ap.parse_args(argv)
     if args.death_fd >= 0:
         watch_death_pipe(args.death_fd)
+    from .config import ConfigError
+
+    try:
+        config = args.config or _config_from_file(args.serve_config)
+    except ConfigError as e:
+        print(f"pipeline.worker: error: {e}", file=sys.stderr)
+        return 2
     rank = int(os.environ.get("RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and json.loads(config).get("device") != "cpu":
+        # receives are posted ahead on NCCL; with lazy module loading the first launch of a kernel waits for the
+        # GPU to drain, i.e. for that receive: a deadlock. Load every kernel at start (before CUDA initialises).
+        os.environ.setdefault("CUDA_MODULE_LOADING", "EAGER")
     if rank != 0:
         from .ranks import serve_rank
 
-        return serve_rank(args.config)
-    link = Link(args.link)
+        return serve_rank(config)
+    if not args.link:
+        print("pipeline.worker: error: rank 0 needs --link (the daemon's engine socket)", file=sys.stderr)
+        return 2
+    link = Link(args.link, daemon_timeout=None if args.death_fd >= 0 else 30.0)
     link.start()
     try:
         from .config import EngineConfig
         from .runner import Runner
 
-        cfg = EngineConfig.from_json(args.config)
+        cfg = EngineConfig.from_json(config)
+        link.send(b"hello", {"config": json.loads(config)})
         runner = Runner(cfg, link)
         link.handler = runner.handle
         runner.run()
@@ -116,6 +149,20 @@ def main(argv=None) -> int:
         return 1
     finally:
         link.close()
+
+
+def _config_from_file(path: str) -> str:
+    """The EngineConfig a daemon started with `streamer serve --config FILE` would give its ranks."""
+    from streamer.cli import build_parser, resolve_serve
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    args = build_parser().parse_args(["serve", "--config", path])
+    cfg, _ = resolve_serve(args)
+    if cfg.ranks != world:
+        from .config import ConfigError
+
+        raise ConfigError(f"{path} asks for {cfg.ranks} rank(s) (gpus/ranks), but torchrun started {world}")
+    return cfg.to_json()
 
 
 if __name__ == "__main__":

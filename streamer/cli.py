@@ -15,10 +15,11 @@ ENGINE_OPTS = {
     "dtype": str, "device": str, "attention": str,
 }
 DAEMON_OPTS = {"control": str, "publish": str, "http": str, "stdout": str, "keyframe_interval": float, "crf": int,
-               "nvenc": bool, "gpus": int, "ranks": int, "split": str, "pace": bool, "log_level": str}
+               "nvenc": bool, "gpus": int, "ranks": int, "split": str, "pace": bool, "log_level": str,
+               "attach": str}
 SERVE_DEFAULTS = {"control": "tcp://127.0.0.1:5555", "publish": "tcp://127.0.0.1:5556", "http": "127.0.0.1:8080",
                   "stdout": "", "keyframe_interval": 2.0, "crf": 23, "nvenc": False, "gpus": 0, "ranks": 1,
-                  "pace": True, "log_level": "info", "device": "auto", "dtype": "auto"}
+                  "pace": True, "log_level": "info", "device": "auto", "dtype": "auto", "attach": ""}
 # browser viewers (WebRTC, streamer/web.py)
 WEB_OPTS = {"ice_servers": str, "ice_username": str, "ice_credential": str, "ice_hosts": str, "token": str,
             "max_viewers": int}
@@ -35,6 +36,8 @@ def _add_serve(sub):
     a("--gpus", type=int, help="number of GPUs (engine ranks, one process each)")
     a("--ranks", type=int, help="number of engine ranks on CPU (gloo), for testing")
     a("--split", help="transformer blocks per rank, e.g. 8,8,7,7 (default: balanced)")
+    a("--attach", metavar="ADDR", help="do not start engine ranks: wait for a rank 0 started by torchrun to "
+                                       "connect to this ZMQ address (e.g. tcp://0.0.0.0:5557)")
     a("--device", help="auto (default), cpu, cuda, cuda:N")
     a("--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     a("--height", type=int)
@@ -151,7 +154,7 @@ def cmd_serve(args) -> int:
 
     opts = ServeOptions(control=values["control"], publish=values["publish"], http=values["http"],
                         stdout=values["stdout"], keyframe_interval=values["keyframe_interval"], crf=values["crf"],
-                        nvenc=values["nvenc"], **{k: values[k] for k in WEB_OPTS})
+                        nvenc=values["nvenc"], attach=values["attach"], **{k: values[k] for k in WEB_OPTS})
     return serve(cfg, opts)
 
 

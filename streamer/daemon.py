@@ -43,6 +43,7 @@ class ServeOptions:
     nvenc: bool = False
     load_timeout: float = 3600.0
     progress: bool = True
+    attach: str = ""  # ZMQ address to wait on for a rank 0 started by torchrun ("" = start the ranks ourselves)
     # browser viewers (streamer/web.py): STUN/TURN URLs ("" = host candidates only), host-candidate addresses
     # ("auto" = loopback while HTTP is on loopback), shared token for /offer and /control, viewer limit
     ice_servers: str = ""
@@ -101,6 +102,15 @@ class Daemon:
                 self.loaded.set()
         elif kind == "ready":
             pass
+        elif kind == "hello":
+            theirs = header.get("config", {})
+            keys = ("height", "width", "fps", "steps", "block_frames", "context_frames", "seed", "model")
+            diff = [f"{k}: ours {getattr(self.cfg, k)!r}, rank 0 {theirs.get(k)!r}" for k in keys
+                    if theirs.get(k) != getattr(self.cfg, k)]
+            if diff:
+                self.exit_reason = "engine rank 0 runs another configuration (" + "; ".join(diff) + ")"
+                self.exit_code = 2
+                self.stop_event.set()
         elif kind == "fatal":
             self.exit_reason = f"engine failed: {header.get('error')}"
             self.exit_code = 1
@@ -190,7 +200,7 @@ class Daemon:
                                     self.opts.crf, prefer_hw=self.opts.nvenc, raw_sink=raw)
         if self.opts.stdout == "mpegts":
             self.stdout_ts = StdoutTs(self.fanout, c.width, c.height, c.fps)
-        self.engine = EngineLink(c, self.ctx, self.on_engine)
+        self.engine = EngineLink(c, self.ctx, self.on_engine, attach=self.opts.attach)
         self.engine.start()
         tasks = [asyncio.create_task(x) for x in (self.engine.pump(), self.control.serve(), self._forward_video())]
         watch = asyncio.create_task(self.engine.watch())
@@ -199,12 +209,13 @@ class Daemon:
                  c.steps, c.block_frames, c.context_frames, c.ranks)
         self.notifier.status("loading model")
         done, _ = await asyncio.wait({watch, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if watch in done:
-            if not self.exit_reason:
-                self.exit_reason = watch.result()
+        if watch in done or self.exit_code == 1:
+            # a rank that died takes the others down with errors of their own: name the dead process first
+            await asyncio.sleep(0.3)
+            causes = self.engine.dead_ranks() or [watch.result() if watch in done else ""]
+            self.exit_reason = "; ".join(x for x in [*causes, self.exit_reason] if x)
             self.exit_code = 1
-            log.error("%s; shutting down", self.exit_reason)
-        elif self.exit_reason:
+        if self.exit_reason:
             log.error("%s; shutting down", self.exit_reason)
         watch.cancel()
         stop.cancel()

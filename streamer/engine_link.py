@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import zmq
 import zmq.asyncio
@@ -36,12 +37,18 @@ class EngineDied(RuntimeError):
 
 
 class EngineLink:
-    def __init__(self, cfg: EngineConfig, ctx: zmq.asyncio.Context, on_message):
+    ATTACH_TIMEOUT = 15.0  # attached rank 0 considered gone after this long without a message
+
+    def __init__(self, cfg: EngineConfig, ctx: zmq.asyncio.Context, on_message, attach: str = ""):
+        """attach: bind this address and wait for a rank 0 started elsewhere (torchrun) instead of starting ranks."""
         self.cfg = cfg
         self.ctx = ctx
         self.on_message = on_message  # callable(kind: str, header: dict, payload: bytes | None)
         self._dir = tempfile.TemporaryDirectory(prefix="streamer-")
-        self.addr = f"ipc://{self._dir.name}/engine.sock"
+        self.attach = attach
+        self.addr = attach or f"ipc://{self._dir.name}/engine.sock"
+        self.last_seen: float | None = None
+        self.bye = asyncio.Event()
         self.sock = ctx.socket(zmq.PAIR)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.bind(self.addr)
@@ -54,6 +61,9 @@ class EngineLink:
     # --- processes -------------------------------------------------------------------------------------
     def start(self) -> None:
         """One process per rank; rank 0 links to us. Ranks meet through torch.distributed on a loopback port."""
+        if self.attach:
+            log.info("waiting for engine rank 0 (torchrun) to connect to %s", self.attach)
+            return
         r, w = os.pipe()
         os.set_inheritable(r, True)
         self._death_w = w
@@ -65,10 +75,6 @@ class EngineLink:
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
             if cfg.device == "cpu":
                 env.setdefault("OMP_NUM_THREADS", "1")
-            elif world > 1:
-                # receives are posted ahead on NCCL; with lazy module loading a kernel's first launch waits for
-                # the GPU to drain, i.e. for that receive: a deadlock. Load all kernels at start instead.
-                env["CUDA_MODULE_LOADING"] = "EAGER"
             cmd = [sys.executable, "-m", "pipeline.worker", "--config", cfg.to_json(), "--death-fd", str(r)]
             if rank == 0:
                 cmd += ["--link", self.addr]
@@ -77,24 +83,44 @@ class EngineLink:
         os.close(r)
 
     def alive(self) -> bool:
+        if self.attach:
+            return self.last_seen is not None and time.monotonic() - self.last_seen < self.ATTACH_TIMEOUT
         return all(p.poll() is None for p in self.procs)
 
+    def dead_ranks(self) -> list[str]:
+        """One line per rank process that has exited, the ones killed by a signal first."""
+        dead = [(p.returncode, i, p.pid) for i, p in enumerate(self.procs) if p.poll() is not None]
+        return [f"engine rank {i} (pid {pid}) exited with code {rc}" for rc, i, pid in sorted(dead)]
+
     async def watch(self) -> str:
-        """Return (with a reason) as soon as any rank process exits."""
+        """Return (with a reason) as soon as any rank process exits (or an attached rank 0 falls silent)."""
         while True:
-            for i, p in enumerate(self.procs):
-                rc = p.poll()
-                if rc is not None:
-                    return f"engine rank {i} (pid {p.pid}) exited with code {rc}"
+            if self.attach:
+                if self.last_seen is not None and not self.alive():
+                    return f"engine rank 0 at {self.attach} silent for {self.ATTACH_TIMEOUT:.0f}s"
+                try:  # keep-alive: an attached rank 0 exits when the daemon falls silent
+                    await self.sock.send_multipart([b"cmd", b'{"cmd":"ping","id":0}'], flags=zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+                await asyncio.sleep(2.0)
+                continue
+            dead = self.dead_ranks()
+            if dead:
+                return dead[0]
             await asyncio.sleep(0.1)
 
     async def stop(self, timeout: float = 5.0) -> None:
-        if self.procs and self.alive():
+        if self.attach or (self.procs and self.alive()):
             try:
                 await self.sock.send_multipart([b"cmd", json.dumps({"cmd": "stop", "id": 0}).encode()],
                                                flags=zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
+        if self.attach and self.last_seen is not None:  # no process to wait for: wait for its goodbye
+            try:
+                await asyncio.wait_for(self.bye.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("attached engine rank 0 did not confirm its stop within %.0fs", timeout)
         deadline = asyncio.get_running_loop().time() + timeout
         while any(p.poll() is None for p in self.procs) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
@@ -147,6 +173,12 @@ class EngineLink:
                 log.warning("engine sent a malformed %s message", kind)
                 continue
             payload = parts[2] if len(parts) > 2 else None
+            self.last_seen = time.monotonic()
+            if kind == "alive":
+                continue
+            if kind == "bye":
+                self.bye.set()
+                continue
             if kind == "reply":
                 fut = self._waiting.get(header.pop("id", None))
                 if fut is not None and not fut.done():

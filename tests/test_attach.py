@@ -1,0 +1,51 @@
+"""Ranks started by torchrun (the several-hosts set-up, here on one host with gloo) attached to a daemon."""
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, DaemonProc, free_port
+
+
+def _torchrun(cfg_path, link, extra_env=None):
+    port = free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "pipeline.worker",
+           "--serve-config", str(cfg_path), "--link", link]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**__import__("os").environ, "OMP_NUM_THREADS": "1", **(extra_env or {})})
+
+
+def test_torchrun_ranks_attach_stream_and_stop_cleanly(tmp_path):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("ranks = 2\nsteps = 4\n")
+    link = f"tcp://127.0.0.1:{free_port()}"
+    d = DaemonProc("--config", str(cfg), "--attach", link, http=False)
+    ranks = _torchrun(cfg, link)
+    try:
+        st = d.wait_streaming(timeout=120)
+        assert [r["rank"] for r in st["ranks"]] == [0, 1]
+        assert d.stop() == 0, d.log()
+        assert ranks.wait(timeout=30) == 0, ranks.stderr.read().decode()[-2000:]
+    finally:
+        for p in (d.proc, ranks):
+            if p.poll() is None:
+                p.kill()
+
+
+def test_attached_rank_with_another_configuration_is_refused(tmp_path):
+    ours, theirs = tmp_path / "a.toml", tmp_path / "b.toml"
+    ours.write_text("ranks = 2\nsteps = 4\n")
+    theirs.write_text("ranks = 2\nsteps = 6\n")
+    link = f"tcp://127.0.0.1:{free_port()}"
+    d = DaemonProc("--config", str(ours), "--attach", link, http=False)
+    ranks = _torchrun(theirs, link)
+    try:
+        rc = d.proc.wait(timeout=120)
+        assert rc == 2
+        assert "another configuration" in d.log() and "steps" in d.log()
+        ranks.wait(timeout=60)  # rank 0 is told to stop; torchrun ends
+    finally:
+        for p in (d.proc, ranks):
+            if p.poll() is None:
+                p.kill()
+        d.stop()
