@@ -23,23 +23,13 @@ import torch.multiprocessing as mp
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _common import add_workload_args, fake_text_encoder  # noqa: E402
 from pipeline.archs import random_transformer_slice  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.engine import DTYPES, BlockStepper, Engine  # noqa: E402
 from pipeline.ranks import init_dist  # noqa: E402
 from pipeline.stages import Stage, balanced_split, serve_stage  # noqa: E402
 from pipeline.tiny import wan_scheduler  # noqa: E402
-
-
-def fake_text(device, dtype, dim=4096, length=512):
-    cache = {}
-
-    def encode(text):
-        if text not in cache:
-            g = torch.Generator().manual_seed(len(text))
-            cache[text] = torch.randn(1, length, dim, generator=g).to(device, dtype)
-        return cache[text]
-    return encode
 
 
 def sync(dev):
@@ -97,7 +87,7 @@ def rank_main(rank, world, port, a, out_path):
             return
         res = {"world": world, "layers": balanced_split(WAN_ARCHS[a.arch]["num_layers"], world),
                "rank0_weights_gib": weights_gib}
-        encode = fake_text(dev, dtype)
+        encode = fake_text_encoder(dev, dtype)
         # 1. the fill, measured for its first ticks
         eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev, world=world, layers=layers)
         res["fill_ticks_s"] = timed_ticks(eng, a.fill_ticks, dev)
@@ -140,19 +130,8 @@ def free_port():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--worlds", default="1,2,4")
-    ap.add_argument("--arch", default="wan2.1-1.3b")
-    ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--width", type=int, default=832)
-    ap.add_argument("--block-frames", type=int, default=8)
-    ap.add_argument("--context-frames", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=5.0)
-    ap.add_argument("--ticks", type=int, default=2)
-    ap.add_argument("--fill-ticks", type=int, default=4)
+    add_workload_args(ap, ticks=2, fill_ticks=4, out="dual_gpu.json")
     ap.add_argument("--attention", default="")
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--out", default="dual_gpu.json")
     ap.add_argument("--eager", type=int, default=1, help="CUDA_MODULE_LOADING=EAGER in multi-rank CUDA runs")
     ap.add_argument("--hang-dump", type=float, default=0, help="dump stacks and exit after this many seconds")
     a = ap.parse_args()

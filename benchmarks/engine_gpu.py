@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _common import add_workload_args, fake_text_encoder  # noqa: E402
 from pipeline.archs import random_transformer, random_wan_vae  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decode import StreamingDecoder  # noqa: E402
@@ -56,32 +57,11 @@ def timed(fn, n=3, warmup=1):
     return min(out), sum(out) / len(out)
 
 
-def fake_text_encoder(text_dim=4096, length=512, device="cuda", dtype=torch.bfloat16):
-    cache = {}
-
-    def encode(text):
-        if text not in cache:
-            g = torch.Generator().manual_seed(abs(hash(text)) % 2**31)
-            cache[text] = torch.randn(1, length, text_dim, generator=g).to(device, dtype)
-        return cache[text]
-    return encode
-
-
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--arch", default="wan2.1-1.3b")
-    ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--width", type=int, default=832)
-    ap.add_argument("--block-frames", type=int, default=8)
-    ap.add_argument("--context-frames", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--guidance", type=float, default=5.0)
-    ap.add_argument("--ticks", type=int, default=2)
-    ap.add_argument("--fill-ticks", type=int, default=6)
+    add_workload_args(ap, ticks=2, fill_ticks=6, out="engine_gpu.json")
     ap.add_argument("--backends", default="native,_native_cudnn,_native_flash")
-    ap.add_argument("--device", default="cuda")
-    ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--out", default="engine_gpu.json")
+    ap.add_argument("--vae-dtypes", default="float32,bfloat16")
     a = ap.parse_args()
     dev = torch.device(a.device)
     res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
@@ -100,7 +80,7 @@ def main():
     res["params"] = sum(p.numel() for p in model.parameters())
     cfg = EngineConfig(model=a.arch, height=a.height, width=a.width, steps=a.steps, guidance=a.guidance,
                        block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype, device=a.device)
-    encode = fake_text_encoder(device=dev, dtype=dtype)
+    encode = fake_text_encoder(dev, dtype)
 
     # 1. one steady-state window forward per attention backend (through the engine's own step)
     res["forward_s"] = {}
@@ -118,9 +98,14 @@ def main():
         eng.prompts.enter(b)
         eng.latents[b] = eng.noise.block_noise(b, dev)
         eng.schedulers[b] = copy.deepcopy(eng.base_scheduler)
+        eng.incarnation[b] = eng._next_serial()
         plan = eng.queue.plan()
-        eng.cache.clear()
-        eng._step_block(plan[0], eng.prompts.cond(plan[0].block))
+        eng.stage.cache.clear()
+
+        def step(work, cond):
+            eng._submit(work, cond)
+            eng._apply_one(wait=True)
+        step(plan[0], eng.prompts.cond(plan[0].block))
         work = plan[1]  # previous and subsequent context both present
         cond = eng.prompts.cond(work.block)
         saved = eng.latents[work.block].clone()
@@ -129,7 +114,7 @@ def main():
         def one():
             eng.schedulers[work.block] = copy.deepcopy(sched0)
             eng.latents[work.block] = saved.clone()
-            eng._step_block(work, cond)
+            step(work, cond)
         try:
             mn, mean = timed(one, n=3, warmup=1)
         except Exception as e:  # noqa: BLE001
@@ -138,7 +123,7 @@ def main():
         res["forward_s"][backend] = {"min": mn, "mean": mean}
         if best is None or mn < res["forward_s"][best]["min"]:
             best = backend
-        del eng
+        eng = None  # free it before the next backend
         save()
     res["best_backend"] = best
     model.set_attention_backend(best)
@@ -162,7 +147,7 @@ def main():
     res["steady_tick_ms"] = tick_s * 1e3
     res["video_fps"] = frames_per_block / tick_s
     res["forward_in_tick_ms"] = tick_s * 1e3 / a.steps
-    del eng
+    eng = None
 
     # 3. the fill, for real, for the first ticks; then time to first block from the measured forward times
     eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev)
@@ -181,13 +166,13 @@ def main():
                                     "total": measured + rest,
                                     "note": f"first {len(fill)} fill ticks measured, the remaining "
                                             f"{a.steps - len(fill)} computed as (blocks in flight) x steady forward"}
-    del eng
+    eng = None
     save()
 
     # 4. streaming decode per block
     res["decode"] = {}
     lat_h, lat_w = a.height // 8, a.width // 8
-    for vdt in ("float32", "bfloat16"):
+    for vdt in a.vae_dtypes.split(","):
         reset_peak(dev)
         vae = random_wan_vae(device=dev, dtype=getattr(torch, vdt))
         dec = StreamingDecoder(vae)

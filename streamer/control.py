@@ -37,6 +37,30 @@ def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return frames[:1], frames[1:]
 
 
+async def answer(handler: Handler, raw: bytes) -> dict:
+    """One request → one reply dict: validation, the handler, and the error replies. Shared by every control
+    path (this ZMQ socket and HTTP POST /control) so that they answer alike."""
+    try:
+        req = parse_request(raw)
+    except ProtocolError as e:
+        return error_reply(e.message, e.id)
+    try:
+        reply = await handler(req)
+        if not isinstance(reply, dict):
+            raise TypeError(f"handler returned {type(reply).__name__}, not dict")
+        reply = dict(reply)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the server outlives any handler bug
+        log.exception("control: handler failed on %s", req)
+        detail = (str(e).splitlines() or [""])[0][:300]
+        return error_reply(f"internal error: {type(e).__name__}: {detail}", req.id)
+    reply.setdefault("ok", True)
+    if req.id is not None:
+        reply["id"] = req.id
+    return reply
+
+
 class ControlServer:
     def __init__(self, addr: str = "tcp://127.0.0.1:5555", handler: Handler | None = None,
                  ctx: zmq.asyncio.Context | None = None):
@@ -122,25 +146,7 @@ class ControlServer:
     async def _answer(self, body: list[bytes]) -> dict:
         if len(body) != 1:
             return error_reply(f"expected exactly one JSON frame after the envelope, got {len(body)}")
-        try:
-            req = parse_request(body[0])
-        except ProtocolError as e:
-            return error_reply(e.message, e.id)
-        try:
-            reply = await self._handler(req)
-            if not isinstance(reply, dict):
-                raise TypeError(f"handler returned {type(reply).__name__}, not dict")
-            reply = dict(reply)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # the server outlives any handler bug
-            log.exception("control: handler failed on %s", req)
-            detail = (str(e).splitlines() or [""])[0][:300]
-            return error_reply(f"internal error: {type(e).__name__}: {detail}", req.id)
-        reply.setdefault("ok", True)
-        if req.id is not None:
-            reply["id"] = req.id
-        return reply
+        return await answer(self._handler, body[0])
 
     async def _send(self, envelope: list[bytes], reply: dict) -> None:
         if reply.get("ok") is False:

@@ -27,8 +27,8 @@ from aiohttp import web
 from transports.webrtc import (OfferError, WebRTCConfig, WebRTCHub, ice_servers_json, parse_ice_servers,
                                restrict_host_addresses)
 
-from .control import MAX_FRAME_BYTES
-from .protocol import MAX_MESSAGE_BYTES, ProtocolError, encode_reply, error_reply, parse_request
+from .control import MAX_FRAME_BYTES, answer
+from .protocol import MAX_MESSAGE_BYTES, encode_reply, error_reply
 
 log = logging.getLogger("streamer.web")
 
@@ -70,25 +70,7 @@ def resolve_ice_hosts(spec: str, http_host: str) -> list[str] | None:
 
 async def answer_control(handler: Callable[[object], Awaitable[dict]], raw: bytes) -> dict:
     """One control request → reply dict, exactly as the ZMQ control server answers it."""
-    try:
-        req = parse_request(raw)
-    except ProtocolError as e:
-        return error_reply(e.message, e.id)
-    try:
-        reply = await handler(req)
-        if not isinstance(reply, dict):
-            raise TypeError(f"handler returned {type(reply).__name__}, not dict")
-        reply = dict(reply)
-    except asyncio.CancelledError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the server outlives any handler bug
-        log.exception("control: handler failed on %s", req)
-        detail = (str(e).splitlines() or [""])[0][:300]
-        return error_reply(f"internal error: {type(e).__name__}: {detail}", req.id)
-    reply.setdefault("ok", True)
-    if req.id is not None:
-        reply["id"] = req.id
-    return reply
+    return await answer(handler, raw)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
