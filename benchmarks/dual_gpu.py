@@ -132,6 +132,7 @@ def main():
     ap.add_argument("--worlds", default="1,2,4")
     add_workload_args(ap, ticks=2, fill_ticks=4, out="dual_gpu.json")
     ap.add_argument("--attention", default="")
+    ap.add_argument("--frames", type=int, default=1025, help="report the time to produce a video this long")
     ap.add_argument("--eager", type=int, default=1, help="CUDA_MODULE_LOADING=EAGER in multi-rank CUDA runs")
     ap.add_argument("--hang-dump", type=float, default=0, help="dump stacks and exit after this many seconds")
     a = ap.parse_args()
@@ -153,6 +154,9 @@ def main():
         rest = sum(max(k + 1, world) for k in range(a.fill_ticks, a.steps)) * per_window
         r["time_to_first_block_s"] = {"measured": sum(r["fill_ticks_s"]), "computed_rest": rest,
                                       "total": sum(r["fill_ticks_s"]) + rest}
+        # a video of --frames frames: the first block gives 4B-3 frames, every later one 4B, one per steady tick
+        more = max(0, -(-(a.frames - (4 * a.block_frames - 3)) // (4 * a.block_frames)))
+        r[f"time_to_{a.frames}_frames_s"] = r["time_to_first_block_s"]["total"] + more * tick
         results["runs"].append(r)
         base = results["runs"][0]
         if base["world"] == 1:

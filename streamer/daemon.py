@@ -85,12 +85,16 @@ class Daemon:
             self.publisher.send_event({"event": "block", "block": header["block"], "epoch": header["epoch"],
                                        "prompt": header["prompt"], "frames": header["frames"]})
             if self.stats.blocks == 1:
+                self._end_progress()
                 self.notifier.ready(f"streaming, first block {header['block']}")
                 log.info("first block emitted: streaming")
             self._pet_watchdog()
         elif kind == "stats":
             self.stats.on_engine_stats(header)
             self._pet_watchdog()
+            if self._progress is not None and self.stats.blocks == 0 and "ticks" in header:
+                t, s = header["ticks"], self.cfg.steps
+                self._progress(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block")
         elif kind == "event":
             self.stats.on_event(header)
             self.publisher.send_event(header)
@@ -115,6 +119,23 @@ class Daemon:
             self.exit_reason = f"engine failed: {header.get('error')}"
             self.exit_code = 1
             self.stop_event.set()
+
+    def _start_progress(self):
+        """A live spinner on an interactive terminal while the model loads and the pipeline fills."""
+        if not (self.opts.progress and sys.stderr.isatty()):
+            return
+        from rich.console import Console
+
+        status = Console(stderr=True).status("starting the engine")
+        status.start()
+        self._status = status
+        self._progress = status.update
+
+    def _end_progress(self):
+        if getattr(self, "_status", None) is not None:
+            self._status.stop()
+            self._status = None
+        self._progress = None
 
     def _pet_watchdog(self):
         iv = self.notifier.watchdog_interval()
@@ -201,6 +222,7 @@ class Daemon:
         if self.opts.stdout == "mpegts":
             self.stdout_ts = StdoutTs(self.fanout, c.width, c.height, c.fps)
         self.engine = EngineLink(c, self.ctx, self.on_engine, attach=self.opts.attach)
+        self._start_progress()
         self.engine.start()
         tasks = [asyncio.create_task(x) for x in (self.engine.pump(), self.control.serve(), self._forward_video())]
         watch = asyncio.create_task(self.engine.watch())
@@ -219,6 +241,7 @@ class Daemon:
             log.error("%s; shutting down", self.exit_reason)
         watch.cancel()
         stop.cancel()
+        self._end_progress()
         self.notifier.stopping()
         await self._shutdown(tasks)
         return self.exit_code
