@@ -69,9 +69,6 @@ class BlockStepper:
         self._model, self._device = model, device
         self._rope: dict[tuple[int, int], tuple] = {}
 
-    def window_frames(self, work: Work) -> int:
-        return self.cfg.block_frames + (self.cfg.context_frames if work.prev is not None else 0)
-
     def rope(self, frames: int, extra: int):
         """(cos, sin) for the window and (cos, sin) for `extra` appended successor frames after it."""
         key = (frames, extra)

@@ -41,7 +41,6 @@ class ServeOptions:
     keyframe_interval: float = 2.0
     crf: int = 23
     nvenc: bool = False
-    load_timeout: float = 3600.0
     progress: bool = True
     attach: str = ""  # ZMQ address to wait on for a rank 0 started by torchrun ("" = start the ranks ourselves)
     # browser viewers (streamer/web.py): STUN/TURN URLs ("" = host candidates only), host-candidate addresses
@@ -96,7 +95,6 @@ class Daemon:
                 t, s = header["ticks"], self.cfg.steps
                 self._progress(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block")
         elif kind == "event":
-            self.stats.on_event(header)
             self.publisher.send_event(header)
         elif kind == "progress":
             log.info("engine: %s", header.get("msg"))

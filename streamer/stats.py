@@ -37,9 +37,6 @@ class StreamStats:
         self.engine.update(header)
         self.paused = bool(header.get("paused", self.paused))
 
-    def on_event(self, header: dict) -> None:
-        pass
-
     def fps(self) -> float:
         """Video frames per second over the recent blocks (what the engine sustains)."""
         if len(self._times) < 2:
