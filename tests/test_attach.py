@@ -1,7 +1,6 @@
 """Ranks started by torchrun (the several-hosts set-up, here on one host with gloo) attached to a daemon."""
 import subprocess
 import sys
-import time
 
 from conftest import ROOT, DaemonProc, free_port
 

@@ -3,20 +3,13 @@ import numpy as np
 import pytest
 
 from transports.encoder import H264Encoder
+from media import moving_gradient
 
 W, H, FPS = 160, 96, 8
 
 
 def smooth_frames(n, start=0):
-    y, x = np.mgrid[0:H, 0:W]
-    out = np.empty((n, H, W, 3), np.uint8)
-    for i in range(n):
-        t = start + i
-        out[i, ..., 0] = (x * 255 // W + 3 * t) % 256
-        out[i, ..., 1] = (y * 255 // H + 5 * t) % 256
-        out[i, ..., 2] = (x + y + 7 * t) % 256
-    return out
-
+    return moving_gradient(n, W, H, start)
 
 def noisy_frames(n, seed=0):
     rng = np.random.default_rng(seed)

@@ -4,20 +4,17 @@ import subprocess
 import threading
 
 import aiohttp
-import numpy as np
 
 from transports.encoder import H264Encoder
 from transports.fanout import FanOut
 from transports.http import bound_port, build_app, start_http
+from media import moving_gradient
 
 W, H, FPS = 160, 96, 8
 
 
 def frames(n, start):
-    y, x = np.mgrid[0:H, 0:W]
-    return np.stack([np.stack([(x + 4 * t) % 256, (y + 2 * t) % 256, (x * y + t) % 256], -1)
-                     for t in range(start, start + n)]).astype(np.uint8)
-
+    return moving_gradient(n, W, H, start)
 
 class Producer(threading.Thread):
     """Encoder thread: blocks of frames -> encoder -> fanout, until stopped."""

@@ -6,18 +6,13 @@ import numpy as np
 from transports.encoder import H264Encoder
 from transports.mpegts import MpegTsWriter, open_file
 from transports.y4m import Y4MWriter
+from media import moving_gradient
 
 W, H, FPS = 160, 96, 8
 
 
 def frames(n, start=0):
-    y, x = np.mgrid[0:H, 0:W]
-    out = np.empty((n, H, W, 3), np.uint8)
-    for i in range(n):
-        t = start + i
-        out[i] = np.stack([(x * 2 + 3 * t) % 256, (y * 2 + 5 * t) % 256, (x + y + t) % 256], -1)
-    return out
-
+    return moving_gradient(n, W, H, start)
 
 def encode(n):
     enc = H264Encoder(W, H, FPS, keyframe_interval_s=2.0)

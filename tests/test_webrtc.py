@@ -19,6 +19,8 @@ from transports.http import bound_port, build_app, start_http
 from transports.webrtc import (OfferError, Pacer, WebRTCConfig, WebRTCHub, parse_ice_servers,
                                restrict_host_addresses, strip_mdns_candidates)
 
+from media import moving_gradient
+
 W, H, FPS, BLOCK = 64, 48, 16, 8
 
 
@@ -121,10 +123,7 @@ def test_track_paces_and_skips_to_a_keyframe_after_a_stall():
 # --- an in-process stand-in for the daemon: encoder thread → fan-out, a block at a time ----------------------
 
 def _frames(start, n):
-    y, x = np.mgrid[0:H, 0:W]
-    return np.stack([np.stack([(x * 4 + 3 * t) % 256, (y * 5 + t) % 256, np.full_like(x, (t * 9) % 256)], -1)
-                     for t in range(start, start + n)]).astype(np.uint8)
-
+    return moving_gradient(n, W, H, start)
 
 class Producer(threading.Thread):
     """Like the daemon: a block of frames every BLOCK/FPS seconds, encoded once, published to every consumer."""

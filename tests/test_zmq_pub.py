@@ -1,20 +1,17 @@
 import json
 
 import av
-import numpy as np
 import zmq
 
 from transports.encoder import H264Encoder
 from transports.zmq_pub import VideoPublisher
+from media import moving_gradient
 
 W, H, FPS = 160, 96, 8
 
 
 def frames(n):
-    y, x = np.mgrid[0:H, 0:W]
-    return np.stack([np.stack([(x + 4 * t) % 256, (y + 2 * t) % 256, (x + y) % 256], -1)
-                     for t in range(n)]).astype(np.uint8)
-
+    return moving_gradient(n, W, H)
 
 def test_sub_receives_decodable_packets_and_events():
     ctx = zmq.Context()
