@@ -1,0 +1,1 @@
+"""Toy world: procedurally generated videos with exactly known attributes, and an analytic classifier for them."""
