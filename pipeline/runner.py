@@ -108,10 +108,6 @@ class Runner:
             return {"ok": True, "paused": False}
         if cmd == "status":
             return {"ok": True, **self.snapshot()}
-        if cmd == "stop":
-            self.stop.set()
-            self.wake.set()
-            return {"ok": True}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def snapshot(self) -> dict:
