@@ -1,0 +1,112 @@
+"""The quality benchmark: its pure metrics on rendered ground truth, and one short run on the tiny model."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, ROOT)
+from benchmarks.quality_metrics import (ATTRS, CHANCE, accuracy, drift, latency, seam_stats,  # noqa: E402
+                                        smoothness_summary)
+from pipeline.toyworld.classify import classify_block, smoothness  # noqa: E402
+from pipeline.toyworld.world import Scene, parse_prompt, prompt_of, render  # noqa: E402
+
+SCENE = Scene("green", "square", "right", "navy")
+
+
+def _blocks(n=8, per=8, scene=SCENE):
+    clip = render(scene, n * per, seed=1)
+    return [clip[i * per:(i + 1) * per] for i in range(n)]
+
+
+def _rec(index, all_ok, **attrs):
+    correct = {a: attrs.get(a, all_ok) for a in ATTRS}
+    return {"index": index, "correct": correct, "all_correct": all(correct.values())}
+
+
+def test_seam_ratio_is_one_for_a_continuous_clip_and_large_for_shuffled_blocks():
+    blocks = _blocks()
+    s = seam_stats(blocks)
+    assert s["boundaries"] == 7 and s["within_mad"] > 0
+    assert s["ratio"] == pytest.approx(1.0, abs=0.05)
+    shuffled = [blocks[i] for i in (0, 4, 1, 6, 2, 7, 3, 5)]
+    assert seam_stats(shuffled)["ratio"] > 3.0
+
+
+def test_ground_truth_blocks_score_perfectly_and_smoothly():
+    recs = []
+    for i, b in enumerate(_blocks(4)):
+        c = classify_block(b, expected=prompt_of(SCENE))
+        recs.append({"index": i, **c})
+    acc = accuracy(recs)
+    assert acc == {**{a: 1.0 for a in ATTRS}, "all": 1.0, "n": 4}
+    sm = smoothness_summary([smoothness(b) for b in _blocks(4)])
+    assert sm["mean_visible_frac"] == 1.0 and sm["worst_max_jump"] < 3.0 and sm["n"] == 4
+
+
+def test_accuracy_aggregation_and_warmup():
+    recs = [_rec(0, False), _rec(1, False, colour=True), _rec(2, True), _rec(3, True, shape=False),
+            _rec(4, True)]
+    acc = accuracy(recs, warmup=1)
+    assert acc["n"] == 4
+    assert acc["all"] == pytest.approx(0.5)
+    assert acc["colour"] == pytest.approx(1.0)
+    assert acc["shape"] == pytest.approx(0.5)
+    assert acc["direction"] == pytest.approx(0.75)
+    assert accuracy(recs, warmup=9)["all"] is None
+    assert CHANCE["all"] == pytest.approx(1 / 288)
+
+
+def test_latency_counts_from_the_acknowledged_block_and_needs_two_consecutive_hits():
+    hits = {i: False for i in range(20)}
+    assert latency(hits, 5) is None
+    hits.update({7: True, 9: True, 10: True})  # a single hit does not count
+    assert latency(hits, 5) == 4
+    assert latency(hits, 9) == 0
+    assert latency(hits, 10) is None  # 11 is false
+    assert latency({5: True, 6: True}, 5) == 0
+    assert latency({5: True, 6: True, 7: True}, 5, consecutive=3) == 0
+    assert latency({3: True, 4: True, 5: False}, 5) is None  # hits before first_block don't count
+    assert latency({5: True, 7: True}, 5) is None  # a missing block is not a hit
+
+
+def test_drift_compares_first_window_with_the_window_around_the_target():
+    recs = [_rec(i, i < 50) for i in range(110)]
+    d = drift(recs, window=10, warmup=4, at=100)
+    assert d["early_blocks"] == [4, 13] and d["late_blocks"] == [95, 104] and d["reached_at"]
+    assert d["early"] == 1.0 and d["late"] == 0.0 and d["delta"] == -1.0
+    short = drift(recs[:20], window=5, warmup=2, at=100)
+    assert not short["reached_at"] and short["late_blocks"] == [15, 19] and short["late"] == 1.0
+
+
+def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
+    out, strip = tmp_path / "q.json", tmp_path / "strip.png"
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "quality.py"), "--blocks", "6", "--warmup", "1",
+           "--steps", "2", "--change-at", "3", "--latency-window", "3", "--drift-window", "2",
+           "--out", str(out), "--strip", str(strip)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "prompt following" in p.stdout and "latency" in p.stdout
+    res = json.loads(out.read_text())
+    pf = res["prompt_following"]
+    assert pf["n"] == 5 and all(pf[a] is not None for a in (*ATTRS, "all"))
+    assert set(res["smoothness"]["per_block"]) >= {"mean_visible_frac", "mean_max_jump", "mean_area_cv"}
+    assert set(res["smoothness"]["stream"]) >= {"visible_frac", "max_jump", "area_cv"}
+    assert res["seams"]["ratio"] is not None
+    assert res["drift"]["early"] is not None and res["drift"]["late"] is not None
+    assert set(res["latency"]) == {"soft", "queue", "blend", "cut"}
+    for m, r in res["latency"].items():
+        assert r["first_block"] >= 3 and "latency_blocks" in r and "gap_ticks" in r
+        assert max(int(k) for k in r["recognised"]) == r["first_block"] + 2  # latency window from first_block
+    assert res["latency"]["cut"]["gap_ticks"] > 0  # a cut refills the queue: output pauses
+    assert [r["index"] for r in res["blocks"]] == list(range(6))
+    for r in res["blocks"]:
+        parse_prompt(r["prompt"])
+    assert os.path.getsize(res["strip"]["path"]) > 0
+    assert os.path.exists(res["strip"]["path"] + ".txt")
+    assert np.isclose(res["chance"]["all"], 1 / 288)
