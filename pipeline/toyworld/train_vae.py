@@ -1,0 +1,135 @@
+"""Stage 1 of the toy-world training: toy-world clips rendered on the fly, and a small AutoencoderKLWan.
+
+Recipe (a plain one learned only the background): shape pixels weigh 10x in the L1+L2 reconstruction loss, the
+posterior log-variance starts small, temporal convolutions start as identity (each frame first behaves like an
+image VAE), and the first part of the budget trains on single frames before moving to clips. Afterwards the
+per-channel latents mean/std are measured and stored in the VAE config, so that, as in WanPipeline, the
+transformer works on (z - mean) / std.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+from pipeline.toyworld.world import BACKGROUNDS, all_scenes, prompt_of, render
+
+SCENES = all_scenes()
+SHAPE_WEIGHT = 10.0  # loss weight of shape pixels (background pixels: 1)
+KL_WEIGHT = 1e-6  # on the per-sample KL sum
+LOGVAR_INIT = -8.0  # initial posterior log-variance (std ~ 0.02)
+
+
+def sample_clips(rng: np.random.Generator, n: int, frames: int, size: int, device):
+    """n random clips -> (video [n, 3, frames, size, size] in [-1, 1], shape mask [n, 1, frames, size, size],
+    scene indices [n]). t0 is large and random, so the torus wrap-around of the endless stream is in distribution."""
+    idx = rng.integers(len(SCENES), size=n)
+    vids = [render(SCENES[i], frames, size, size, t0=int(rng.integers(0, 1 << 30)), seed=int(rng.integers(0, 1 << 31)))
+            for i in idx]
+    x = torch.from_numpy(np.stack(vids)).to(device).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+    bg = torch.tensor([BACKGROUNDS[SCENES[i].background] for i in idx], dtype=torch.float32, device=device)
+    bg = (bg / 127.5 - 1.0).view(n, 3, 1, 1, 1)
+    mask = (x - bg).abs().amax(dim=1, keepdim=True).gt(0.1).float()
+    return x, mask, idx
+
+
+def prompts_of(idx) -> list[str]:
+    return [prompt_of(SCENES[i]) for i in idx]
+
+
+def build_vae(preset: str):
+    from diffusers import AutoencoderKLWan
+
+    arch = dict(base_dim=32, dim_mult=[1, 2, 2, 2], num_res_blocks=1) if preset == "full" else \
+        dict(base_dim=8, dim_mult=[1, 1, 2, 2], num_res_blocks=1)
+    vae = AutoencoderKLWan(z_dim=16, attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0,
+                           scale_factor_temporal=4, scale_factor_spatial=8, **arch)
+    init_vae(vae)
+    return vae
+
+
+@torch.no_grad()
+def init_vae(vae) -> None:
+    """Temporal convolutions as identity (only the current frame's tap), small posterior log-variance."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+    for m in vae.modules():
+        if not isinstance(m, WanCausalConv3d) or m.kernel_size[0] == 1:
+            continue
+        w = m.weight  # [out, in, kt, kh, kw]; causal padding puts the current frame at the last tap
+        if tuple(m.kernel_size[1:]) == (1, 1):  # WanResample.time_conv: pure temporal mixing -> identity
+            w.zero_()
+            m.bias.zero_()
+            n_in = w.shape[1]
+            for k in range(w.shape[0] // n_in):  # upsample3d: out = 2 * in (two output frames per input frame)
+                w[k * n_in:(k + 1) * n_in, :, -1, 0, 0] = torch.eye(n_in)
+        else:  # 3x3x3 conv -> a 3x3 image conv on the current frame (variance kept)
+            w[:, :, -1] *= math.sqrt(w.shape[2])
+            w[:, :, :-1] = 0.0
+    z = vae.config.z_dim
+    q = vae.quant_conv  # 2z -> 2z channels: [mean | logvar]
+    q.weight[z:] = 0.0
+    q.bias[z:] = LOGVAR_INIT
+
+
+def vae_loss(vae, x, mask):
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.sample()).sample
+    err = rec - x
+    w = 1.0 + (SHAPE_WEIGHT - 1.0) * mask
+    loss = (w * (err.abs() + err.square())).sum() / (w.sum() * 3) + KL_WEIGHT * post.kl().mean()
+    return loss
+
+
+def _lr(step: int, base: float, warmup: int) -> float:
+    return base * min(1.0, (step + 1) / warmup)
+
+
+def train_vae(cfg, rng: np.random.Generator, device, log=print) -> tuple:
+    """Train the VAE within cfg.vae_steps (if set) or cfg.vae_seconds; returns (vae, losses, seconds, steps)."""
+    vae = build_vae(cfg.preset).to(device).train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    losses, t_start, step = [], time.perf_counter(), 0
+    while True:
+        elapsed = time.perf_counter() - t_start
+        progress = step / cfg.vae_steps if cfg.vae_steps else elapsed / cfg.vae_seconds
+        if progress >= 1.0:
+            break
+        if progress < cfg.vae_image_fraction:  # single frames first ...
+            x, mask, _ = sample_clips(rng, cfg.batch * 4, 1, cfg.size, device)
+        else:  # ... then clips
+            x, mask, _ = sample_clips(rng, cfg.batch, cfg.frames, cfg.size, device)
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg.vae_lr, cfg.warmup)
+        loss = vae_loss(vae, x, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        if step % cfg.log_every == 0:
+            log(f"vae step {step} loss {np.mean(losses[-cfg.log_every:]):.4f} ({elapsed:.0f}s)")
+    return vae.eval(), losses, time.perf_counter() - t_start, step
+
+
+@torch.no_grad()
+def set_latent_stats(vae, rng: np.random.Generator, cfg, device) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of the posterior means over cfg.stats_clips clips, stored in the VAE config."""
+    zs = []
+    for start in range(0, cfg.stats_clips, cfg.batch):
+        x, _, _ = sample_clips(rng, min(cfg.batch, cfg.stats_clips - start), cfg.frames, cfg.size, device)
+        zs.append(vae.encode(x).latent_dist.mode().transpose(0, 1).flatten(1).float().cpu())
+    z = torch.cat(zs, dim=1).double()
+    mean = [float(v) for v in z.mean(dim=1)]
+    std = [float(max(v, 1e-4)) for v in z.std(dim=1)]
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    return mean, std
+
+
+def latent_stats(vae, device):
+    mean = torch.tensor(vae.config.latents_mean, device=device).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std, device=device).view(1, -1, 1, 1, 1)
+    return mean, std
