@@ -73,7 +73,9 @@ class EngineLink:
         for rank in range(world):
             env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-            if cfg.device == "cpu":
+            if cfg.device == "cpu" or (cfg.device == "auto" and not os.path.exists("/dev/nvidiactl")):
+                # CPU ranks: one thread each unless the operator says otherwise (oversubscribed torch threads
+                # were many times slower on small machines)
                 env.setdefault("OMP_NUM_THREADS", "1")
             cmd = [sys.executable, "-m", "pipeline.worker", "--config", cfg.to_json(), "--death-fd", str(r)]
             if rank == 0:
