@@ -10,6 +10,7 @@ from typing import Callable
 import av
 
 from .encoder import as_fraction
+from .stdio import stdout_write
 from .packet import EncodedPacket
 
 
@@ -103,12 +104,4 @@ def open_file(path: str, width: int, height: int, fps, fmt: str = "mp4") -> Mpeg
 
 def stdout_writer(width: int, height: int, fps) -> MpegTsWriter:
     """MPEG-TS to standard output (``--stdout mpegts``)."""
-    import sys
-
-    out = sys.stdout.buffer
-
-    def write(b: bytes) -> None:
-        out.write(b)
-        out.flush()
-
-    return MpegTsWriter(write, width, height, fps)
+    return MpegTsWriter(stdout_write, width, height, fps)

@@ -11,6 +11,7 @@ import av
 import numpy as np
 
 from .encoder import as_fraction
+from .stdio import stdout_write
 
 
 class Y4MWriter:
@@ -59,12 +60,4 @@ class Y4MWriter:
 
 def stdout_y4m(width: int, height: int, fps) -> Y4MWriter:
     """Y4M to standard output (``--stdout y4m``)."""
-    import sys
-
-    out = sys.stdout.buffer
-
-    def write(b: bytes) -> None:
-        out.write(b)
-        out.flush()
-
-    return Y4MWriter(write, width, height, fps)
+    return Y4MWriter(stdout_write, width, height, fps)
