@@ -53,9 +53,16 @@ def rank_main(rank, world, port, a, out_path):
     # GPU to drain, i.e. for that receive: a deadlock. Load every kernel up front in multi-rank CUDA processes.
     if world > 1 and a.device == "cuda" and a.eager:
         os.environ["CUDA_MODULE_LOADING"] = "EAGER"
-    if a.hang_dump:  # on a hang, every rank prints its Python stacks to stderr and exits
+    if a.hang_dump:  # on a hang, every rank prints its Python stacks to stderr, then (all had time to) exits
         import faulthandler
-        faulthandler.dump_traceback_later(a.hang_dump, exit=True)
+        import threading
+
+        def dump():
+            time.sleep(a.hang_dump)
+            faulthandler.dump_traceback(all_threads=True)
+            time.sleep(10)
+            os._exit(3)
+        threading.Thread(target=dump, daemon=True).start()
 
     def log(msg):
         print(f"[w{world} r{rank} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -28,17 +28,38 @@ _RING = {}
 def setup_ring_groups(device) -> None:
     """Call on every rank, in the same order, right after init_process_group.
 
-    Each group's communicator is created here by a collective that every rank joins at once: created lazily by
-    the first point-to-point operation instead, a communicator's (blocking, collective) initialisation would run
-    when rank 0 posts its first receive on the return path, while the last rank is still waiting for its first
-    window on the forward path: a deadlock."""
-    ranks = list(range(dist.get_world_size()))
+    Everything NCCL would otherwise set up lazily, and blockingly, is set up here while every rank joins at once:
+    each group's communicator (a collective: all-reduce) and the point-to-point connections of each edge the
+    pipeline uses (one batched exchange per group: r → r+1 on "fwd", last → 0 on "ret"). Left to the first real
+    operation, the set-up of the return edge would run (and block rank 0's CPU) when rank 0 posts its first receive
+    ahead, while the last rank is still waiting for its first window on the forward path: a deadlock."""
+    world, me = dist.get_world_size(), dist.get_rank()
+    ranks = list(range(world))
+    edges = {"fwd": [(r, r + 1) for r in range(world - 1)], "ret": [(world - 1, 0)] if world > 1 else []}
     for name in ("fwd", "ret"):
         g = dist.new_group(ranks)
         dist.all_reduce(torch.zeros(1, device=device), group=g)
+        _connect(g, edges[name], me, device)
         _RING[name] = g
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _connect(group, edges, me: int, device) -> None:
+    """One exchange over every edge (src, dst) of `group`, all posted in one batch (16 MiB on GPUs, enough for
+    NCCL to open all of the peer's channels)."""
+    numel = (1 << 22) if device.type == "cuda" else 256
+    ops = []
+    for src, dst in edges:
+        if me == src:
+            ops.append(dist.P2POp(dist.isend, torch.ones(numel, device=device), dst, group=group))
+        if me == dst:
+            buf = torch.zeros(numel, device=device)
+            ops.append(dist.P2POp(dist.irecv, buf, src, group=group))
+    for w in dist.batch_isend_irecv(ops) if ops else []:
+        w.wait()
+    if ops and ops[-1].op is dist.irecv and not bool(ops[-1].tensor.eq(1).all()):
+        raise RuntimeError("point-to-point set-up exchange delivered wrong data")
 
 
 def _fwd():
