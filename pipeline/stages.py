@@ -19,27 +19,28 @@ from .split import Carry, epilogue, run_blocks
 
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 
-# Two communicators: windows travel forward (r → r+1) on one, predictions return (last → 0) on the other. NCCL runs
-# the point-to-point operations of one communicator in order on one stream, so a receive posted ahead on the return
-# path would otherwise block the forward sends queued behind it (a deadlock at W=2).
+# Two groups. Windows travel forward (r → r+1) on "fwd" (NCCL on GPUs: the big activations). Predictions return
+# (last → 0) on "ret", always a gloo (CPU) group: rank 0 keeps a receive posted ahead there at all times, and a
+# posted NCCL receive is a GPU kernel that can sit on rank 0's GPU for a whole window; CUDA calls that wait for
+# the device (pageable copies, some allocations, synchronisations) would then wait for a prediction that cannot
+# come before rank 0 sends the next window: a deadlock. A prediction is small (one block's latents, 1.6 MB at
+# 480×832), so the trip through host memory costs well under a millisecond of the ~0.3 s a window takes.
 _RING = {}
 
 
 def setup_ring_groups(device) -> None:
     """Call on every rank, in the same order, right after init_process_group.
 
-    Everything NCCL would otherwise set up lazily, and blockingly, is set up here while every rank joins at once:
-    each group's communicator (a collective: all-reduce) and the point-to-point connections of each edge the
-    pipeline uses (one batched exchange per group: r → r+1 on "fwd", last → 0 on "ret"). Left to the first real
-    operation, the set-up of the return edge would run (and block rank 0's CPU) when rank 0 posts its first receive
-    ahead, while the last rank is still waiting for its first window on the forward path: a deadlock."""
+    Everything that would otherwise be set up lazily, and blockingly, is set up here while every rank joins at
+    once: each group's communicator (a collective: all-reduce) and the point-to-point connections of each edge
+    the pipeline uses (one batched exchange per group: r → r+1 on "fwd", last → 0 on "ret")."""
     world, me = dist.get_world_size(), dist.get_rank()
     ranks = list(range(world))
     edges = {"fwd": [(r, r + 1) for r in range(world - 1)], "ret": [(world - 1, 0)] if world > 1 else []}
-    for name in ("fwd", "ret"):
-        g = dist.new_group(ranks)
-        dist.all_reduce(torch.zeros(1, device=device), group=g)
-        _connect(g, edges[name], me, device)
+    for name, backend, dev in (("fwd", None, device), ("ret", "gloo", torch.device("cpu"))):
+        g = dist.new_group(ranks, backend=backend)
+        dist.all_reduce(torch.zeros(1, device=dev), group=g)
+        _connect(g, edges[name], me, dev)
         _RING[name] = g
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -68,6 +69,13 @@ def _fwd():
 
 def _ret():
     return _RING.get("ret")
+
+
+def _as_bytes(t: torch.Tensor) -> torch.Tensor:
+    """A CPU tensor's storage as uint8 (gloo moves bytes; bfloat16 travels unchanged)."""
+    return t.detach().contiguous().reshape(-1).view(torch.uint8)
+
+
 HEADER = 16
 STAT_FIELDS = 4  # per rank, running totals: compute ms, wait-for-input ms, peak memory GiB, windows
 
@@ -220,17 +228,18 @@ class DistPipe:
         self._post()
 
     def _post(self):
-        self._h = torch.empty(HEADER, dtype=torch.int64, device=self.device)
-        self._stats = torch.empty(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device)
-        self._pred = torch.empty(self.pred_shape, dtype=self.pred_dtype, device=self.device)
+        """Post the receive of the next prediction (CPU buffers: the return path is gloo)."""
+        self._h = torch.empty(HEADER, dtype=torch.int64)
+        self._stats = torch.empty(self.world, STAT_FIELDS, dtype=torch.float64)
+        self._pred = torch.empty(self.pred_shape, dtype=self.pred_dtype)
         last = self.world - 1
-        self._recv = [dist.irecv(t, last, group=_ret()) for t in (self._h, self._stats, self._pred)]
+        self._recv = [dist.irecv(t, last, group=_ret()) for t in (self._h, self._stats, _as_bytes(self._pred))]
 
     def submit(self, meta: ItemMeta, carry: Carry) -> None:
         t0 = time.perf_counter()
         carry = self.stage.forward(meta, carry)
         if self.device.type == "cuda":
-            # the compute stream only: a device-wide sync would wait for the receive posted ahead (deadlock)
+            # the compute stream only: not the whole device, where sends may still be in flight
             torch.cuda.current_stream(self.device).synchronize()
         st = self.rank_stats[0]
         st[0] += (time.perf_counter() - t0) * 1e3
@@ -254,10 +263,9 @@ class DistPipe:
             w.wait()
         self.rank_stats[0][1] += (time.perf_counter() - t0) * 1e3
         serial = int(self._h[1].item())
-        pred = self._pred
-        stats = self._stats.cpu()
+        pred = self._pred.to(self.device)
         for r in range(1, self.world):
-            self.rank_stats[r] = stats[r].tolist()
+            self.rank_stats[r] = self._stats[r].tolist()
         self.outstanding -= 1
         self._post()
         return serial, pred
@@ -277,6 +285,12 @@ class DistPipe:
 
     def close(self):
         self._control(stop=True)
+
+
+def _send_back(meta: ItemMeta, stats: torch.Tensor, pred: torch.Tensor) -> list:
+    """Last rank → rank 0 on the gloo return group: header, per-rank statistics, prediction (CPU tensors)."""
+    tensors = [meta.header(None), stats.cpu(), _as_bytes(pred)]
+    return [(dist.isend(t, 0, group=_ret()), t) for t in tensors]
 
 
 def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtype) -> None:
@@ -300,9 +314,7 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
         if meta.ping and not last:
             continue
         if meta.ping:  # last rank: answer in the prediction's shape so rank 0's posted receive completes
-            for t in (meta.header(None).to(device), stats.to(device), torch.zeros(pred_shape, dtype=pred_dtype,
-                                                                                       device=device)):
-                dist.send(t, 0, group=_ret())
+            pending.extend(_send_back(meta, stats, torch.zeros(pred_shape, dtype=pred_dtype)))
             continue
         t0 = time.perf_counter()
         carry = stage.forward(meta, carry)
@@ -315,9 +327,7 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
         totals[3] += 1
         stats[rank] = torch.tensor(totals, dtype=torch.float64)
         if last:
-            h = meta.header(None).to(device)
-            for t in (h, stats.to(device), pred):
-                pending.append((dist.isend(t, 0, group=_ret()), t))
+            pending.extend(_send_back(meta, stats, pred.cpu()))
         else:
             pending.extend(_send_carry(rank + 1, meta, carry, stats))
         while pending and pending[0][0].is_completed():
