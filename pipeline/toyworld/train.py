@@ -27,9 +27,11 @@ class TrainConfig:
     seed: int = 0
     size: int = 64
     frames: int = 17  # video frames of a training clip (1 + 4k)
-    batch: int = 16
-    vae_seconds: float = 300.0
-    dit_seconds: float = 450.0
+    batch: int = 32  # VAE clips per step (single-frame phase: 4x as many frames)
+    dit_batch: int = 256  # DiT windows per step
+    pool_clips: int = 16384  # clips encoded once for the DiT stage
+    vae_seconds: float = 240.0
+    dit_seconds: float = 270.0
     vae_steps: int = 0  # > 0: a step budget instead of seconds (reproducible)
     dit_steps: int = 0
     vae_lr: float = 3e-4
@@ -38,6 +40,7 @@ class TrainConfig:
     vae_image_fraction: float = 0.3  # first part of the VAE budget: single frames
     context_frames: int = 1  # C of the DualParal windows
     window_prob: float = 0.75  # share of DiT steps on context+block windows (rest: plain windows)
+    succ_prob: float = 0.5  # of those, the share that also end with successor frames
     ema: float = 0.999
     stats_clips: int = 256
     log_every: int = 50
@@ -45,7 +48,7 @@ class TrainConfig:
 
 PRESETS = {
     "full": {},
-    "smoke": dict(size=32, frames=5, batch=4, vae_seconds=20.0, dit_seconds=20.0, vae_lr=1e-3, dit_lr=2e-3,
+    "smoke": dict(size=32, frames=5, batch=4, dit_batch=4, pool_clips=32, vae_seconds=20.0, dit_seconds=20.0, vae_lr=1e-3, dit_lr=2e-3,
                   warmup=5, ema=0.0, stats_clips=8, log_every=10),
 }
 
@@ -72,8 +75,9 @@ def train(cfg: TrainConfig, out: str, device: str = "cpu", log=print) -> dict:
     mean, std = set_latent_stats(vae, rng, cfg, device)
     transformer, dit_losses, dit_s, dit_n = train_dit(cfg, rng, vae, tokenizer, text_encoder, device, log)
 
-    comps = Components(transformer=transformer.cpu().float(), vae=vae.cpu().float(), text_encoder=text_encoder.cpu(),
-                       tokenizer=tokenizer, scheduler=wan_scheduler(3.0), text_max_len=TINY_TEXT_MAX_LEN)
+    comps = Components(transformer=transformer.cpu().to(torch.bfloat16),  # shipped in bf16 (14 MB)
+                       vae=vae.cpu().float(), text_encoder=text_encoder.cpu(), tokenizer=tokenizer,
+                       scheduler=wan_scheduler(3.0), text_max_len=TINY_TEXT_MAX_LEN)
     save_components(comps, out)
     result = {
         "seed": cfg.seed, "device": device, "config": dataclasses.asdict(cfg),
@@ -93,7 +97,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default="full")
     for name, typ in (("seed", int), ("vae-seconds", float), ("dit-seconds", float), ("size", int),
-                      ("frames", int), ("batch", int), ("vae-steps", int), ("dit-steps", int),
+                      ("frames", int), ("batch", int), ("dit-batch", int), ("pool-clips", int), ("vae-steps", int), ("dit-steps", int),
                       ("context-frames", int)):
         p.add_argument(f"--{name}", type=typ, default=None)
     a = p.parse_args(argv)

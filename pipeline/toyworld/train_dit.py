@@ -4,7 +4,9 @@ x_t = (1 - s) x0 + s eps, target v = eps - x0, timestep = s * 1000, s drawn with
 windows are made in distribution: a window is C context frames + B block frames cut from a latent clip; the
 context frames (the previous, cleaner part) are noised LESS than the block, the model is given the block's
 timestep (as the engine does), and the loss covers the block frames only. Some steps train plain windows (C = 0).
-Windows sometimes start at the stream's first latent frame (a 1-frame latent) and sometimes mid-stream.
+Windows sometimes start at the stream's first latent frame (a 1-frame latent) and sometimes mid-stream; some end
+with frames of the (noisier) successor, which the engine's blocks attend to. Batches come from a pool of clips
+encoded once after the VAE is trained.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from pipeline.text import PromptEncoder
 from pipeline.tiny import TINY_TEXT_MAX_LEN
-from pipeline.toyworld.train_vae import SCENES, latent_stats, prompts_of, sample_clips
+from pipeline.toyworld.train_vae import SCENES, latent_stats, lr_at, prompts_of, sample_clips
 
 PROMPT_DROPOUT = 0.1
 SHIFT = 3.0
@@ -45,28 +47,47 @@ def shifted_sigmas(u: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
     return shift * u / (1.0 + (shift - 1.0) * u)
 
 
-def make_window(z: torch.Tensor, rng: np.random.Generator, cfg):
-    """z: [n, 16, T+1, h, w] normalised latents of a clip one latent longer than needed. Returns the window
-    (latents [n, 16, L, h, w]) and the number C of leading context frames."""
-    total = z.shape[2]
-    length = int(rng.integers(min(2, total - 1), total))  # L in [2, T]
+@torch.no_grad()
+def latent_pool(vae, rng: np.random.Generator, cfg, device):
+    """cfg.pool_clips clips of cfg.frames + 4 video frames, encoded once → (normalised latents [N, 16, T, h, w],
+    scene indices [N]). The DiT samples its batches from here instead of running the VAE every step."""
+    mean, std = latent_stats(vae, device)
+    zs, ids = [], []
+    chunk = max(1, min(cfg.pool_clips, 4 * cfg.batch))
+    for start in range(0, cfg.pool_clips, chunk):
+        x, _, idx = sample_clips(rng, min(chunk, cfg.pool_clips - start), cfg.frames + 4, cfg.size, device)
+        zs.append(((vae.encode(x).latent_dist.mode() - mean) / std).float())
+        ids.append(idx)
+    return torch.cat(zs), np.concatenate(ids)
+
+
+def make_window(total: int, rng: np.random.Generator, cfg) -> tuple[int, int, int, int]:
+    """A DualParal window cut from a latent clip of `total` frames → (start, context frames, block frames,
+    successor frames). Context frames come first (the older, cleaner neighbour), then the block, then
+    optionally frames of the newer, noisier neighbour (the engine lets a block attend to its successor)."""
+    length = int(rng.integers(min(2, total), total + 1))  # L in [2, T]
     start = int(rng.integers(0, total - length + 1))
-    ctx = cfg.context_frames if (rng.random() < cfg.window_prob and length > cfg.context_frames) else 0
-    return z[:, :, start:start + length], ctx
+    c = cfg.context_frames
+    ctx = c if (rng.random() < cfg.window_prob and length - c >= 1) else 0
+    succ = c if (ctx and rng.random() < cfg.succ_prob and length - ctx - c >= 1) else 0
+    return start, ctx, length - ctx - succ, succ
 
 
-def dit_loss(model, z0, ctx: int, text, gen_device):
+def dit_loss(model, z0, ctx: int, block: int, text, gen_device):
+    """Flow-matching loss on the block frames of window z0 = [context | block | successor]."""
     n, _, length = z0.shape[:3]
     dev = z0.device
     sig_b = shifted_sigmas(torch.rand(n, device=dev))  # block noise level
     sig_c = sig_b * torch.rand(n, device=dev)  # context: cleaner than the block
-    frame_is_ctx = torch.arange(length, device=dev) < ctx
-    s = torch.where(frame_is_ctx[None, :], sig_c[:, None], sig_b[:, None]).view(n, 1, length, 1, 1)
+    sig_s = sig_b + (1.0 - sig_b) * torch.rand(n, device=dev)  # successor: noisier
+    pos = torch.arange(length, device=dev)[None, :]
+    s = torch.where(pos < ctx, sig_c[:, None], torch.where(pos < ctx + block, sig_b[:, None], sig_s[:, None]))
+    s = s.view(n, 1, length, 1, 1)
     eps = torch.randn_like(z0)
     xt = (1.0 - s) * z0 + s * eps
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gen_device == "cuda"):
         pred = model(hidden_states=xt, timestep=sig_b * 1000.0, encoder_hidden_states=text, return_dict=False)[0]
-    err = (pred.float() - (eps - z0))[:, :, ctx:]
+    err = (pred.float() - (eps - z0))[:, :, ctx:ctx + block]
     return err.square().mean()
 
 
@@ -83,21 +104,22 @@ def train_dit(cfg, rng: np.random.Generator, vae, tokenizer, text_encoder, devic
     model = build_transformer(cfg.preset, table.shape[-1]).to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.dit_lr, betas=(0.9, 0.99), weight_decay=0.01)
-    mean, std = latent_stats(vae, device)
+    pool, pool_ids = latent_pool(vae, rng, cfg, device)
+    log(f"latent pool {tuple(pool.shape)} ready")
     losses, t_start, step = [], time.perf_counter(), 0
     while True:
         elapsed = time.perf_counter() - t_start
-        if (step >= cfg.dit_steps) if cfg.dit_steps else (elapsed >= cfg.dit_seconds):
+        progress = step / cfg.dit_steps if cfg.dit_steps else elapsed / cfg.dit_seconds
+        if progress >= 1.0:
             break
-        x, _, idx = sample_clips(rng, cfg.batch, cfg.frames + 4, cfg.size, device)
-        with torch.no_grad():
-            z = (vae.encode(x).latent_dist.mode() - mean) / std
-        z0, ctx = make_window(z, rng, cfg)
-        idx = np.where(rng.random(len(idx)) < PROMPT_DROPOUT, len(SCENES), idx)  # empty prompt
+        pick = rng.integers(len(pool), size=cfg.dit_batch)
+        start, ctx, block, succ = make_window(pool.shape[2], rng, cfg)
+        z0 = pool[torch.from_numpy(pick).to(pool.device), :, start:start + ctx + block + succ]
+        idx = np.where(rng.random(len(pick)) < PROMPT_DROPOUT, len(SCENES), pool_ids[pick])  # empty prompt
         text = table[torch.from_numpy(idx).to(device)]
         for g in opt.param_groups:
-            g["lr"] = cfg.dit_lr * min(1.0, (step + 1) / cfg.warmup)
-        loss = dit_loss(model, z0, ctx, text, dev_type)
+            g["lr"] = lr_at(step, progress, cfg.dit_lr, cfg.warmup)
+        loss = dit_loss(model, z0, ctx, block, text, dev_type)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

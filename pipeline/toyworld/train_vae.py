@@ -14,7 +14,8 @@ import time
 import numpy as np
 import torch
 
-from pipeline.toyworld.world import BACKGROUNDS, all_scenes, prompt_of, render
+from pipeline.toyworld.render_torch import SceneTable, random_batch
+from pipeline.toyworld.world import all_scenes, prompt_of
 
 SCENES = all_scenes()
 SHAPE_WEIGHT = 10.0  # loss weight of shape pixels (background pixels: 1)
@@ -22,17 +23,17 @@ KL_WEIGHT = 1e-6  # on the per-sample KL sum
 LOGVAR_INIT = -8.0  # initial posterior log-variance (std ~ 0.02)
 
 
+_TABLES: dict[str, SceneTable] = {}
+
+
 def sample_clips(rng: np.random.Generator, n: int, frames: int, size: int, device):
-    """n random clips -> (video [n, 3, frames, size, size] in [-1, 1], shape mask [n, 1, frames, size, size],
-    scene indices [n]). t0 is large and random, so the torus wrap-around of the endless stream is in distribution."""
-    idx = rng.integers(len(SCENES), size=n)
-    vids = [render(SCENES[i], frames, size, size, t0=int(rng.integers(0, 1 << 30)), seed=int(rng.integers(0, 1 << 31)))
-            for i in idx]
-    x = torch.from_numpy(np.stack(vids)).to(device).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
-    bg = torch.tensor([BACKGROUNDS[SCENES[i].background] for i in idx], dtype=torch.float32, device=device)
-    bg = (bg / 127.5 - 1.0).view(n, 3, 1, 1, 1)
-    mask = (x - bg).abs().amax(dim=1, keepdim=True).gt(0.1).float()
-    return x, mask, idx
+    """n random clips rendered on `device` → (video [n, 3, frames, size, size] in [-1, 1], shape mask
+    [n, 1, frames, size, size], scene indices [n]). Positions are uniform on the torus, which puts every stage of
+    the endless stream's wrap-around in distribution."""
+    key = str(torch.device(device))
+    if key not in _TABLES:
+        _TABLES[key] = SceneTable(SCENES, device)
+    return random_batch(_TABLES[key], rng, n, frames, size)
 
 
 def prompts_of(idx) -> list[str]:
@@ -83,8 +84,9 @@ def vae_loss(vae, x, mask):
     return loss
 
 
-def _lr(step: int, base: float, warmup: int) -> float:
-    return base * min(1.0, (step + 1) / warmup)
+def lr_at(step: int, progress: float, base: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 10 % at the end of the budget (progress 0 → 1)."""
+    return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def train_vae(cfg, rng: np.random.Generator, device, log=print) -> tuple:
@@ -102,7 +104,7 @@ def train_vae(cfg, rng: np.random.Generator, device, log=print) -> tuple:
         else:  # ... then clips
             x, mask, _ = sample_clips(rng, cfg.batch, cfg.frames, cfg.size, device)
         for g in opt.param_groups:
-            g["lr"] = _lr(step, cfg.vae_lr, cfg.warmup)
+            g["lr"] = lr_at(step, progress, cfg.vae_lr, cfg.warmup)
         loss = vae_loss(vae, x, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
