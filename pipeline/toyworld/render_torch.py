@@ -62,3 +62,16 @@ def random_batch(table: SceneTable, rng: np.random.Generator, n: int, frames: in
     bg = (table.bg[torch.from_numpy(idx).to(table.device)].float() / 127.5 - 1.0).view(n, 3, 1, 1, 1)
     mask = (x - bg).abs().amax(dim=1, keepdim=True).gt(0.1).float()
     return x, mask, idx
+
+
+def random_transition_batch(table: SceneTable, rng: np.random.Generator, n: int, frames: int, size: int,
+                            cut: int):
+    """n clips that switch scene at frame `cut`: scene A before, scene B from `cut` on, the shape continuing from
+    where A left it (what a prompt change mid-stream asks of the model) → (video [n, 3, frames, size, size] in
+    [-1, 1], scene indices of B)."""
+    a, b = rng.integers(len(table.scenes), size=n), rng.integers(len(table.scenes), size=n)
+    start = torch.from_numpy(rng.random((n, 2)) * size)  # the centre at the cut
+    ua = render_batch(table, torch.from_numpy(a), start, cut, size, size, t0=-cut)
+    ub = render_batch(table, torch.from_numpy(b), start, frames - cut, size, size, t0=0)
+    x = torch.cat([ua, ub], dim=1).permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+    return x, b

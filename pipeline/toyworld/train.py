@@ -41,6 +41,7 @@ class TrainConfig:
     context_frames: int = 1  # C of the DualParal windows
     window_prob: float = 0.75  # share of DiT steps on context+block windows (rest: plain windows)
     succ_prob: float = 0.5  # of those, the share that also end with successor frames
+    transition_prob: float = 0.25  # share of DiT steps (and of the pool) on prompt-change windows
     ema: float = 0.999
     stats_clips: int = 256
     log_every: int = 50
@@ -48,7 +49,7 @@ class TrainConfig:
 
 PRESETS = {
     "full": {},
-    "smoke": dict(size=32, frames=5, batch=4, dit_batch=4, pool_clips=32, vae_seconds=20.0, dit_seconds=20.0, vae_lr=1e-3, dit_lr=2e-3,
+    "smoke": dict(size=32, frames=5, batch=4, dit_batch=16, pool_clips=64, vae_seconds=20.0, dit_seconds=20.0, vae_lr=1e-3, dit_lr=2e-3,
                   warmup=5, ema=0.0, stats_clips=8, log_every=10),
 }
 

@@ -6,7 +6,8 @@ context frames (the previous, cleaner part) are noised LESS than the block, the 
 timestep (as the engine does), and the loss covers the block frames only. Some steps train plain windows (C = 0).
 Windows sometimes start at the stream's first latent frame (a 1-frame latent) and sometimes mid-stream; some end
 with frames of the (noisier) successor, which the engine's blocks attend to. Batches come from a pool of clips
-encoded once after the VAE is trained.
+encoded once after the VAE is trained. A share of the steps trains the first block after a prompt change:
+context frames of one scene, block frames of another (the shape continuing where it was), the new scene's prompt.
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import torch
 
 from pipeline.text import PromptEncoder
 from pipeline.tiny import TINY_TEXT_MAX_LEN
-from pipeline.toyworld.train_vae import SCENES, latent_stats, lr_at, prompts_of, sample_clips
+from pipeline.toyworld.render_torch import random_transition_batch
+from pipeline.toyworld.train_vae import SCENES, _table, latent_stats, lr_at, prompts_of, sample_clips
 
 PROMPT_DROPOUT = 0.1
 SHIFT = 3.0
@@ -48,17 +50,31 @@ def shifted_sigmas(u: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
 
 
 @torch.no_grad()
-def latent_pool(vae, rng: np.random.Generator, cfg, device):
-    """cfg.pool_clips clips of cfg.frames + 4 video frames, encoded once → (normalised latents [N, 16, T, h, w],
-    scene indices [N]). The DiT samples its batches from here instead of running the VAE every step."""
+def latent_pool(vae, rng: np.random.Generator, cfg, device, transitions: bool = False):
+    """Clips of cfg.frames + 4 video frames, encoded once → (normalised latents [N, 16, T, h, w], scene indices
+    [N]); the DiT samples its batches from here instead of running the VAE every step. With `transitions`, the
+    clips switch scene at latent frame transition_cut(cfg) and the index is the second scene's."""
     mean, std = latent_stats(vae, device)
+    n_all = max(1, round(cfg.pool_clips * cfg.transition_prob)) if transitions else cfg.pool_clips
+    frames = cfg.frames + 4
     zs, ids = [], []
-    chunk = max(1, min(cfg.pool_clips, 4 * cfg.batch))
-    for start in range(0, cfg.pool_clips, chunk):
-        x, _, idx = sample_clips(rng, min(chunk, cfg.pool_clips - start), cfg.frames + 4, cfg.size, device)
+    chunk = max(1, min(n_all, 4 * cfg.batch))
+    for start in range(0, n_all, chunk):
+        n = min(chunk, n_all - start)
+        if transitions:
+            x, idx = random_transition_batch(_table(device), rng, n, frames, cfg.size,
+                                             cut=4 * transition_cut(cfg) - 3)
+        else:
+            x, _, idx = sample_clips(rng, n, frames, cfg.size, device)
         zs.append(((vae.encode(x).latent_dist.mode() - mean) / std).float())
         ids.append(idx)
     return torch.cat(zs), np.concatenate(ids)
+
+
+def transition_cut(cfg) -> int:
+    """Latent frame at which transition clips switch scene: right after C context frames (not the first latent,
+    which encodes a single video frame)."""
+    return cfg.context_frames + 1
 
 
 def make_window(total: int, rng: np.random.Generator, cfg) -> tuple[int, int, int, int]:
@@ -71,6 +87,16 @@ def make_window(total: int, rng: np.random.Generator, cfg) -> tuple[int, int, in
     ctx = c if (rng.random() < cfg.window_prob and length - c >= 1) else 0
     succ = c if (ctx and rng.random() < cfg.succ_prob and length - ctx - c >= 1) else 0
     return start, ctx, length - ctx - succ, succ
+
+
+def make_transition_window(total: int, rng: np.random.Generator, cfg) -> tuple[int, int, int, int]:
+    """A window of a transition clip: C context frames of the old scene, then block frames of the new one (the
+    first block after a prompt change), optionally followed by successor frames."""
+    c, k = cfg.context_frames, transition_cut(cfg)
+    room = total - k
+    succ = c if (rng.random() < cfg.succ_prob and room - c >= 1) else 0
+    block = int(rng.integers(1, room - succ + 1))
+    return k - c, c, block, succ
 
 
 def dit_loss(model, z0, ctx: int, block: int, text, gen_device):
@@ -104,16 +130,21 @@ def train_dit(cfg, rng: np.random.Generator, vae, tokenizer, text_encoder, devic
     model = build_transformer(cfg.preset, table.shape[-1]).to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg.ema > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.dit_lr, betas=(0.9, 0.99), weight_decay=0.01)
-    pool, pool_ids = latent_pool(vae, rng, cfg, device)
-    log(f"latent pool {tuple(pool.shape)} ready")
+    pools = {False: latent_pool(vae, rng, cfg, device)}
+    if cfg.transition_prob > 0 and cfg.context_frames > 0 and pools[False][0].shape[2] > transition_cut(cfg):
+        pools[True] = latent_pool(vae, rng, cfg, device, transitions=True)
+    log("latent pools ready: " + ", ".join(f"{'transitions' if k else 'plain'} {tuple(v[0].shape)}"
+                                            for k, v in pools.items()))
     losses, t_start, step = [], time.perf_counter(), 0
     while True:
         elapsed = time.perf_counter() - t_start
         progress = step / cfg.dit_steps if cfg.dit_steps else elapsed / cfg.dit_seconds
         if progress >= 1.0:
             break
+        trans = True in pools and rng.random() < cfg.transition_prob
+        pool, pool_ids = pools[trans]
         pick = rng.integers(len(pool), size=cfg.dit_batch)
-        start, ctx, block, succ = make_window(pool.shape[2], rng, cfg)
+        start, ctx, block, succ = (make_transition_window if trans else make_window)(pool.shape[2], rng, cfg)
         z0 = pool[torch.from_numpy(pick).to(pool.device), :, start:start + ctx + block + succ]
         idx = np.where(rng.random(len(pick)) < PROMPT_DROPOUT, len(SCENES), pool_ids[pick])  # empty prompt
         text = table[torch.from_numpy(idx).to(device)]

@@ -30,10 +30,14 @@ def sample_clips(rng: np.random.Generator, n: int, frames: int, size: int, devic
     """n random clips rendered on `device` → (video [n, 3, frames, size, size] in [-1, 1], shape mask
     [n, 1, frames, size, size], scene indices [n]). Positions are uniform on the torus, which puts every stage of
     the endless stream's wrap-around in distribution."""
+    return random_batch(_table(device), rng, n, frames, size)
+
+
+def _table(device) -> SceneTable:
     key = str(torch.device(device))
     if key not in _TABLES:
         _TABLES[key] = SceneTable(SCENES, device)
-    return random_batch(_TABLES[key], rng, n, frames, size)
+    return _TABLES[key]
 
 
 def prompts_of(idx) -> list[str]:
