@@ -81,13 +81,17 @@ STAT_FIELDS = 4  # per rank, running totals: compute ms, wait-for-input ms, peak
 
 
 def balanced_split(num_layers: int, world: int) -> list[tuple[int, int]]:
-    """Contiguous slices, the first ranks taking one more (30 over 4 → 8/8/7/7)."""
+    """Contiguous slices as even as possible; the ranks that take one block more are the middle ones first, then
+    the last, rank 0 last of all: rank 0 also runs the prologue, the scheduler steps and the sends (about half a
+    block of Wan2.1-1.3B on an H100), the last rank the epilogue (30 over 4 → 7/8/8/7; RESULTS.md §2)."""
     if world < 1 or world > num_layers:
         raise ValueError(f"cannot split {num_layers} transformer blocks over {world} ranks")
     base, extra = divmod(num_layers, world)
+    order = list(range(1, world - 1)) + ([world - 1] if world > 1 else []) + [0]
+    more = set(order[:extra])
     out, a = [], 0
     for r in range(world):
-        b = a + base + (1 if r < extra else 0)
+        b = a + base + (1 if r in more else 0)
         out.append((a, b))
         a = b
     return out

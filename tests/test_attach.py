@@ -16,7 +16,7 @@ def _torchrun(cfg_path, link, extra_env=None):
 
 def test_torchrun_ranks_attach_stream_and_stop_cleanly(tmp_path):
     cfg = tmp_path / "s.toml"
-    cfg.write_text("ranks = 2\nsteps = 4\n")
+    cfg.write_text("model = \"tiny\"\nranks = 2\nsteps = 4\n")
     link = f"tcp://127.0.0.1:{free_port()}"
     d = DaemonProc("--config", str(cfg), "--attach", link, http=False)
     ranks = _torchrun(cfg, link)
@@ -33,8 +33,8 @@ def test_torchrun_ranks_attach_stream_and_stop_cleanly(tmp_path):
 
 def test_attached_rank_with_another_configuration_is_refused(tmp_path):
     ours, theirs = tmp_path / "a.toml", tmp_path / "b.toml"
-    ours.write_text("ranks = 2\nsteps = 4\n")
-    theirs.write_text("ranks = 2\nsteps = 6\n")
+    ours.write_text("model = \"tiny\"\nranks = 2\nsteps = 4\n")
+    theirs.write_text("model = \"tiny\"\nranks = 2\nsteps = 6\n")
     link = f"tcp://127.0.0.1:{free_port()}"
     d = DaemonProc("--config", str(ours), "--attach", link, http=False)
     ranks = _torchrun(theirs, link)
