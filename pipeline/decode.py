@@ -64,8 +64,11 @@ class StreamingDecoder:
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         return out.clamp_(-1.0, 1.0)
 
-    def decode_block(self, latents: torch.Tensor) -> np.ndarray:
-        """Normalised latents [1, z, F, h, w] -> uint8 RGB frames [T, H, W, 3]."""
+    def decode_block(self, latents: torch.Tensor, new_shot: bool = False) -> np.ndarray:
+        """Normalised latents [1, z, F, h, w] -> uint8 RGB frames [T, H, W, 3]. `new_shot`: the block starts a
+        new shot (after a cut), so it is decoded like a stream's first block (reset() first)."""
+        if new_shot:
+            self.reset()
         video = self.decode_block_float(latents)
         with torch.inference_mode():
             frames = ((video[0] + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)

@@ -28,6 +28,7 @@ class FinishedBlock:
     latents: torch.Tensor  # [1, ch, B, h, w] float32, clean
     cond: Cond
     tick: int
+    shot_start: bool = False  # first block after a cut: generated without context, decoded as a new stream
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Engine:
         self.completed: dict[int, torch.Tensor] = {}  # blocks whose last prediction was applied
         self.finished: list[FinishedBlock] = []
         self.last_done: tuple[int, torch.Tensor] | None = None
+        self.shot_starts: set[int] = set()  # first blocks after a cut: a new shot, no context from the old one
         self._serial = 0
         self.stats = {"ticks": 0, "blocks": 0, "tick_ms": 0.0, "forward_ms": 0.0}
         self.on_step = None  # called after every block submission (heartbeat for watchdogs)
@@ -177,6 +179,8 @@ class Engine:
         with self.lock:
             br = self.prompts.begin_tick(self.queue.head, self.queue.next_enter)
             res.applied = br.applied
+            self.shot_starts = {b for b in self.shot_starts if b >= self.queue.head} | {
+                ch.first_block for ch in br.applied if ch.mode == "cut"}
             if br.flush_from is not None:
                 res.flushed = self.queue.flush_from(br.flush_from)
                 for b in res.flushed:  # predictions still in flight for them will be dropped
@@ -258,10 +262,11 @@ class Engine:
     def _collect(self) -> None:
         """Blocks whose last step was issued (they left the queue) and whose last prediction landed, in order."""
         for b in sorted(set(self.completed) & set(self.leaving)):
-            self.finished.append(FinishedBlock(b, self.completed.pop(b), self.leaving.pop(b), self.queue.tick))
+            self.finished.append(FinishedBlock(b, self.completed.pop(b), self.leaving.pop(b), self.queue.tick,
+                                               shot_start=b in self.shot_starts))
 
     def _context(self, work: Work) -> torch.Tensor | None:
-        if work.prev is None or self.cfg.context_frames == 0:
+        if work.prev is None or self.cfg.context_frames == 0 or work.block in self.shot_starts:
             return None
         c = self.cfg.context_frames
         if work.prev in self.latents:  # processed after this block within the tick: start-of-tick version
@@ -281,7 +286,7 @@ class Engine:
         timestep = self.timesteps[work.step].expand(x.shape[0])
         serial = self._next_serial()
         meta = ItemMeta(serial=serial, block=work.block, step=work.step, frames=x.shape[2],
-                        has_prev=work.prev is not None, use_succ=work.succ is not None)
+                        has_prev=ctx is not None, use_succ=work.succ is not None)
         carry = prologue(self.model, x, timestep, text)
         self.inflight.append((serial, work.block, work.step, self.incarnation[work.block]))
         self.pipe.submit(meta, carry)

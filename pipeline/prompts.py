@@ -5,7 +5,8 @@ Changes take effect at tick boundaries, so an acknowledgement computed from the 
 - soft  (default block: the next block to be emitted): every block in flight with index >= N switches now;
 - queue (default: the next block to enter): blocks entering from N on;
 - blend (default: next to enter; over K blocks): block N+j enters with weight (j+1)/K of the new prompt;
-- cut   (default: the next block to be emitted): blocks >= N are flushed and re-enter with the new prompt.
+- cut   (default: the next block to be emitted): blocks >= N are flushed and re-enter with the new prompt, as a
+        new shot: block N is generated without context frames from the blocks before it.
 """
 from __future__ import annotations
 

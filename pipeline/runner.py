@@ -55,9 +55,9 @@ class Decoder:
             if self.stream is not None:
                 with torch.cuda.stream(self.stream):
                     self.stream.wait_event(event)
-                    frames = self.dec.decode_block(fb.latents)
+                    frames = self.dec.decode_block(fb.latents, new_shot=fb.shot_start)
             else:
-                frames = self.dec.decode_block(fb.latents)
+                frames = self.dec.decode_block(fb.latents, new_shot=fb.shot_start)
             self.decode_ms = (time.perf_counter() - t0) * 1e3
             self.on_frames(fb, frames)
 

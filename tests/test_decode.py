@@ -68,6 +68,9 @@ def test_uint8_frames_and_reset(vae, latents, ref):
     np.testing.assert_array_equal(np.concatenate([first, second]), expect)
     dec.reset()  # a new stream: its first block again gives 4F-3 frames, identical to the first time
     np.testing.assert_array_equal(dec.decode_block(latents[:, :, :2]), first)
+    dec.decode_block(latents[:, :, 2:4])
+    # a new shot (after a cut) mid-stream: decoded like a stream's first block, whatever came before
+    np.testing.assert_array_equal(dec.decode_block(latents[:, :, :2], new_shot=True), first)
 
 
 def test_shared_vae_is_not_disturbed(vae, latents, ref):

@@ -82,3 +82,23 @@ def test_prompt_change_is_deterministic_and_lands_at_the_acknowledged_block():
     assert a[1].cond.epoch == 0 and a[2].cond.epoch == ch.epoch
     for k in a:
         assert torch.equal(a[k].latents, b[k].latents)
+
+
+def test_cut_starts_a_new_shot_that_does_not_depend_on_the_old_one():
+    """After a cut, the acknowledged block is generated without context frames from before the cut (a new shot):
+    the blocks from it on are identical whatever the stream showed before, and only that block is a shot start."""
+    pipe = _pipe()
+    runs = []
+    for before in ("a red circle", "a green triangle"):
+        eng = _engine(pipe, prompt=before)
+        seen = _run(eng, 6)
+        ch = eng.submit_prompt("a blue square moving up", "cut")
+        seen.update(_run(eng, 8))
+        runs.append((ch, seen))
+    (ch, a), (ch2, b) = runs
+    n = ch.first_block
+    assert n == ch2.first_block and n >= 2 and max(a) >= n + 2
+    assert not torch.allclose(a[n - 1].latents, b[n - 1].latents)  # the old shots differ ...
+    for k in range(n, max(a) + 1):  # ... the new one does not
+        assert torch.equal(a[k].latents, b[k].latents), k
+    assert [k for k in sorted(a) if a[k].shot_start] == [n]
