@@ -54,8 +54,18 @@ PRESETS = {
 }
 
 
+def serve_defaults(cfg: TrainConfig) -> dict:
+    """What `streamer serve --model DIR` uses unless told otherwise: the empty negative prompt (the one the model
+    was trained with for CFG) and the steps / guidance / block sizes the quality benchmark picked
+    (benchmarks/RESULTS.md §5: guidance 3 beat 5 at 8 steps; 16 steps gained nothing)."""
+    from pipeline.toyworld.world import all_scenes, prompt_of
+
+    return {"prompt": prompt_of(all_scenes()[0]), "negative_prompt": "", "height": cfg.size, "width": cfg.size,
+            "steps": 8, "guidance": 3.0, "block_frames": 2, "context_frames": cfg.context_frames, "fps": 8.0}
+
+
 def train(cfg: TrainConfig, out: str, device: str = "cpu", log=print) -> dict:
-    from pipeline.models import Components, save_components
+    from pipeline.models import DEFAULTS_FILE, Components, save_components
     from pipeline.tiny import TINY_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
     from pipeline.toyworld.train_dit import train_dit
     from pipeline.toyworld.train_vae import set_latent_stats, train_vae
@@ -80,6 +90,8 @@ def train(cfg: TrainConfig, out: str, device: str = "cpu", log=print) -> dict:
                        vae=vae.cpu().float(), text_encoder=text_encoder.cpu(), tokenizer=tokenizer,
                        scheduler=wan_scheduler(3.0), text_max_len=TINY_TEXT_MAX_LEN)
     save_components(comps, out)
+    with open(os.path.join(out, DEFAULTS_FILE), "w") as f:  # the daemon's defaults for this model
+        json.dump(serve_defaults(cfg), f, indent=2)
     result = {
         "seed": cfg.seed, "device": device, "config": dataclasses.asdict(cfg),
         "vae": {"losses": vae_losses, "seconds": vae_s, "steps": vae_n, "latents_mean": mean, "latents_std": std},

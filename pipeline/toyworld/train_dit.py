@@ -12,7 +12,6 @@ context frames of one scene, block frames of another (the shape continuing where
 from __future__ import annotations
 
 import copy
-import time
 
 import numpy as np
 import torch
@@ -20,7 +19,8 @@ import torch
 from pipeline.text import PromptEncoder
 from pipeline.tiny import TINY_TEXT_MAX_LEN
 from pipeline.toyworld.render_torch import random_transition_batch
-from pipeline.toyworld.train_vae import SCENES, _table, latent_stats, lr_at, prompts_of, sample_clips
+from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
+from pipeline.toyworld.train_vae import SCENES, _table, latent_stats, prompts_of, sample_clips
 
 PROMPT_DROPOUT = 0.1
 SHIFT = 3.0
@@ -135,12 +135,8 @@ def train_dit(cfg, rng: np.random.Generator, vae, tokenizer, text_encoder, devic
         pools[True] = latent_pool(vae, rng, cfg, device, transitions=True)
     log("latent pools ready: " + ", ".join(f"{'transitions' if k else 'plain'} {tuple(v[0].shape)}"
                                             for k, v in pools.items()))
-    losses, t_start, step = [], time.perf_counter(), 0
-    while True:
-        elapsed = time.perf_counter() - t_start
-        progress = step / cfg.dit_steps if cfg.dit_steps else elapsed / cfg.dit_seconds
-        if progress >= 1.0:
-            break
+    losses, budget = [], Budget(cfg.dit_steps, cfg.dit_seconds)
+    for step, progress, elapsed in budget:
         trans = True in pools and rng.random() < cfg.transition_prob
         pool, pool_ids = pools[trans]
         pick = rng.integers(len(pool), size=cfg.dit_batch)
@@ -148,18 +144,10 @@ def train_dit(cfg, rng: np.random.Generator, vae, tokenizer, text_encoder, devic
         z0 = pool[torch.from_numpy(pick).to(pool.device), :, start:start + ctx + block + succ]
         idx = np.where(rng.random(len(pick)) < PROMPT_DROPOUT, len(SCENES), pool_ids[pick])  # empty prompt
         text = table[torch.from_numpy(idx).to(device)]
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, progress, cfg.dit_lr, cfg.warmup)
-        loss = dit_loss(model, z0, ctx, block, text, dev_type)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        losses.append(optimiser_step(opt, model.parameters(), dit_loss(model, z0, ctx, block, text, dev_type),
+                                     lr_at(step, progress, cfg.dit_lr, cfg.warmup)))
         if ema is not None:
             ema_update(ema, model, min(cfg.ema, (1 + step) / (10 + step)))
-        losses.append(loss.item())
-        step += 1
-        if step % cfg.log_every == 0:
-            log(f"dit step {step} loss {np.mean(losses[-cfg.log_every:]):.4f} ({elapsed:.0f}s)")
+        log_every(log, "dit", step, losses, cfg.log_every, elapsed)
     out = ema if ema is not None else model
-    return out.eval(), losses, time.perf_counter() - t_start, step
+    return out.eval(), losses, budget.elapsed, budget.done

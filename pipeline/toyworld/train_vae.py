@@ -9,11 +9,11 @@ transformer works on (z - mean) / std.
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import torch
 
+from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
 from pipeline.toyworld.render_torch import SceneTable, random_batch
 from pipeline.toyworld.world import all_scenes, prompt_of
 
@@ -88,37 +88,20 @@ def vae_loss(vae, x, mask):
     return loss
 
 
-def lr_at(step: int, progress: float, base: float, warmup: int) -> float:
-    """Linear warm-up over `warmup` steps, then cosine decay to 10 % at the end of the budget (progress 0 → 1)."""
-    return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
-
-
 def train_vae(cfg, rng: np.random.Generator, device, log=print) -> tuple:
     """Train the VAE within cfg.vae_steps (if set) or cfg.vae_seconds; returns (vae, losses, seconds, steps)."""
     vae = build_vae(cfg.preset).to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
-    losses, t_start, step = [], time.perf_counter(), 0
-    while True:
-        elapsed = time.perf_counter() - t_start
-        progress = step / cfg.vae_steps if cfg.vae_steps else elapsed / cfg.vae_seconds
-        if progress >= 1.0:
-            break
+    losses, budget = [], Budget(cfg.vae_steps, cfg.vae_seconds)
+    for step, progress, elapsed in budget:
         if progress < cfg.vae_image_fraction:  # single frames first ...
             x, mask, _ = sample_clips(rng, cfg.batch * 4, 1, cfg.size, device)
         else:  # ... then clips
             x, mask, _ = sample_clips(rng, cfg.batch, cfg.frames, cfg.size, device)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, progress, cfg.vae_lr, cfg.warmup)
-        loss = vae_loss(vae, x, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        step += 1
-        if step % cfg.log_every == 0:
-            log(f"vae step {step} loss {np.mean(losses[-cfg.log_every:]):.4f} ({elapsed:.0f}s)")
-    return vae.eval(), losses, time.perf_counter() - t_start, step
+        losses.append(optimiser_step(opt, vae.parameters(), vae_loss(vae, x, mask),
+                                     lr_at(step, progress, cfg.vae_lr, cfg.warmup)))
+        log_every(log, "vae", step, losses, cfg.log_every, elapsed)
+    return vae.eval(), losses, budget.elapsed, budget.done
 
 
 @torch.no_grad()

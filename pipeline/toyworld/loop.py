@@ -1,0 +1,49 @@
+"""The training loop both toy-world stages share: a step or time budget, the LR schedule, one optimiser step."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+
+
+def lr_at(step: int, progress: float, base: float, warmup: int) -> float:
+    """Linear warm-up over `warmup` steps, then cosine decay to 10 % at the end of the budget (progress 0 → 1)."""
+    return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.45 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+class Budget:
+    """Iterate over steps until `steps` (if > 0) or else `seconds` is used up; yields (step, progress, elapsed)."""
+
+    def __init__(self, steps: int, seconds: float):
+        self.steps, self.seconds = steps, seconds
+        self.done, self.t0 = 0, time.perf_counter()
+
+    def __iter__(self):
+        while True:
+            elapsed = time.perf_counter() - self.t0
+            progress = self.done / self.steps if self.steps else elapsed / self.seconds
+            if progress >= 1.0:
+                return
+            yield self.done, progress, elapsed
+            self.done += 1
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def optimiser_step(opt, params, loss: torch.Tensor, lr: float, clip: float = 1.0) -> float:
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    return loss.item()
+
+
+def log_every(log, name: str, step: int, losses: list, every: int, elapsed: float) -> None:
+    if (step + 1) % every == 0:
+        log(f"{name} step {step + 1} loss {np.mean(losses[-every:]):.4f} ({elapsed:.0f}s)")
