@@ -13,6 +13,8 @@ from typing import Any
 import torch
 
 from pipeline.config import ConfigError
+from pipeline.toyworld import MODEL_DIR as TOYWORLD_DIR
+from pipeline.toyworld import MODEL_NAME as TOYWORLD
 from pipeline.tiny import TINY_TEXT_MAX_LEN, WAN_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
 
 PARTS = ("transformer", "vae", "text")
@@ -26,6 +28,39 @@ class Components:
     tokenizer: Any
     scheduler: Any
     text_max_len: int
+
+
+DEFAULTS_FILE = "streamer.json"  # in a model folder: the daemon's defaults for that model (EngineConfig fields)
+
+
+def resolve_model(model: str) -> str:
+    """'toyworld' → the folder of the model shipped in the package; anything else unchanged."""
+    return TOYWORLD_DIR if model == TOYWORLD else model
+
+
+def model_defaults(model: str, allowed: dict) -> dict:
+    """The model folder's own defaults (DEFAULTS_FILE), restricted to `allowed` (name → type); {} if none."""
+    path = os.path.join(os.path.expanduser(resolve_model(model)), DEFAULTS_FILE)
+    if model == "tiny" or not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model defaults {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"model defaults {path}: expected a JSON object")
+    out = {}
+    for k, v in data.items():
+        typ = allowed.get(k)
+        if typ is None or k == "model":
+            raise ConfigError(f"model defaults {path}: unknown key {k!r}")
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+            raise ConfigError(f"model defaults {path}: {k} must be {typ.__name__}, got {v!r}")
+        out[k] = v
+    return out
 
 
 def _is_local(model: str) -> bool:
@@ -94,6 +129,7 @@ def load_components(
             text_max_len=TINY_TEXT_MAX_LEN,
         )
 
+    model = resolve_model(model)
     source = model
     if _is_local(model):
         source = os.path.abspath(os.path.expanduser(model))

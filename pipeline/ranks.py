@@ -69,8 +69,11 @@ def model_source(cfg: EngineConfig, rank: int) -> str:
             save_components(load_components("tiny"), path)
         dist.barrier()
         return path
-    if os.path.isdir(os.path.expanduser(cfg.model)):
-        return os.path.expanduser(cfg.model)
+    from .models import resolve_model
+
+    local = os.path.expanduser(resolve_model(cfg.model))
+    if os.path.isdir(local):
+        return local
     from huggingface_hub import snapshot_download
 
     if rank == 0:

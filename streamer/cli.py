@@ -17,7 +17,8 @@ ENGINE_OPTS = {
 DAEMON_OPTS = {"control": str, "publish": str, "http": str, "stdout": str, "keyframe_interval": float, "crf": int,
                "nvenc": bool, "gpus": int, "ranks": int, "split": str, "pace": bool, "log_level": str,
                "attach": str}
-SERVE_DEFAULTS = {"control": "tcp://127.0.0.1:5555", "publish": "tcp://127.0.0.1:5556", "http": "127.0.0.1:8080",
+SERVE_DEFAULTS = {"model": "toyworld",
+                  "control": "tcp://127.0.0.1:5555", "publish": "tcp://127.0.0.1:5556", "http": "127.0.0.1:8080",
                   "stdout": "", "keyframe_interval": 2.0, "crf": 23, "nvenc": False, "gpus": 0, "ranks": 1,
                   "pace": True, "log_level": "info", "device": "auto", "dtype": "auto", "attach": ""}
 # browser viewers (WebRTC, streamer/web.py)
@@ -29,10 +30,12 @@ SERVE_DEFAULTS.update({"ice_servers": "", "ice_username": "", "ice_credential": 
 
 
 def _add_serve(sub):
-    p = sub.add_parser("serve", help="run the streaming daemon (tiny CPU model by default)")
+    p = sub.add_parser("serve", help="run the streaming daemon (the toy-world model on CPU by default)")
     a = p.add_argument
     a("--config", metavar="FILE.toml", help="settings file; keys are these options with '_' for '-'")
-    a("--model", help="'tiny' (default), a local diffusers Wan2.1/2.2 T2V folder, or a hub id")
+    a("--model", help="'toyworld' (default: the small model trained on the toy world, shipped in the package), "
+                     "'tiny' (random weights), a local diffusers Wan2.1/2.2 T2V folder, or a hub id; a folder's "
+                     "streamer.json sets that model's defaults")
     a("--gpus", type=int, help="number of GPUs (engine ranks, one process each)")
     a("--ranks", type=int, help="number of engine ranks on CPU (gloo), for testing")
     a("--split", help="transformer blocks per rank, e.g. 8,8,7,7 (default: balanced)")
@@ -104,9 +107,13 @@ def resolve_serve(args) -> tuple[EngineConfig, dict]:
         raise ConfigError("give either --gpus (GPU ranks) or --ranks (CPU ranks), not both")
     if args.gpus is not None and args.gpus < 1:
         raise ConfigError(f"--gpus must be >= 1, got {args.gpus}")
+    from pipeline.models import model_defaults
+
+    from_file = _load_toml(args.config) if args.config else {}
+    model = args.model or from_file.get("model") or SERVE_DEFAULTS["model"]
     values = dict(SERVE_DEFAULTS)
-    if args.config:
-        values.update(_load_toml(args.config))
+    values.update(model_defaults(model, ENGINE_OPTS))  # the model's own defaults (its folder's streamer.json)
+    values.update(from_file)
     for k in list(ENGINE_OPTS) + list(DAEMON_OPTS):
         v = getattr(args, k, None)
         if v is not None:

@@ -19,7 +19,9 @@ def free_port() -> int:
 class DaemonProc:
     """A real `streamer serve` subprocess on ephemeral loopback ports."""
 
-    def __init__(self, *extra, http=True, stdout=subprocess.DEVNULL, env=None):
+    def __init__(self, *extra, http=True, stdout=subprocess.DEVNULL, env=None, model="tiny"):
+        if model and "--model" not in extra:  # the random tiny model keeps daemon tests fast (model=None: default)
+            extra = ("--model", model, *extra)
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.publish = f"tcp://127.0.0.1:{free_port()}"
         self.http_port = free_port()
