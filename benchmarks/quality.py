@@ -20,6 +20,7 @@ own (dominant) prompt:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -36,7 +37,7 @@ from benchmarks.quality_metrics import (ATTRS, CHANCE, accuracy, drift, latency,
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decode import StreamingDecoder  # noqa: E402
 from pipeline.engine import DTYPES, Engine  # noqa: E402
-from pipeline.models import load_components  # noqa: E402
+from pipeline.models import load_components, model_defaults  # noqa: E402
 from pipeline.prompts import MODES  # noqa: E402
 from pipeline.text import PromptEncoder  # noqa: E402
 from pipeline.toyworld.classify import classify_block, smoothness  # noqa: E402
@@ -65,11 +66,13 @@ class Streamer:
         c = self.comps
         self.penc = PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len, device=cfg.device, dtype=dtype)
 
-    def run(self, n_blocks: int, change: dict | None = None, change_at: int = 0, after_ack: int = 0):
+    def run(self, n_blocks: int, change: dict | None = None, change_at: int = 0, after_ack: int = 0,
+            prompt: str | None = None):
         """Blocks in emission order, and the Change acknowledged for `change` (submit_prompt kwargs), submitted
         live at the tick boundary where block `change_at` is the next to be emitted. Runs to block n_blocks - 1,
         and with a change at least to block first_block + after_ack - 1."""
-        eng = Engine(self.cfg, self.comps.transformer, self.comps.scheduler, self.penc.encode, device=self.cfg.device)
+        cfg = self.cfg if prompt is None else dataclasses.replace(self.cfg, prompt=prompt)
+        eng = Engine(cfg, self.comps.transformer, self.comps.scheduler, self.penc.encode, device=self.cfg.device)
         dec = StreamingDecoder(self.comps.vae)
         ack = None
         out: list[Block] = []
@@ -78,8 +81,13 @@ class Streamer:
                 self.penc.encode(change["prompt"])  # as the daemon does: embed off the hot path
                 ack = eng.submit_prompt(**change)
             for fb in eng.tick().finished:
-                out.append(Block(fb.index, fb.cond.prompt, fb.cond.epoch, fb.tick, dec.decode_block(fb.latents)))
+                out.append(Block(fb.index, fb.cond.prompt, fb.cond.epoch, fb.tick, dec.decode_block(fb.latents, new_shot=fb.shot_start)))
         return out, ack
+
+
+ENGINE_FIELDS = {"model": str, "height": int, "width": int, "steps": int, "guidance": float, "block_frames": int,
+                 "context_frames": int, "negative_prompt": str, "seed": int, "prompt": str, "device": str,
+                 "dtype": str, "fps": float}
 
 
 def score(b: Block) -> dict:
@@ -144,11 +152,31 @@ def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def scene_accuracy(streamer: Streamer, args) -> dict:
+    """Prompt following over --scenes prompts drawn from the whole world (seeded), --scene-blocks blocks each."""
+    from pipeline.toyworld.world import all_scenes, prompt_of
+
+    scenes = all_scenes()
+    pick = np.random.default_rng(args.seed).choice(len(scenes), size=min(args.scenes, len(scenes)), replace=False)
+    records = []
+    for i in pick:
+        blocks, _ = streamer.run(args.scene_blocks, prompt=prompt_of(scenes[i]))
+        records += [score(b) for b in blocks]
+    acc = accuracy(records, args.warmup)
+    failed = [{"prompt": r["prompt"], "index": r["index"], "pred": r["pred"]}
+              for r in records if r["index"] >= args.warmup and not r["all_correct"]]
+    return {"scenes": len(pick), "blocks_each": args.scene_blocks, "accuracy": acc, "failed": failed}
+
+
 def print_table(res: dict) -> None:
     pf = res["prompt_following"]
     print(f"\nprompt following (blocks >= {res['config']['warmup']}, n={pf['n']}):   accuracy   (chance)")
     for a in (*ATTRS, "all"):
         print(f"  {a:<12} {_fmt(pf[a]):>8}   ({CHANCE[a]:.3f})")
+    if res.get("scenes"):
+        sa = res["scenes"]
+        print(f"over {sa['scenes']} random prompts ({sa['blocks_each']} blocks each, n={sa['accuracy']['n']}): "
+              + "  ".join(f"{a} {_fmt(sa['accuracy'][a])}" for a in (*ATTRS, "all")))
     sm = res["smoothness"]
     print("smoothness           per-block mean      whole stream")
     for name, k in (("visible fraction", "visible_frac"), ("max jump (px)", "max_jump"), ("area CV", "area_cv")):
@@ -168,13 +196,12 @@ def print_table(res: dict) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="tiny", help="diffusers folder (default: the random tiny model)")
-    ap.add_argument("--height", type=int, default=64)
-    ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--guidance", type=float, default=5.0)
-    ap.add_argument("--block-frames", type=int, default=2)
-    ap.add_argument("--context-frames", type=int, default=1)
+    ap.add_argument("--model", default="toyworld",
+                    help="toyworld (default: the shipped model), tiny (random weights) or a diffusers folder; "
+                         "options left out come from the model's streamer.json, then EngineConfig's defaults")
+    for name, typ in (("height", int), ("width", int), ("steps", int), ("guidance", float), ("block-frames", int),
+                      ("context-frames", int), ("negative-prompt", str)):
+        ap.add_argument(f"--{name}", type=typ, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
@@ -185,6 +212,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--drift-window", type=int, default=10)
     ap.add_argument("--drift-at", type=int, default=100)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--scenes", type=int, default=0, help="also score this many random prompts of the world")
+    ap.add_argument("--scene-blocks", type=int, default=8, help="blocks per random prompt (--warmup skipped)")
     ap.add_argument("--change-at", type=int, default=None,
                     help="submit the change when this block is next to be emitted (default warmup + 4)")
     ap.add_argument("--latency-window", type=int, default=16, help="blocks generated from first_block on")
@@ -200,9 +229,12 @@ def main(argv=None) -> dict:
     parse_prompt(args.prompt), parse_prompt(args.change_prompt)  # toy-world prompts only: fail fast
 
     t0 = time.perf_counter()
-    cfg = EngineConfig(model=args.model, height=args.height, width=args.width, steps=args.steps,
-                       guidance=args.guidance, block_frames=args.block_frames, context_frames=args.context_frames,
-                       seed=args.seed, prompt=args.prompt, device=args.device, dtype=args.dtype)
+    fields = {k: v for k, v in model_defaults(args.model, ENGINE_FIELDS).items() if k in ENGINE_FIELDS}
+    fields.pop("prompt", None)
+    fields.update({k: v for k, v in vars(args).items() if k in ENGINE_FIELDS and v is not None})
+    cfg = EngineConfig(**fields)
+    for k in ("height", "width", "steps", "guidance", "block_frames", "context_frames", "negative_prompt"):
+        setattr(args, k, getattr(cfg, k))  # what was used, in the report
     streamer = Streamer(cfg)
     blocks, _ = streamer.run(args.blocks)
     records = [score(b) for b in blocks]
@@ -218,6 +250,8 @@ def main(argv=None) -> dict:
         "latency": {},
         "blocks": records,
     }
+    if args.scenes:
+        res["scenes"] = scene_accuracy(streamer, args)
     runs = {}
     for m in modes:
         res["latency"][m], runs[m] = change_latency(streamer, args, m)

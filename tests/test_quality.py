@@ -85,7 +85,8 @@ def test_drift_compares_first_window_with_the_window_around_the_target():
 
 def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
     out, strip = tmp_path / "q.json", tmp_path / "strip.png"
-    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "quality.py"), "--blocks", "6", "--warmup", "1",
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "quality.py"), "--model", "tiny", "--blocks", "6",
+           "--warmup", "1", "--scenes", "2", "--scene-blocks", "2",
            "--steps", "2", "--change-at", "3", "--latency-window", "3", "--drift-window", "2",
            "--out", str(out), "--strip", str(strip)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -110,3 +111,5 @@ def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
     assert os.path.getsize(res["strip"]["path"]) > 0
     assert os.path.exists(res["strip"]["path"] + ".txt")
     assert np.isclose(res["chance"]["all"], 1 / 288)
+    sa = res["scenes"]
+    assert sa["scenes"] == 2 and sa["accuracy"]["n"] == 2 and len({f["prompt"] for f in sa["failed"]}) <= 2
