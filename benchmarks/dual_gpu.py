@@ -95,6 +95,14 @@ def rank_main(rank, world, port, a, out_path):
         res = {"world": world, "layers": balanced_split(WAN_ARCHS[a.arch]["num_layers"], world),
                "rank0_weights_gib": weights_gib}
         encode = fake_text_encoder(dev, dtype)
+        if a.compare:  # 0. the first --compare finished blocks, kept for the W-independence check
+            eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev, world=world, layers=layers)
+            done = []
+            while len(done) < a.compare:
+                done += [fb.latents.float().cpu() for fb in eng.tick().finished]
+            eng.retire()
+            torch.save(torch.cat(done[:a.compare]), out_path + ".latents")
+            log(f"{a.compare} blocks kept for the comparison")
         # 1. the fill, measured for its first ticks
         eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev, world=world, layers=layers)
         res["fill_ticks_s"] = timed_ticks(eng, a.fill_ticks, dev)
@@ -141,11 +149,14 @@ def main():
     ap.add_argument("--attention", default="")
     ap.add_argument("--frames", type=int, default=1025, help="report the time to produce a video this long")
     ap.add_argument("--eager", type=int, default=1, help="CUDA_MODULE_LOADING=EAGER in multi-rank CUDA runs")
+    ap.add_argument("--compare", type=int, default=0,
+                    help="also run the first N blocks of a fresh stream per W and compare them with the first W's")
     ap.add_argument("--hang-dump", type=float, default=0, help="dump stacks and exit after this many seconds")
     a = ap.parse_args()
     results = {"device": torch.cuda.get_device_name(0) if a.device == "cuda" else "cpu",
                "gpus": torch.cuda.device_count() if a.device == "cuda" else 0, "torch": torch.__version__,
                "args": vars(a), "runs": []}
+    ref = None  # the first W's blocks (--compare)
     for world in [int(w) for w in a.worlds.split(",")]:
         tmp = f"{a.out}.w{world}.json"
         t0 = time.perf_counter()
@@ -154,6 +165,13 @@ def main():
             r = json.load(f)
         os.remove(tmp)
         r["wall_s"] = time.perf_counter() - t0
+        if a.compare:
+            lat = torch.load(tmp + ".latents")
+            os.remove(tmp + ".latents")
+            ref = lat if ref is None else ref
+            r["compare"] = {"blocks": a.compare, "bitwise_equal_to_first": bool(torch.equal(lat, ref)),
+                            "max_abs_diff": float((lat - ref).abs().max()), "shape": list(lat.shape),
+                            "max_abs_ref": float(ref.abs().max())}
         tick = sum(r["steady_ticks_s"]) / len(r["steady_ticks_s"])
         r["steady_tick_s"] = tick
         r["video_fps"] = 4 * a.block_frames / tick
@@ -170,7 +188,8 @@ def main():
             r["scaling_efficiency"] = r["video_fps"] / (world * base["video_fps"])
         with open(a.out, "w") as f:
             json.dump(results, f, indent=2)
-        print(json.dumps({k: r[k] for k in ("world", "steady_tick_s", "video_fps", "ranks")}, indent=1), flush=True)
+        print(json.dumps({k: r[k] for k in ("world", "steady_tick_s", "video_fps", "ranks", "compare") if k in r},
+                         indent=1), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Real Wan architectures with random weights (for benchmarks: the config matters, not the weights)."""
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 WAN_ARCHS = {
@@ -37,7 +39,8 @@ def random_transformer(arch: str, device="cuda", dtype=torch.bfloat16, seed: int
 def random_transformer_slice(arch: str, layers: tuple[int, int], first: bool, last: bool, device="cuda",
                              dtype=torch.bfloat16, seed: int = 0):
     """Like `random_transformer`, but only this rank's parts are materialised (random values); the rest stays on
-    `meta`, as with `pipeline.shard.load_transformer_slice` for a real checkpoint."""
+    `meta`, as with `pipeline.shard.load_transformer_slice` for a real checkpoint. Each tensor's values depend only
+    on (seed, its name), so every split of the layers gives the same model."""
     from diffusers import WanTransformer3DModel
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
 
@@ -46,11 +49,12 @@ def random_transformer_slice(arch: str, layers: tuple[int, int], first: bool, la
     with torch.device("meta"):
         model = WanTransformer3DModel(**COMMON, **WAN_ARCHS[arch])
     keep = WanTransformer3DModel._keep_in_fp32_modules
-    g = torch.Generator(device=device).manual_seed(seed)
+    g = torch.Generator(device=device)
     state = {}
     for name, p in model.state_dict().items():
         if not owned(name, layers, first, last):
             continue
+        g.manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
         want = torch.float32 if any(k in name.split(".") for k in keep) else dtype
         t = (torch.randn(p.shape, generator=g, device=device) * 0.02).to(want)
         if name.endswith("bias"):
