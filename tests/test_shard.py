@@ -17,7 +17,12 @@ def saved(tmp_path_factory):
 
 
 def test_balanced_split():
-    assert balanced_split(30, 4) == [(0, 8), (8, 16), (16, 23), (23, 30)]
+    # the spare blocks go to the middle ranks, then the last, rank 0 last (it also runs prologue and scheduler)
+    assert balanced_split(30, 4) == [(0, 7), (7, 15), (15, 23), (23, 30)]
+    assert balanced_split(30, 2) == [(0, 15), (15, 30)]
+    assert balanced_split(4, 3) == [(0, 1), (1, 3), (3, 4)]
+    assert balanced_split(11, 4) == [(0, 2), (2, 5), (5, 8), (8, 11)]
+    assert balanced_split(12, 8) == [(0, 1), (1, 3), (3, 5), (5, 7), (7, 9), (9, 10), (10, 11), (11, 12)]
     assert balanced_split(4, 1) == [(0, 4)]
     with pytest.raises(ValueError):
         balanced_split(2, 3)
