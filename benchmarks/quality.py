@@ -81,7 +81,8 @@ class Streamer:
                 self.penc.encode(change["prompt"])  # as the daemon does: embed off the hot path
                 ack = eng.submit_prompt(**change)
             for fb in eng.tick().finished:
-                out.append(Block(fb.index, fb.cond.prompt, fb.cond.epoch, fb.tick, dec.decode_block(fb.latents, new_shot=fb.shot_start)))
+                frames = dec.decode_block(fb.latents, new_shot=fb.shot_start)
+                out.append(Block(fb.index, fb.cond.prompt, fb.cond.epoch, fb.tick, frames))
         return out, ack
 
 

@@ -1,11 +1,13 @@
 """Train the project's own small text-to-video model on the toy world (same diffusers Wan classes as the real one).
 
     python -m pipeline.toyworld.train --out DIR [--device cuda] [--seed 0] [--vae-seconds S] [--dit-seconds S]
-        [--size 64] [--frames 17] [--batch N] [--preset full|smoke] [--vae-steps N] [--dit-steps N]
+        [--size 64] [--frames 17] [--batch N] [--dit-batch N] [--pool-clips N] [--preset full|smoke]
+        [--vae-steps N] [--dit-steps N] [--context-frames C]
 
 Stage 1 trains an AutoencoderKLWan (train_vae.py), stage 2 a WanTransformer3DModel (train_dit.py) on its latents,
 conditioned by a frozen tiny UMT5 encoder + the offline tokenizer (pipeline/tiny.py). DIR becomes a diffusers
-WanPipeline folder (pipeline.models.load_components(DIR) loads it) plus DIR/train_log.json. Budgets are seconds
+WanPipeline folder (pipeline.models.load_components(DIR) loads it) plus DIR/train_log.json and DIR/streamer.json
+(the daemon's defaults for the model: `streamer serve --model DIR`). Budgets are seconds
 unless --vae-steps/--dit-steps are given; with step budgets the same seed gives the same weights (on CPU).
 """
 from __future__ import annotations
@@ -49,8 +51,8 @@ class TrainConfig:
 
 PRESETS = {
     "full": {},
-    "smoke": dict(size=32, frames=5, batch=4, dit_batch=16, pool_clips=64, vae_seconds=20.0, dit_seconds=20.0, vae_lr=1e-3, dit_lr=2e-3,
-                  warmup=5, ema=0.0, stats_clips=8, log_every=10),
+    "smoke": dict(size=32, frames=5, batch=4, dit_batch=16, pool_clips=64, vae_seconds=20.0, dit_seconds=20.0,
+                  vae_lr=1e-3, dit_lr=2e-3, warmup=5, ema=0.0, stats_clips=8, log_every=10),
 }
 
 
@@ -110,8 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--preset", choices=sorted(PRESETS), default="full")
     for name, typ in (("seed", int), ("vae-seconds", float), ("dit-seconds", float), ("size", int),
-                      ("frames", int), ("batch", int), ("dit-batch", int), ("pool-clips", int), ("vae-steps", int), ("dit-steps", int),
-                      ("context-frames", int)):
+                      ("frames", int), ("batch", int), ("dit-batch", int), ("pool-clips", int), ("vae-steps", int),
+                      ("dit-steps", int), ("context-frames", int)):
         p.add_argument(f"--{name}", type=typ, default=None)
     a = p.parse_args(argv)
     fields = dict(PRESETS[a.preset], preset=a.preset)

@@ -29,8 +29,10 @@ SHIFT = 3.0
 def build_transformer(preset: str, text_dim: int):
     from diffusers import WanTransformer3DModel
 
-    arch = dict(num_attention_heads=4, attention_head_dim=64, ffn_dim=1024, num_layers=6, freq_dim=256) \
-        if preset == "full" else dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=2, freq_dim=32)
+    if preset == "full":
+        arch = dict(num_attention_heads=4, attention_head_dim=64, ffn_dim=1024, num_layers=6, freq_dim=256)
+    else:
+        arch = dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=2, freq_dim=32)
     return WanTransformer3DModel(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=text_dim,
                                  cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
                                  rope_max_seq_len=1024, **arch)
