@@ -38,6 +38,7 @@ from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decode import StreamingDecoder  # noqa: E402
 from pipeline.engine import DTYPES, Engine  # noqa: E402
 from pipeline.models import load_components, model_defaults  # noqa: E402
+from streamer.cli import ENGINE_OPTS  # noqa: E402
 from pipeline.prompts import MODES  # noqa: E402
 from pipeline.text import PromptEncoder  # noqa: E402
 from pipeline.toyworld.classify import classify_block, smoothness  # noqa: E402
@@ -86,9 +87,7 @@ class Streamer:
         return out, ack
 
 
-ENGINE_FIELDS = {"model": str, "height": int, "width": int, "steps": int, "guidance": float, "block_frames": int,
-                 "context_frames": int, "negative_prompt": str, "seed": int, "prompt": str, "device": str,
-                 "dtype": str, "fps": float}
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(EngineConfig)}
 
 
 def score(b: Block) -> dict:
@@ -230,9 +229,9 @@ def main(argv=None) -> dict:
     parse_prompt(args.prompt), parse_prompt(args.change_prompt)  # toy-world prompts only: fail fast
 
     t0 = time.perf_counter()
-    fields = {k: v for k, v in model_defaults(args.model, ENGINE_FIELDS).items() if k in ENGINE_FIELDS}
+    fields = {k: v for k, v in model_defaults(args.model, ENGINE_OPTS).items() if k in CONFIG_FIELDS}
     fields.pop("prompt", None)
-    fields.update({k: v for k, v in vars(args).items() if k in ENGINE_FIELDS and v is not None})
+    fields.update({k: v for k, v in vars(args).items() if k in CONFIG_FIELDS and v is not None})
     cfg = EngineConfig(**fields)
     for k in ("height", "width", "steps", "guidance", "block_frames", "context_frames", "negative_prompt"):
         setattr(args, k, getattr(cfg, k))  # what was used, in the report

@@ -26,6 +26,23 @@ class ConfigError(ValueError):
     """A configuration value that cannot work. The message is one line meant for the user."""
 
 
+def check_options(data: dict, allowed: dict, where: str) -> dict:
+    """Settings read from a file (`where` names it in errors): every key must be in `allowed` (name → type) with a
+    value of that type (an int is a float; a bool is no int). Returns them with ints given for floats as floats."""
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    out = {}
+    for k, v in data.items():
+        typ = allowed[k]
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+            raise ConfigError(f"{where}: {k} must be {typ.__name__}, got {v!r}")
+        out[k] = v
+    return out
+
+
 @dataclass
 class EngineConfig:
     model: str = "tiny"

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, check_options
 from pipeline.toyworld import MODEL_DIR as TOYWORLD_DIR
 from pipeline.toyworld import MODEL_NAME as TOYWORLD
 from pipeline.tiny import TINY_TEXT_MAX_LEN, WAN_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
@@ -50,17 +50,7 @@ def model_defaults(model: str, allowed: dict) -> dict:
         raise ConfigError(f"model defaults {path}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"model defaults {path}: expected a JSON object")
-    out = {}
-    for k, v in data.items():
-        typ = allowed.get(k)
-        if typ is None or k == "model":
-            raise ConfigError(f"model defaults {path}: unknown key {k!r}")
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-            raise ConfigError(f"model defaults {path}: {k} must be {typ.__name__}, got {v!r}")
-        out[k] = v
-    return out
+    return check_options(data, {k: t for k, t in allowed.items() if k != "model"}, f"model defaults {path}")
 
 
 def _is_local(model: str) -> bool:

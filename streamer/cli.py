@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from pipeline.config import ConfigError, EngineConfig
+from pipeline.config import ConfigError, EngineConfig, check_options
 
 # serve options that map onto EngineConfig fields (CLI name → field); values come from defaults < --config < CLI
 ENGINE_OPTS = {
@@ -87,18 +87,7 @@ def _load_toml(path: str) -> dict:
         raise ConfigError(f"cannot read config file {path!r}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
-    known = set(ENGINE_OPTS) | set(DAEMON_OPTS)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"config file {path!r}: unknown key(s) {', '.join(unknown)}")
-    for k, v in data.items():
-        typ = {**ENGINE_OPTS, **DAEMON_OPTS}[k]
-        ok = isinstance(v, typ) and not (typ is int and isinstance(v, bool))
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            ok = True
-        if not ok:
-            raise ConfigError(f"config file {path!r}: {k} must be {typ.__name__}, got {v!r}")
-    return data
+    return check_options(data, {**ENGINE_OPTS, **DAEMON_OPTS}, f"config file {path!r}")
 
 
 def resolve_serve(args) -> tuple[EngineConfig, dict]:

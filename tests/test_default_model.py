@@ -2,6 +2,7 @@
 prompt, as the ground-truth classifier sees it in the daemon's own output."""
 import json
 import os
+import time
 
 import av
 import numpy as np
@@ -33,7 +34,6 @@ def test_serve_without_model_streams_the_prompt(tmp_path):
         try:
             st = d.wait_streaming(timeout=120)
             assert "toyworld" in json.dumps(st)
-            import time
             time.sleep(4.0)
         finally:
             assert d.stop() == 0, d.log()

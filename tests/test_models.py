@@ -1,4 +1,7 @@
 """Tiny model construction, save/load round trip through a real diffusers WanPipeline folder, and load errors."""
+import json
+import re
+
 import diffusers
 import pytest
 import torch
@@ -104,3 +107,18 @@ def test_load_errors(tmp_path):
     (tmp_path / "model_index.json").write_text("{}")
     with pytest.raises(ConfigError, match="could not load model"):
         load_components(str(tmp_path))  # a folder with an index but no component subfolders
+
+
+def test_model_defaults_file_is_checked(tmp_path):
+    """A model folder's streamer.json goes through the same option checks as a --config file."""
+    from pipeline.models import DEFAULTS_FILE, model_defaults
+    from streamer.cli import ENGINE_OPTS
+
+    f = tmp_path / DEFAULTS_FILE
+    f.write_text(json.dumps({"steps": 8, "guidance": 3}))
+    assert model_defaults(str(tmp_path), ENGINE_OPTS) == {"steps": 8, "guidance": 3.0}
+    for bad, needle in (({"steps": "8"}, "steps must be int"), ({"stepz": 8}, "unknown key(s) stepz"),
+                        ({"model": "x"}, "unknown key(s) model"), ([1], "expected a JSON object")):
+        f.write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match=re.escape(needle)):
+            model_defaults(str(tmp_path), ENGINE_OPTS)

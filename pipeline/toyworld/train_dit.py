@@ -20,7 +20,7 @@ from pipeline.text import PromptEncoder
 from pipeline.tiny import TINY_TEXT_MAX_LEN
 from pipeline.toyworld.render_torch import random_transition_batch
 from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
-from pipeline.toyworld.train_vae import SCENES, _table, latent_stats, prompts_of, sample_clips
+from pipeline.toyworld.train_vae import SCENES, latent_stats, prompts_of, sample_clips, scene_table
 
 PROMPT_DROPOUT = 0.1
 SHIFT = 3.0
@@ -64,7 +64,7 @@ def latent_pool(vae, rng: np.random.Generator, cfg, device, transitions: bool = 
     for start in range(0, n_all, chunk):
         n = min(chunk, n_all - start)
         if transitions:
-            x, idx = random_transition_batch(_table(device), rng, n, frames, cfg.size,
+            x, idx = random_transition_batch(scene_table(device), rng, n, frames, cfg.size,
                                              cut=4 * transition_cut(cfg) - 3)
         else:
             x, _, idx = sample_clips(rng, n, frames, cfg.size, device)

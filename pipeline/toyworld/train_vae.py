@@ -30,10 +30,10 @@ def sample_clips(rng: np.random.Generator, n: int, frames: int, size: int, devic
     """n random clips rendered on `device` → (video [n, 3, frames, size, size] in [-1, 1], shape mask
     [n, 1, frames, size, size], scene indices [n]). Positions are uniform on the torus, which puts every stage of
     the endless stream's wrap-around in distribution."""
-    return random_batch(_table(device), rng, n, frames, size)
+    return random_batch(scene_table(device), rng, n, frames, size)
 
 
-def _table(device) -> SceneTable:
+def scene_table(device) -> SceneTable:
     key = str(torch.device(device))
     if key not in _TABLES:
         _TABLES[key] = SceneTable(SCENES, device)
