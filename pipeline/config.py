@@ -91,7 +91,8 @@ class EngineConfig:
             raise ConfigError(f"--seed must be an integer in 0..2^63-1, got {self.seed!r}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda") or
+                (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if not isinstance(self.ranks, int) or not 1 <= self.ranks <= 64:
             raise ConfigError(f"--ranks/--gpus must be an integer in 1..64, got {self.ranks!r}")
@@ -118,17 +119,16 @@ class EngineConfig:
         n = 4 * self.block_frames
         return n - 3 if block_index == 0 else n
 
-    def resolved(self) -> "EngineConfig":
-        """A copy with device/dtype 'auto' made concrete (imports torch)."""
+    def resolved(self, local_rank: int = 0) -> "EngineConfig":
+        """A copy with device/dtype made concrete for the rank with this LOCAL_RANK (imports torch):
+        see `pipeline.devices.resolve_device`."""
         import torch
 
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = self.dtype
-        if dtype == "auto":
-            dtype = "float32" if device == "cpu" else "bfloat16"
-        return dataclasses.replace(self, device=device, dtype=dtype)
+        from .devices import resolve_device, resolve_dtype
+
+        cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        device = resolve_device(self.device, cuda_count=cuda_count, local_rank=local_rank, world=self.ranks)
+        return dataclasses.replace(self, device=device, dtype=resolve_dtype(self.dtype, device))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

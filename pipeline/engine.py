@@ -138,6 +138,8 @@ class Engine:
                 "head": self.queue.head,
                 "next_enter": self.queue.next_enter,
                 "depth": self.queue.depth,
+                # ticks until the head block leaves the queue (S after a cut or at start, 1 in steady state)
+                "ticks_to_output": self.cfg.steps - self.queue.blocks()[0][1] if self.queue.depth else self.cfg.steps,
                 "epoch": self.prompts.epoch,
                 "prompt": self.prompts.current_prompt,
                 "pending_changes": len(self.prompts.pending),

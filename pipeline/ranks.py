@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
-import traceback
 
 import torch
 import torch.distributed as dist
 
 from .config import ConfigError, EngineConfig
 from .engine import DTYPES, BlockStepper, Engine
+from .sdpa import apply_backend, preferred_kernel
 from .shard import load_transformer_slice
 from .stages import Stage, balanced_split, serve_stage, setup_ring_groups
 
@@ -22,15 +21,6 @@ from .stages import Stage, balanced_split, serve_stage, setup_ring_groups
 def dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), \
         int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def rank_device(cfg: EngineConfig, local_rank: int) -> torch.device:
-    if cfg.device == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"rank {local_rank} needs GPU {local_rank}, but only {torch.cuda.device_count()} "
-                              "GPU(s) are visible")
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(cfg.device)
 
 
 def init_dist(device: torch.device, world: int, rank: int) -> None:
@@ -90,27 +80,23 @@ def load_rank_slice(cfg: EngineConfig, rank: int, world: int, device):
     layers = layer_split(cfg, num_layers, world)[rank]
     model = load_transformer_slice(source, layers, first=rank == 0, last=rank == world - 1, device=device,
                                    dtype=DTYPES[cfg.dtype])
-    if cfg.attention_backend:
-        model.set_attention_backend(cfg.attention_backend)
+    apply_backend(model, cfg.attention_backend, device, DTYPES[cfg.dtype])
     return source, model, layers
 
 
 def serve_rank(config_json: str) -> int:
     """Ranks 1..W-1: load the slice, then pass windows along the ring until rank 0 says stop."""
     rank, world, local = dist_env()
-    try:
-        cfg = EngineConfig.from_json(config_json).validate().resolved()
-        device = rank_device(cfg, local)
-        init_dist(device, world, rank)
+    cfg = EngineConfig.from_json(config_json).validate().resolved(local_rank=local)
+    device = torch.device(cfg.device)
+    init_dist(device, world, rank)
+    with preferred_kernel(cfg.attention_backend):
         _, model, layers = load_rank_slice(cfg, rank, world, device)
         geom = BlockStepper(cfg, model, device)
         guide = Engine.make_guide(cfg)
         stage = Stage(geom, model, layers, last=rank == world - 1, guide=guide)
         with torch.inference_mode():
-            serve_stage(stage, rank, world, device, model.config.num_attention_heads * model.config.attention_head_dim,
-                        DTYPES[cfg.dtype])
-        dist.destroy_process_group()
-        return 0
-    except Exception:  # noqa: BLE001
-        traceback.print_exc(file=sys.stderr)
-        return 1
+            serve_stage(stage, rank, world, device,
+                        model.config.num_attention_heads * model.config.attention_head_dim, DTYPES[cfg.dtype])
+    dist.destroy_process_group()
+    return 0

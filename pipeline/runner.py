@@ -4,11 +4,15 @@ answer commands. Sockets live in `worker.Link`; this only calls `link.send`.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
+import traceback
 
 import torch
 import torch.distributed as dist
+
+from common import faults
 
 from .config import EngineConfig
 from .decode import StreamingDecoder
@@ -16,7 +20,8 @@ from .engine import DTYPES, Engine, FinishedBlock
 from .models import load_components
 from .pacing import Pacer
 from .prompts import PromptError
-from .ranks import dist_env, init_dist, load_rank_slice, rank_device
+from .ranks import dist_env, init_dist, load_rank_slice
+from .sdpa import apply_backend, preferred_kernel
 from .text import PromptEncoder
 
 
@@ -24,13 +29,23 @@ class StopRequested(Exception):
     pass
 
 
-class Decoder:
-    """Decodes finished blocks in order on its own thread (and CUDA stream), so decode never stalls the ring."""
+class ComponentFailed(Exception):
+    """A part of rank 0 other than the tick loop (the decoder) failed; `component` names it."""
 
-    def __init__(self, vae, cfg: EngineConfig, on_frames):
+    def __init__(self, component: str, cause: BaseException):
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.component, self.cause = component, cause
+
+
+class Decoder:
+    """Decodes finished blocks in order on its own thread (and CUDA stream), so decode never stalls the ring.
+    on_error(exc) is called on its thread if decoding fails; the thread then stops."""
+
+    def __init__(self, vae, cfg: EngineConfig, on_frames, on_error):
         self.dec = StreamingDecoder(vae)
         self.cfg = cfg
         self.on_frames = on_frames
+        self.on_error = on_error
         self.q: queue.Queue = queue.Queue()
         self.device = next(vae.parameters()).device
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
@@ -46,20 +61,22 @@ class Decoder:
         self.q.put((fb, event))
 
     def _loop(self):
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            fb, event = item
-            t0 = time.perf_counter()
-            if self.stream is not None:
-                with torch.cuda.stream(self.stream):
-                    self.stream.wait_event(event)
+        try:
+            while (item := self.q.get()) is not None:
+                fb, event = item
+                t0 = time.perf_counter()
+                faults.point("decoder")
+                if self.stream is not None:
+                    with torch.cuda.stream(self.stream):
+                        self.stream.wait_event(event)
+                        frames = self.dec.decode_block(fb.latents, new_shot=fb.shot_start)
+                else:
                     frames = self.dec.decode_block(fb.latents, new_shot=fb.shot_start)
-            else:
-                frames = self.dec.decode_block(fb.latents, new_shot=fb.shot_start)
-            self.decode_ms = (time.perf_counter() - t0) * 1e3
-            self.on_frames(fb, frames)
+                self.decode_ms = (time.perf_counter() - t0) * 1e3
+                self.on_frames(fb, frames)
+        except Exception as e:  # noqa: BLE001 - reported to the runner, which ends the engine
+            traceback.print_exc(file=sys.stderr)
+            self.on_error(e)
 
     def close(self):
         self.q.put(None)
@@ -68,7 +85,7 @@ class Decoder:
 
 class Runner:
     def __init__(self, cfg: EngineConfig, link):
-        self.cfg = cfg = cfg.validate().resolved()
+        self.cfg = cfg = cfg.validate().resolved(local_rank=dist_env()[2])
         self.link = link
         self.paused = threading.Event()
         self.stop = threading.Event()
@@ -77,6 +94,7 @@ class Runner:
         self.pace = bool(cfg.extra.get("pace", True))
         self.engine: Engine | None = None
         self.penc: PromptEncoder | None = None
+        self.failure: ComponentFailed | None = None
 
     # --- commands (IO thread) --------------------------------------------------------------------------
     def handle(self, msg: dict) -> dict:
@@ -125,9 +143,8 @@ class Runner:
         device = torch.device(cfg.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        rank, world, local = dist_env()
+        rank, world, _ = dist_env()
         if world > 1:
-            device = rank_device(cfg, local)
             init_dist(device, world, rank)
             self._progress(f"loading rank 0 of {world}: model {cfg.model!r} on {device} ({cfg.dtype})")
             source, transformer, layers = load_rank_slice(cfg, rank, world, device)
@@ -137,15 +154,14 @@ class Runner:
             self._progress(f"loading model {cfg.model!r} on {device} ({cfg.dtype})")
             comps = load_components(cfg.model, device=device, dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift)
             transformer, layers = comps.transformer, None
-            if cfg.attention_backend:
-                transformer.set_attention_backend(cfg.attention_backend)
+            apply_backend(transformer, cfg.attention_backend, device, DTYPES[cfg.dtype])
         self._progress("encoding prompts")
         self.penc = PromptEncoder(comps.tokenizer, comps.text_encoder, comps.text_max_len, device=device,
                                   dtype=DTYPES[cfg.dtype])
         self.penc.encode(cfg.prompt)
         self.engine = Engine(cfg, transformer, comps.scheduler, self.penc.encode, device=device, world=world,
                              layers=layers)
-        self.decoder = Decoder(comps.vae, cfg, self._emit)
+        self.decoder = Decoder(comps.vae, cfg, self._emit, on_error=lambda e: self._failed("decoder", e))
         last = [0.0]
 
         def heartbeat(work):
@@ -158,6 +174,13 @@ class Runner:
 
         self.engine.on_step = heartbeat
         self._progress("model loaded", done=True)
+
+    def _failed(self, component: str, exc: BaseException) -> None:
+        """A side thread failed: leave the loop at the next window and raise it from run()."""
+        if self.failure is None:
+            self.failure = ComponentFailed(component, exc)
+        self.stop.set()
+        self.wake.set()
 
     # --- output ----------------------------------------------------------------------------------------
     def _emit(self, fb: FinishedBlock, frames):
@@ -172,17 +195,20 @@ class Runner:
         self.wake.wait(seconds)
 
     def run(self):
-        self.load()
-        try:
-            self._loop()
-        except StopRequested:
-            pass
-        finally:
-            self.engine.drain()  # predictions still in the ring (multi-rank)
-            self.engine.close()  # tells the other ranks to stop
-            self.decoder.close()
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        with preferred_kernel(self.cfg.attention_backend):
+            self.load()
+            try:
+                self._loop()
+            except StopRequested:
+                pass
+            finally:
+                self.engine.drain()  # predictions still in the ring (multi-rank)
+                self.engine.close()  # tells the other ranks to stop
+                self.decoder.close()
+                if dist.is_initialized():
+                    dist.destroy_process_group()
+        if self.failure is not None:
+            raise self.failure
 
     def _loop(self):
         first = True
@@ -197,6 +223,7 @@ class Runner:
                     self._wait(min(d, 0.5))
                     self.link.send(b"stats", {"paused": False, "pacing": True})
                     continue
+            faults.point("engine")
             res = self.engine.tick()
             for ch in res.applied:
                 self.link.send(b"event", {"event": "prompt_applied", "epoch": ch.epoch, "mode": ch.mode,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from common import faults
+
 from .attention import install_feature_cache
 from .split import Carry, epilogue, run_blocks
 
@@ -321,6 +323,7 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
             pending.extend(_send_back(meta, stats, torch.zeros(pred_shape, dtype=pred_dtype)))
             continue
         t0 = time.perf_counter()
+        faults.point(f"rank{rank}")
         carry = stage.forward(meta, carry)
         if last:
             pred = stage.finish(carry).to(pred_dtype).contiguous()

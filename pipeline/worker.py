@@ -48,6 +48,15 @@ class Link:
         self.outbox.put(parts)
 
     def _loop(self):
+        try:
+            self._serve()
+        except Exception:  # noqa: BLE001 - without this thread the daemon hears nothing: end the process
+            traceback.print_exc(file=sys.stderr)
+            print("engine: the link to the daemon failed, exiting", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(1)
+
+    def _serve(self):
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         last_alive = last_heard = time.monotonic()
@@ -120,14 +129,18 @@ def main(argv=None) -> int:
         print(f"pipeline.worker: error: {e}", file=sys.stderr)
         return 2
     rank = int(os.environ.get("RANK", "0"))
+    scratch = json.loads(config).get("extra", {}).get("scratch") or ""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and json.loads(config).get("device") != "cpu":
         # receives are posted ahead on NCCL; with lazy module loading the first launch of a kernel waits for the
         # GPU to drain, i.e. for that receive: a deadlock. Load every kernel at start (before CUDA initialises).
         os.environ.setdefault("CUDA_MODULE_LOADING", "EAGER")
     if rank != 0:
-        from .ranks import serve_rank
+        try:
+            from .ranks import serve_rank
 
-        return serve_rank(config)
+            return serve_rank(config)
+        except Exception as e:  # noqa: BLE001 - recorded for the daemon, which names the first cause
+            return record_failure(scratch, rank, f"engine rank {rank}", e)
     if not args.link:
         print("pipeline.worker: error: rank 0 needs --link (the daemon's engine socket)", file=sys.stderr)
         return 2
@@ -135,7 +148,7 @@ def main(argv=None) -> int:
     link.start()
     try:
         from .config import EngineConfig
-        from .runner import Runner
+        from .runner import ComponentFailed, Runner
 
         cfg = EngineConfig.from_json(config)
         link.send(b"hello", {"config": json.loads(config)})
@@ -144,11 +157,29 @@ def main(argv=None) -> int:
         runner.run()
         return 0
     except Exception as e:  # noqa: BLE001 - report anything fatal to the daemon in one line
-        traceback.print_exc(file=sys.stderr)
-        link.send(b"fatal", {"error": f"{type(e).__name__}: {e}"})
-        return 1
+        component, cause = (e.component, e.cause) if isinstance(e, ComponentFailed) else ("engine rank 0", e)
+        code = record_failure(scratch, 0, component, cause)
+        link.send(b"fatal", {"component": component, "error": f"{type(cause).__name__}: {cause}",
+                             "config": isinstance(cause, ConfigError)})
+        return code
     finally:
         link.close()
+
+
+def record_failure(scratch: str, rank: int, component: str, exc: BaseException) -> int:
+    """Print the traceback, and leave one line for the daemon (`scratch`/rank<r>.error: when, which component,
+    why), which names the earliest failure of all ranks. Returns the exit code: 2 for a configuration error."""
+    from .config import ConfigError
+
+    if not isinstance(exc, ConfigError):
+        traceback.print_exception(exc, file=sys.stderr)
+    if scratch and os.path.isdir(scratch):
+        record = {"t": time.time(), "component": component, "error": f"{type(exc).__name__}: {exc}"}
+        tmp = os.path.join(scratch, f".rank{rank}.error")
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, os.path.join(scratch, f"rank{rank}.error"))
+    return 2 if isinstance(exc, ConfigError) else 1
 
 
 def _config_from_file(path: str) -> str:

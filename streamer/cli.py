@@ -41,7 +41,8 @@ def _add_serve(sub):
     a("--split", help="transformer blocks per rank, e.g. 8,8,7,7 (default: balanced)")
     a("--attach", metavar="ADDR", help="do not start engine ranks: wait for a rank 0 started by torchrun to "
                                        "connect to this ZMQ address (e.g. tcp://0.0.0.0:5557)")
-    a("--device", help="auto (default), cpu, cuda, cuda:N")
+    a("--device", help="auto (default: cuda:LOCAL_RANK where CUDA devices are visible, else cpu), cpu, cuda "
+                      "(= cuda:LOCAL_RANK), cuda:N (one rank only)")
     a("--dtype", help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
     a("--height", type=int)
     a("--width", type=int)
@@ -111,6 +112,8 @@ def resolve_serve(args) -> tuple[EngineConfig, dict]:
         values["ranks"] = values["gpus"]
         if values["device"] == "auto":
             values["device"] = "cuda"
+    elif (args.ranks is not None or "ranks" in from_file) and values["device"] == "auto":
+        values["device"] = "cpu"  # --ranks: engine ranks on the CPU (gloo)
     fields = {k: values[k] for k in ENGINE_OPTS if k in values and k != "attention"}
     fields["attention_backend"] = values.get("attention", "") or ""
     fields["ranks"] = values["ranks"]

@@ -19,6 +19,7 @@ from typing import Awaitable, Callable
 import zmq
 import zmq.asyncio
 
+from common import faults
 from streamer.protocol import ProtocolError, Request, encode_reply, error_reply, parse_request
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,12 @@ async def answer(handler: Handler, raw: bytes) -> dict:
 
 class ControlServer:
     def __init__(self, addr: str = "tcp://127.0.0.1:5555", handler: Handler | None = None,
-                 ctx: zmq.asyncio.Context | None = None):
+                 ctx: zmq.asyncio.Context | None = None, on_error: Callable[[BaseException], None] | None = None):
+        """on_error(exc): a per-peer task failed (a bug, not a bad request); serve() failing raises instead."""
         if handler is None:
             raise TypeError("ControlServer needs a handler: async def handler(req) -> dict")
         self._handler = handler
+        self._on_error = on_error
         if ctx is None:
             ctx = zmq.asyncio.Context.instance()
         elif not isinstance(ctx, zmq.asyncio.Context):  # a plain zmq.Context: share it, async API
@@ -105,6 +108,7 @@ class ControlServer:
                     log.warning("control: receive failed: %s", e)
                     continue
                 self.requests += 1
+                faults.point("control")
                 if len(frames) < 2:  # ROUTER always prefixes an identity; be defensive anyway
                     continue
                 await self._enqueue(frames)
@@ -119,7 +123,7 @@ class ControlServer:
             queue = self._pending[ident] = deque()
             task = asyncio.ensure_future(self._drain(ident, queue))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._drained)
         if len(queue) >= MAX_PENDING_PER_PEER:
             envelope, body = split_envelope(frames)
             try:
@@ -129,6 +133,14 @@ class ControlServer:
             await self._send(envelope, error_reply("busy: too many pending requests from this client", rid))
             return
         queue.append(frames)
+
+    def _drained(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            if self._on_error is None:
+                log.error("control: a peer's task failed", exc_info=task.exception())
+            else:
+                self._on_error(task.exception())
 
     async def _drain(self, ident: bytes, queue: deque) -> None:
         try:

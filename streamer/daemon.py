@@ -1,8 +1,12 @@
 """The daemon: owns every external socket, the encoder thread and the fan-out; the engine runs in rank processes.
 
 Lifecycle: bind sockets (fail fast) → start the engine → progress until the model is loaded → stream forever →
-on SIGINT/SIGTERM stop the engine, flush the encoder, finalise stdout, close sockets, exit 0. If an engine rank
-dies, exit non-zero with a clear message (systemd restarts us).
+on SIGINT/SIGTERM stop the engine, flush the encoder, finalise stdout, close sockets, exit 0.
+
+Any component that fails ends the daemon (systemd restarts it): an engine rank or rank 0's decoder, the encoder,
+the fan-out, the stdout writer, the ZMQ publisher, the control socket, HTTP or WebRTC. `fail()` records the first
+cause; the daemon logs one line naming the component and the cause, and exits 1 (2 for a configuration the engine
+refused). The systemd watchdog is pinged only while blocks are being published (`streamer.health`).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
+from common import faults
 from pipeline.config import EngineConfig
 from transports.fanout import FanOut
 from transports.http import build_app, start_http
@@ -72,8 +77,11 @@ class Daemon:
         self.exit_code = 0
         self.exit_reason = ""
         self.loaded = asyncio.Event()
-        self._last_watchdog = 0.0
         self._progress = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[asyncio.Task, str] = {}
+        self._stopping = False
+        self.failed_component = ""
 
     # --- engine messages (event loop thread) -----------------------------------------------------------
     def on_engine(self, kind: str, header: dict, payload: bytes | None) -> None:
@@ -83,25 +91,20 @@ class Daemon:
             self.stats.on_block(header, time.monotonic())
             self.publisher.send_event({"event": "block", "block": header["block"], "epoch": header["epoch"],
                                        "prompt": header["prompt"], "frames": header["frames"]})
-            if self.stats.blocks == 1:
-                self._end_progress()
-                self.notifier.ready(f"streaming, first block {header['block']}")
-                log.info("first block emitted: streaming")
-            self._pet_watchdog()
         elif kind == "stats":
             self.stats.on_engine_stats(header)
-            self._pet_watchdog()
-            if self._progress is not None and self.stats.blocks == 0 and "ticks" in header:
+            if self.stats.health.blocks == 0 and "ticks" in header:
                 t, s = header["ticks"], self.cfg.steps
-                self._progress(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block")
+                self._loading(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block",
+                              header.get("tick_ms", 0.0) / 1e3)
         elif kind == "event":
             self.publisher.send_event(header)
         elif kind == "progress":
             log.info("engine: %s", header.get("msg"))
-            if self._progress is not None:
-                self._progress(header.get("msg", ""))
+            self._loading(header.get("msg", ""))
             if header.get("done"):
                 self.loaded.set()
+                self.stats.health.on_loaded(time.monotonic())
         elif kind == "ready":
             pass
         elif kind == "hello":
@@ -110,13 +113,82 @@ class Daemon:
             diff = [f"{k}: ours {getattr(self.cfg, k)!r}, rank 0 {theirs.get(k)!r}" for k in keys
                     if theirs.get(k) != getattr(self.cfg, k)]
             if diff:
-                self.exit_reason = "engine rank 0 runs another configuration (" + "; ".join(diff) + ")"
-                self.exit_code = 2
-                self.stop_event.set()
+                self.fail("engine rank 0", "it runs another configuration (" + "; ".join(diff) + ")", code=2)
         elif kind == "fatal":
-            self.exit_reason = f"engine failed: {header.get('error')}"
-            self.exit_code = 1
-            self.stop_event.set()
+            self.fail(header.get("component") or "engine rank 0", header.get("error", "unknown error"),
+                      code=2 if header.get("config") else 1)
+
+    def on_published(self, block: int, frames: int) -> None:
+        """A block's packets went to every consumer (event loop thread)."""
+        self.stats.on_published(frames, time.monotonic())
+        if self.stats.health.blocks == 1:
+            self._end_progress()
+            self.notifier.ready(f"streaming, first block {block}")
+            log.info("first block published: streaming")
+
+    # --- failures ------------------------------------------------------------------------------------------
+    def fail(self, component: str, cause: BaseException | str, code: int = 1) -> None:
+        """Component `component` failed: end the daemon. The first failure is the one reported. Loop thread only;
+        threads call `fail_threadsafe`."""
+        if self.exit_reason or self._stopping:
+            return
+        self.exit_reason = _reason(component, cause)
+        self.failed_component = component
+        self.exit_code = code
+        self.stop_event.set()
+
+    def fail_threadsafe(self, component: str, cause: BaseException | str) -> None:
+        self._soon(self.fail, component, cause)
+
+    def _soon(self, fn, *args) -> None:
+        """fn(*args) on the event loop, from any thread (dropped once the loop is closed)."""
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass
+
+    def _spawn(self, component: str, coro) -> asyncio.Task:
+        """A task that runs for the daemon's life: if it raises, or returns, the daemon ends."""
+        task = asyncio.ensure_future(coro)
+        self._tasks[task] = component
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        component = self._tasks.pop(task, "task")
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        self.fail(component, exc if exc is not None else "stopped unexpectedly")
+
+    # --- health --------------------------------------------------------------------------------------------
+    def _loading(self, msg: str, tick_s: float = 0.0) -> None:
+        """Start-up progress: the spinner, systemd's STATUS, and more start time while progress is made (a
+        hung load stops asking, and systemd's TimeoutStartSec ends it)."""
+        if self._progress is not None and msg:
+            self._progress(msg)
+        self.notifier.status(msg)
+        self.notifier.extend_timeout(max(120.0, 4 * tick_s))
+
+    async def _health(self) -> None:
+        """Ping the watchdog only while blocks are published; say so once when output stalls."""
+        stalled = False
+
+        def healthy() -> bool:
+            nonlocal stalled
+            st = self.stats.health.state(time.monotonic())
+            if (st == "stalled") != stalled:
+                stalled = st == "stalled"
+                if stalled:
+                    age = self.stats.health.last_block_age(time.monotonic()) or 0.0
+                    log.error("output stalled: no block published for %.0fs", age)
+                    self.notifier.status(f"stalled: no block published for {age:.0f}s")
+                else:
+                    log.info("output resumed")
+                    self.notifier.status("streaming")
+            return not stalled
+
+        await self.notifier.watchdog_loop(healthy)
 
     def _start_progress(self):
         """A live spinner on an interactive terminal while the model loads and the pipeline fills."""
@@ -135,13 +207,6 @@ class Daemon:
             self._status = None
         self._progress = None
 
-    def _pet_watchdog(self):
-        iv = self.notifier.watchdog_interval()
-        now = time.monotonic()
-        if iv and now - self._last_watchdog >= iv / 2:
-            self._last_watchdog = now
-            self.notifier.watchdog()
-
     # --- control ---------------------------------------------------------------------------------------
     async def handle(self, req) -> dict:
         if isinstance(req, Status):
@@ -158,7 +223,7 @@ class Daemon:
                 return reply
             if isinstance(req, (Pause, Resume)):
                 reply = await self.engine.request({"cmd": req.cmd})
-                self.stats.paused = bool(reply.get("paused"))
+                self.stats.set_paused(bool(reply.get("paused")), time.monotonic())
                 return reply
         except asyncio.TimeoutError:
             return {"ok": False, "error": "engine did not answer in time"}
@@ -183,14 +248,15 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------------------------
     async def _bind(self):
         self.publisher = VideoPublisher(self.ctx, self.opts.publish)
-        self.control = ControlServer(self.opts.control, self.handle, ctx=self.ctx)
+        self.control = ControlServer(self.opts.control, self.handle, ctx=self.ctx,
+                                     on_error=lambda e: self.fail("control", e))
         if self.opts.http and self.opts.http != "off":
             host, _, port = self.opts.http.rpartition(":")
             from .web import WebFrontend
 
             self.web = WebFrontend(self, host or "127.0.0.1")
             app = build_app(self.fanout, self.web.status, self.metrics, index_html_path=_viewer_page(),
-                            extra_routes=self.web.routes())
+                            extra_routes=self.web.routes(), on_error=lambda e: self.fail("http", e))
             self.http_runner = await start_http(app, host or "127.0.0.1", int(port))
 
     async def _forward_video(self):
@@ -199,12 +265,13 @@ class Daemon:
             while True:
                 pkt = await sub.aget(timeout=1.0)
                 if pkt is not None:
+                    faults.point("zmq publisher")
                     self.publisher.send_packet(pkt)
         finally:
             self.fanout.unsubscribe(sub)
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
@@ -216,52 +283,60 @@ class Daemon:
         c = self.cfg
         raw = y4m_sink(c.width, c.height, c.fps) if self.opts.stdout == "y4m" else None
         self.encoder = EncoderStage(c.width, c.height, c.fps, self.fanout, self.opts.keyframe_interval,
-                                    self.opts.crf, prefer_hw=self.opts.nvenc, raw_sink=raw)
+                                    self.opts.crf, prefer_hw=self.opts.nvenc, raw_sink=raw,
+                                    on_published=lambda b, n: self._soon(self.on_published, b, n),
+                                    on_error=self.fail_threadsafe)
         if self.opts.stdout == "mpegts":
-            self.stdout_ts = StdoutTs(self.fanout, c.width, c.height, c.fps)
+            self.stdout_ts = StdoutTs(self.fanout, c.width, c.height, c.fps, on_error=self.fail_threadsafe)
         self.engine = EngineLink(c, self.ctx, self.on_engine, attach=self.opts.attach)
         self._start_progress()
         self.engine.start()
-        tasks = [asyncio.create_task(x) for x in (self.engine.pump(), self.control.serve(), self._forward_video())]
-        watch = asyncio.create_task(self.engine.watch())
-        stop = asyncio.create_task(self.stop_event.wait())
+        self._spawn("engine link", self.engine.pump())
+        self._spawn("control", self.control.serve())
+        self._spawn("zmq publisher", self._forward_video())
+        self._spawn("health", self._health())
+        watch = asyncio.ensure_future(self.engine.watch())
+        stop = asyncio.ensure_future(self.stop_event.wait())
         log.info("engine starting: model=%s %dx%d steps=%d block=%d context=%d ranks=%d", c.model, c.height, c.width,
                  c.steps, c.block_frames, c.context_frames, c.ranks)
-        self.notifier.status("loading model")
+        self._loading("loading model")
         done, _ = await asyncio.wait({watch, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if watch in done or self.exit_code == 1:
-            # a rank that died takes the others down with errors of their own: name the dead process first
+        if watch in done:
+            self.fail(*watch.result())
+        if self.failed_component.startswith(ENGINE_COMPONENTS):
+            # a rank that fails takes the others down with errors of their own: name the first cause
             await asyncio.sleep(0.3)
-            causes = self.engine.dead_ranks() or [watch.result() if watch in done else ""]
-            self.exit_reason = "; ".join(x for x in [*causes, self.exit_reason] if x)
-            self.exit_code = 1
+            root = self.engine.root_cause()
+            if root is not None:
+                self.exit_reason = _reason(*root)
+        self._stopping = True
         if self.exit_reason:
             log.error("%s; shutting down", self.exit_reason)
         watch.cancel()
         stop.cancel()
         self._end_progress()
-        self.notifier.stopping()
-        await self._shutdown(tasks)
+        self.notifier.stopping(self.exit_reason or None)
+        await self._shutdown()
         return self.exit_code
 
     def _on_signal(self, sig):
         log.info("received %s, stopping", signal.Signals(sig).name)
         self.stop_event.set()
 
-    async def _shutdown(self, tasks):
+    async def _shutdown(self):
+        failed = bool(self.exit_code)
         if self.engine is not None:
-            await self.engine.stop(timeout=3.0)
+            await self.engine.stop(timeout=1.0 if failed else 3.0)
             # let the last frames arrive from the pump before it is cancelled
             await asyncio.sleep(0.05)
+        tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.encoder is not None:
-            await asyncio.to_thread(self.encoder.close)
-            if self.encoder.error:
-                log.warning("%s", self.encoder.error)
+        if self.encoder is not None:  # flush what is queued (bounded: a failed daemon does not wait for it)
+            await asyncio.to_thread(self.encoder.close, 1.0 if failed else 10.0)
         if self.stdout_ts is not None:
-            await asyncio.to_thread(self.stdout_ts.close)
+            await asyncio.to_thread(self.stdout_ts.close, 1.0 if failed else 5.0)
         await self._close()
 
     async def _close(self):
@@ -277,7 +352,16 @@ class Daemon:
             self.engine.close()
         self.fanout.close()
         self.notifier.close()
-        self.ctx.term()
+        self.ctx.destroy(linger=0)
+
+
+ENGINE_COMPONENTS = ("engine", "decoder")  # what the engine ranks run (rank 0 also decodes)
+
+
+def _reason(component: str, cause: BaseException | str) -> str:
+    """One line: '<component> failed: <cause>'."""
+    text = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+    return f"{component} failed: {' '.join(str(text).split())}"
 
 
 def _viewer_page():

@@ -21,7 +21,9 @@ import time
 import zmq
 import zmq.asyncio
 
+from common import faults
 from pipeline.config import EngineConfig
+from pipeline.devices import runs_on_cpu
 
 log = logging.getLogger("streamer.engine")
 
@@ -73,7 +75,7 @@ class EngineLink:
         for rank in range(world):
             env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-            if cfg.device == "cpu" or (cfg.device == "auto" and not os.path.exists("/dev/nvidiactl")):
+            if runs_on_cpu(cfg.device):
                 # CPU ranks: one thread each unless the operator says otherwise (oversubscribed torch threads
                 # were many times slower on small machines)
                 env.setdefault("OMP_NUM_THREADS", "1")
@@ -89,17 +91,35 @@ class EngineLink:
             return self.last_seen is not None and time.monotonic() - self.last_seen < self.ATTACH_TIMEOUT
         return all(p.poll() is None for p in self.procs)
 
-    def dead_ranks(self) -> list[str]:
-        """One line per rank process that has exited, the ones killed by a signal first."""
-        dead = [(p.returncode, i, p.pid) for i, p in enumerate(self.procs) if p.poll() is not None]
-        return [f"engine rank {i} (pid {pid}) exited with code {rc}" for rc, i, pid in sorted(dead)]
+    def dead_ranks(self) -> list[tuple[str, str]]:
+        """(component, cause) for each rank process that has exited, the ones killed by a signal first."""
+        dead = sorted((p.returncode, i, p.pid) for i, p in enumerate(self.procs) if p.poll() is not None)
+        return [(f"engine rank {i}", f"process {pid} exited " + (f"(killed by signal {-rc})" if rc < 0 else
+                                                                    f"with code {rc}")) for rc, i, pid in dead]
 
-    async def watch(self) -> str:
-        """Return (with a reason) as soon as any rank process exits (or an attached rank 0 falls silent)."""
+    def root_cause(self) -> tuple[str, str] | None:
+        """The first failure among the ranks: a rank killed by a signal (it could not say why), else the earliest
+        failure a rank recorded (`pipeline.worker.record_failure`), else None."""
+        killed = [d for d in self.dead_ranks() if "signal" in d[1]]
+        if killed:
+            return killed[0]
+        records = []
+        for name in os.listdir(self._dir.name):
+            if name.startswith("rank") and name.endswith(".error"):
+                try:
+                    with open(os.path.join(self._dir.name, name)) as f:
+                        r = json.load(f)
+                    records.append((float(r["t"]), str(r["component"]), str(r["error"])))
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+        return min(records)[1:] if records else None
+
+    async def watch(self) -> tuple[str, str]:
+        """Return (component, cause) as soon as any rank process exits (or an attached rank 0 falls silent)."""
         while True:
             if self.attach:
                 if self.last_seen is not None and not self.alive():
-                    return f"engine rank 0 at {self.attach} silent for {self.ATTACH_TIMEOUT:.0f}s"
+                    return "engine rank 0", f"silent for {self.ATTACH_TIMEOUT:.0f}s at {self.attach}"
                 try:  # keep-alive: an attached rank 0 exits when the daemon falls silent
                     await self.sock.send_multipart([b"cmd", b'{"cmd":"ping","id":0}'], flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
@@ -176,6 +196,7 @@ class EngineLink:
                 continue
             payload = parts[2] if len(parts) > 2 else None
             self.last_seen = time.monotonic()
+            faults.point("engine link")
             if kind == "alive":
                 continue
             if kind == "bye":

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from common import faults
 from transports.encoder import H264Encoder
 from transports.fanout import FanOut
 from transports.mpegts import stdout_writer
@@ -19,15 +20,39 @@ from transports.y4m import stdout_y4m
 log = logging.getLogger("streamer.output")
 
 
+class PartFailed(Exception):
+    def __init__(self, part: str, cause: BaseException):
+        super().__init__(f"{part} failed: {type(cause).__name__}: {cause}")
+        self.part, self.cause = part, cause
+
+
+def _run(part: str, fn, *args):
+    """fn(*args), any failure re-raised as PartFailed(part) (a closed stdout pipe worded as such)."""
+    try:
+        faults.point(part)
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001
+        if part == "stdout" and isinstance(e, OSError):
+            e = OSError(f"the reader of standard output went away ({e})")
+        raise PartFailed(part, e) from e
+
+
 class EncoderStage:
-    """One encoder thread. `put(frames, block, epoch)` never blocks the caller."""
+    """One encoder thread. `put(frames, block, epoch)` never blocks the caller.
+
+    on_published(block, frames): after a block's packets went to every consumer; on_error(component, exc): the
+    thread failed ("encoder", "fan-out" or "stdout" for the raw Y4M sink) and has stopped. Both are called on the
+    encoder thread."""
 
     def __init__(self, width: int, height: int, fps: float, fanout: FanOut, keyframe_interval_s: float = 2.0,
-                 crf: int = 23, preset: str = "veryfast", prefer_hw: bool = False, raw_sink=None):
+                 crf: int = 23, preset: str = "veryfast", prefer_hw: bool = False, raw_sink=None,
+                 on_published=None, on_error=None):
         self.enc = H264Encoder(width, height, fps, keyframe_interval_s=keyframe_interval_s, crf=crf, preset=preset,
                                prefer_hw=prefer_hw)
         self.fanout = fanout
         self.raw_sink = raw_sink  # callable(frames) for y4m output, or None
+        self.on_published = on_published
+        self.on_error = on_error
         self.q: queue.Queue = queue.Queue()
         self.frames_out = 0
         self.blocks_out = 0
@@ -51,18 +76,20 @@ class EncoderStage:
                 frames, block, epoch = item
                 t0 = time.perf_counter()
                 if self.raw_sink is not None:
-                    self.raw_sink(frames)
-                self.fanout.publish_many(self.enc.encode(frames, block=block, epoch=epoch))
+                    _run("stdout", self.raw_sink, frames)
+                packets = _run("encoder", self.enc.encode, frames, block, epoch)
+                _run("fan-out", self.fanout.publish_many, packets)
                 self.encode_ms = (time.perf_counter() - t0) * 1e3
                 self.frames_out += len(frames)
                 self.blocks_out += 1
-            self.fanout.publish_many(self.enc.flush())
-        except BrokenPipeError:
-            self.error = "stdout closed by the reader"
-            log.error("stdout reader went away; stopping raw output")
-        except Exception as e:  # noqa: BLE001
-            self.error = f"encoder failed: {type(e).__name__}: {e}"
-            log.exception("encoder thread failed")
+                if self.on_published is not None:
+                    self.on_published(block, len(frames))
+            _run("fan-out", self.fanout.publish_many, _run("encoder", self.enc.flush))
+        except PartFailed as f:
+            self.error = str(f)
+            log.debug("%s", f, exc_info=True)
+            if self.on_error is not None:
+                self.on_error(f.part, f.cause)
 
     def close(self, timeout: float = 10.0) -> None:
         self.q.put(None)
@@ -70,11 +97,13 @@ class EncoderStage:
 
 
 class StdoutTs:
-    """Writes the shared packets as MPEG-TS to standard output on its own thread; finalised on close()."""
+    """Writes the shared packets as MPEG-TS to standard output on its own thread; finalised on close().
+    on_error("stdout", exc) when writing fails (the reader went away, a muxer error)."""
 
-    def __init__(self, fanout: FanOut, width: int, height: int, fps: float):
+    def __init__(self, fanout: FanOut, width: int, height: int, fps: float, on_error=None):
         self.sub = fanout.subscribe(maxsize=4096, name="stdout")
         self.writer = stdout_writer(width, height, fps)
+        self.on_error = on_error
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="stdout-ts", daemon=True)
@@ -88,9 +117,11 @@ class StdoutTs:
                     if self._stop.is_set() or self.sub.closed:
                         break
                     continue
-                self.writer.write(pkt)
-        except (BrokenPipeError, OSError) as e:
-            self.error = f"stdout closed: {e}"
+                _run("stdout", self.writer.write, pkt)
+        except PartFailed as f:
+            self.error = str(f)
+            if self.on_error is not None:
+                self.on_error(f.part, f.cause)
         finally:
             try:
                 self.writer.close()

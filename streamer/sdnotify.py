@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from typing import Callable, Mapping
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,20 @@ class Notifier:
         """Ask for more start/stop time (EXTEND_TIMEOUT_USEC), e.g. while a large model loads."""
         return self.notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
 
-    async def watchdog_loop(self, healthy: Callable[[], bool] = lambda: True) -> None:
-        """Ping the watchdog every interval while healthy() is true; when it is false, skip the ping so that
-        systemd restarts a hung daemon. Returns at once without a watchdog. Cancel to stop."""
+    async def watchdog_loop(self, healthy: Callable[[], bool], check_every: float = 1.0) -> None:
+        """Call healthy() every `check_every` seconds (and at least once per watchdog interval) and ping the
+        watchdog, once per interval, only while it returns True, so that systemd restarts a daemon that stopped
+        producing. Also runs without a watchdog (healthy() may log). Cancel to stop."""
         interval = self.watchdog_interval()
-        if interval is None or not self.enabled:
-            return
+        step = check_every if interval is None else min(check_every, interval)
+        last_ping = None
         while True:
-            if healthy():
+            ok = healthy()
+            now = time.monotonic()
+            if ok and interval is not None and (last_ping is None or now - last_ping >= interval - step / 2):
                 self.watchdog()
-            await asyncio.sleep(interval)
+                last_ping = now
+            await asyncio.sleep(step)
 
     def close(self) -> None:
         if self._sock is not None:

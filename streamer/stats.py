@@ -1,14 +1,18 @@
-"""Stream statistics for /status, /metrics and the status command (pure: fed by the daemon, no sockets)."""
+"""Stream statistics for /status, /metrics and the status command (pure: fed by the daemon, no sockets).
+
+Blocks *emitted* are those the engine finished; blocks *published* are those encoded and handed to every consumer.
+Rates and the health state (`streamer.health`) come from what is published."""
 from __future__ import annotations
 
 import time
-from collections import deque
 
 from pipeline.config import EngineConfig
 
+from .health import OutputHealth
+
 
 class StreamStats:
-    def __init__(self, cfg: EngineConfig, window: int = 16):
+    def __init__(self, cfg: EngineConfig):
         self.cfg = cfg
         self.started = time.monotonic()
         self.blocks = 0
@@ -16,10 +20,9 @@ class StreamStats:
         self.last_block: int | None = None
         self.epoch = 0
         self.prompt = cfg.prompt
-        self.paused = False
         self.engine: dict = {}
         self.first_block_s: float | None = None
-        self._times: deque = deque(maxlen=window)  # (t, frames) per emitted block
+        self.health = OutputHealth(cfg.fps)
 
     def on_block(self, header: dict, now: float) -> None:
         self.blocks += 1
@@ -29,29 +32,37 @@ class StreamStats:
         self.prompt = header.get("prompt", self.prompt)
         if self.first_block_s is None:
             self.first_block_s = now - self.started
-        self._times.append((now, int(header["frames"])))
+
+    def on_published(self, frames: int, now: float) -> None:
+        self.health.on_published(frames, now)
+
+    @property
+    def paused(self) -> bool:
+        return self.health.paused
+
+    def set_paused(self, paused: bool, now: float) -> None:
+        self.health.on_paused(bool(paused), now)
 
     def on_engine_stats(self, header: dict) -> None:
         if header.get("heartbeat") or header.get("pacing"):
             return
         self.engine.update(header)
-        self.paused = bool(header.get("paused", self.paused))
+        if "paused" in header:
+            self.set_paused(header["paused"], time.monotonic())
+        tick_ms = header.get("tick_ms")
+        self.health.on_engine(tick_s=None if tick_ms is None else tick_ms / 1e3,
+                              ticks_to_output=header.get("ticks_to_output"))
 
-    def fps(self) -> float:
-        """Video frames per second over the recent blocks (what the engine sustains)."""
-        if len(self._times) < 2:
-            return 0.0
-        (t0, _), (t1, _) = self._times[0], self._times[-1]
-        frames = sum(f for _, f in list(self._times)[1:])
-        return frames / (t1 - t0) if t1 > t0 else 0.0
-
-    def status(self) -> dict:
+    def status(self, now: float | None = None) -> dict:
         e = self.engine
+        now = time.monotonic() if now is None else now
+        health = self.health.snapshot(now)
         return {
+            **health,
+            "fps": health["fps_recent"],
             "block": self.last_block,
             "blocks_emitted": self.blocks,
             "frames_emitted": self.frames,
-            "fps": round(self.fps(), 3),
             "target_fps": self.cfg.fps,
             "prompt": e.get("prompt", self.prompt),
             "epoch": e.get("epoch", self.epoch),
@@ -69,12 +80,25 @@ class StreamStats:
                        "seed": self.cfg.seed, "ranks": self.cfg.ranks},
         }
 
-    def prometheus(self, viewers: int, dropped: int, encoder_bytes: int) -> str:
+    def prometheus(self, viewers: int, dropped: int, encoder_bytes: int, now: float | None = None) -> str:
         e = self.engine
+        now = time.monotonic() if now is None else now
+        h = self.health
+        age = h.last_block_age(now)
         rows = [
             ("streamer_blocks_emitted_total", "counter", "Blocks emitted", self.blocks),
             ("streamer_frames_emitted_total", "counter", "Video frames emitted", self.frames),
-            ("streamer_fps", "gauge", "Video frames per second over recent blocks", round(self.fps(), 4)),
+            ("streamer_blocks_published_total", "counter", "Blocks encoded and handed to every consumer", h.blocks),
+            ("streamer_frames_published_total", "counter", "Video frames encoded and handed to every consumer",
+             h.frames),
+            ("streamer_fps", "gauge", f"Published frames per second over the last {h.window_s:g} s",
+             round(h.fps_recent(now), 4)),
+            ("streamer_fps_lifetime", "gauge", "Published frames per second since the first block",
+             round(h.fps_lifetime(), 4)),
+            ("streamer_last_block_age_seconds", "gauge", "Seconds since the last published block (-1: none yet)",
+             -1 if age is None else round(age, 3)),
+            ("streamer_stalled", "gauge", "1 while no block has been published for several expected gaps",
+             int(h.state(now) == "stalled")),
             ("streamer_tick_seconds", "gauge", "Duration of the last engine tick", e.get("tick_ms", 0.0) / 1e3),
             ("streamer_forward_seconds", "gauge", "Mean block forward time, last tick", e.get("forward_ms", 0.0) / 1e3),
             ("streamer_queue_depth", "gauge", "Blocks in flight", e.get("depth", 0)),

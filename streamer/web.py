@@ -110,7 +110,8 @@ class WebFrontend:
                         "prompt", http_host or "all interfaces")
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("aioice").setLevel(logging.WARNING)  # one INFO line per ICE check otherwise
-        self.hub = WebRTCHub(daemon.fanout, self._keyframe, WebRTCConfig(ice_servers=ice, max_peers=max_peers))
+        self.hub = WebRTCHub(daemon.fanout, self._keyframe, WebRTCConfig(ice_servers=ice, max_peers=max_peers),
+                             on_error=daemon.fail_threadsafe)
         self._control_slots = asyncio.Semaphore(MAX_ACTIVE_CONTROL)
 
     def _keyframe(self) -> None:

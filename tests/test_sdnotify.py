@@ -73,7 +73,20 @@ def test_noop_outside_systemd(monkeypatch):
     assert not n.enabled
     assert n.watchdog_interval() is None
     assert (n.ready("x"), n.status("x"), n.watchdog(), n.stopping()) == (False, False, False, False)
-    asyncio.run(asyncio.wait_for(n.watchdog_loop(), 10))  # returns at once
+
+    async def checks_without_pinging():  # the health checks still run, nothing is sent
+        seen = asyncio.Event()
+        calls = []
+
+        def healthy():
+            calls.append(1)
+            if len(calls) == 3:
+                seen.set()
+            return True
+        task = asyncio.ensure_future(n.watchdog_loop(healthy, check_every=0.001))
+        await asyncio.wait_for(seen.wait(), 30)
+        task.cancel()
+    asyncio.run(checks_without_pinging())
 
 
 def test_watchdog_env_parsing():

@@ -327,6 +327,9 @@ class _FakeDaemon:
     def status(self):
         return {"ok": True, "block": 1}
 
+    def fail_threadsafe(self, component, cause):
+        raise AssertionError(f"{component} failed: {cause}")
+
 
 def test_token_origin_and_content_type_guards():
     from streamer.web import WebFrontend

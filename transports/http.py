@@ -6,6 +6,7 @@ that cannot keep up skips to the next keyframe via the fan-out.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -13,6 +14,8 @@ import os
 from typing import Callable, Iterable
 
 from aiohttp import web
+
+from common import faults
 
 from .fanout import FanOut
 from .mpegts import MpegTsWriter
@@ -34,10 +37,27 @@ async def _call(fn):
 def build_app(fanout: FanOut, status_fn: Callable, metrics_fn: Callable,
               index_html_path: str | os.PathLike | None = None,
               extra_routes: Iterable[web.AbstractRouteDef] | None = None,
-              queue_size: int = 256) -> web.Application:
+              queue_size: int = 256,
+              on_error: Callable[[BaseException], None] | None = None) -> web.Application:
     """status_fn() -> dict and metrics_fn() -> str may be plain or async
-    callables. extra_routes: aiohttp route defs, e.g. ``[web.post("/offer", h)]``."""
-    app = web.Application()
+    callables. extra_routes: aiohttp route defs, e.g. ``[web.post("/offer", h)]``.
+    on_error(exc): a handler raised something other than an HTTP error or a client going away (a bug: the
+    caller ends the daemon rather than serve on half-broken)."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler):
+        try:
+            faults.point("http")
+            return await handler(request)
+        except (web.HTTPException, ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            if on_error is None:
+                raise
+            on_error(e)
+            raise web.HTTPInternalServerError(text="internal error: the daemon is stopping\n") from None
+
+    app = web.Application(middlewares=[guard])
     app[FANOUT_KEY] = fanout
     app[STREAM_SUBS_KEY] = set()
 

@@ -32,6 +32,8 @@ from aiortc import (RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSen
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
+from common import faults
+
 from .fanout import FanOut, Subscription
 from .packet import EncodedPacket
 
@@ -196,9 +198,11 @@ class PacedPacketTrack(MediaStreamTrack):
 
     def __init__(self, subscribe: Callable[[], Subscription], unsubscribe: Callable[[Subscription], None],
                  request_keyframe: Callable[[], None], name: str = "", queue_size: int = 512,
-                 max_lag: float = 1.0, on_release: Callable[[EncodedPacket, dict], None] | None = None):
+                 max_lag: float = 1.0, on_release: Callable[[EncodedPacket, dict], None] | None = None,
+                 on_pump_done: Callable[[asyncio.Task], None] | None = None):
         super().__init__()
         self._subscribe, self._unsubscribe = subscribe, unsubscribe
+        self._on_pump_done = on_pump_done
         self._request_keyframe = request_keyframe
         self.name = name
         self.queue_size = queue_size
@@ -227,6 +231,8 @@ class PacedPacketTrack(MediaStreamTrack):
         if self._sub is None:
             self._sub = self._subscribe()  # the daemon forces a keyframe for a new subscriber
             self._pump_task = asyncio.ensure_future(self._pump())
+            if self._on_pump_done is not None:
+                self._pump_task.add_done_callback(self._on_pump_done)
         self.last_pull = time.monotonic()
         while True:
             while not self._q:
@@ -301,6 +307,7 @@ class PacedPacketTrack(MediaStreamTrack):
                         break
                     continue
                 now = time.monotonic()
+                faults.point("webrtc")
                 if self._need_key:
                     if not pkt.keyframe:
                         continue
@@ -348,8 +355,9 @@ class Vp8Transcoder:
     VP8 once into its own fan-out. Runs (a thread) only while it has subscribers."""
 
     def __init__(self, source: FanOut, request_source_keyframe: Callable[[], None], bitrate: int = 1_500_000,
-                 keyframe_interval_s: float = 2.0):
+                 keyframe_interval_s: float = 2.0, on_error: Callable[[BaseException], None] | None = None):
         self.source = source
+        self.on_error = on_error
         self.request_source_keyframe = request_source_keyframe
         self.bitrate, self.keyframe_interval_s = bitrate, keyframe_interval_s
         self.fanout = FanOut(on_subscribe=lambda sub: self.request_keyframe())
@@ -411,7 +419,9 @@ class Vp8Transcoder:
                             epoch=pkt.epoch, width=frame.width, height=frame.height))
         except Exception as e:  # noqa: BLE001
             self.error = f"VP8 transcoder failed: {type(e).__name__}: {e}"
-            log.exception("VP8 transcoder failed")
+            log.debug("VP8 transcoder failed", exc_info=True)
+            if self.on_error is not None:
+                self.on_error(RuntimeError(self.error))
 
     def _open(self, width: int, height: int, fps):
         enc = av.CodecContext.create("libvpx", "w")
@@ -471,18 +481,33 @@ class Peer:
 class WebRTCHub:
     """All WebRTC viewers of one daemon. `answer(sdp, type)` → answer dict; `close()` on shutdown."""
 
-    def __init__(self, fanout: FanOut, request_keyframe: Callable[[], None], config: WebRTCConfig | None = None):
+    def __init__(self, fanout: FanOut, request_keyframe: Callable[[], None], config: WebRTCConfig | None = None,
+                 on_error: Callable[[str, BaseException], None] | None = None):
+        """on_error("webrtc", exc), from any thread: a loop of the hub (the peer monitor, a track's pump, the VP8
+        transcoder) failed; the caller ends the daemon."""
         self.fanout = fanout
         self.config = config or WebRTCConfig()
         self._request_keyframe = request_keyframe
         self._last_keyframe_request = 0.0
+        self.on_error = on_error
         self.peers: dict[str, Peer] = {}
-        self.vp8 = Vp8Transcoder(fanout, self.request_keyframe)
+        self.vp8 = Vp8Transcoder(fanout, self.request_keyframe, on_error=self._failed)
         self.total = 0
         self.dropped: dict[str, int] = {}
         self._monitor: asyncio.Task | None = None
         self._closed = False
         self._tasks: set[asyncio.Task] = set()
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.on_error is None:
+            log.error("webrtc: %s: %s", type(exc).__name__, exc)
+        else:
+            self.on_error("webrtc", exc)
+
+    def _watch_task(self, task: asyncio.Task) -> None:
+        """Done callback of the hub's long-running tasks: anything but a cancel is a failure."""
+        if not task.cancelled() and task.exception() is not None:
+            self._failed(task.exception())
 
     # keyframes: the encoder is shared, so PLIs from any number of peers become one request per interval
     def request_keyframe(self) -> None:
@@ -520,7 +545,8 @@ class WebRTCHub:
         unsubscribe = source.unsubscribe
         track = PacedPacketTrack(subscribe, unsubscribe, keyframe, name=f"webrtc:{peer.id}",
                                  queue_size=self.config.queue_size, max_lag=self.config.max_lag,
-                                 on_release=lambda pkt, info: self._meta(peer, pkt, info))
+                                 on_release=lambda pkt, info: self._meta(peer, pkt, info),
+                                 on_pump_done=self._watch_task)
         peer.track = track
         self.peers[peer.id] = peer
         self.total += 1
@@ -559,6 +585,7 @@ class WebRTCHub:
             raise OfferError(f"cannot answer the offer: {type(e).__name__}: {str(e)[:200]}") from None
         if self._monitor is None:
             self._monitor = asyncio.ensure_future(self._watch())
+            self._monitor.add_done_callback(self._watch_task)
         log.info("webrtc %s: new viewer (%s) from %s, %d connected", peer.id, codec, remote or "?", len(self.peers))
         return {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "peer": peer.id, "codec": codec}
 
@@ -606,6 +633,7 @@ class WebRTCHub:
         cfg = self.config
         while not self._closed:
             await asyncio.sleep(1.0)
+            faults.point("webrtc")
             now = time.monotonic()
             for peer in list(self.peers.values()):
                 if peer.closing:

@@ -24,7 +24,11 @@ class VideoPublisher:
         self.sock = ctx.socket(zmq.PUB)
         self.sock.setsockopt(zmq.SNDHWM, sndhwm)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.bind(addr)
+        try:
+            self.sock.bind(addr)
+        except zmq.ZMQError as e:
+            self.sock.close(linger=0)  # an open socket would block the context's termination
+            raise OSError(f"cannot bind publish socket {addr}: {e}") from e
         self.sent = 0
         self.dropped = 0
 

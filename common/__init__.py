@@ -1,0 +1,1 @@
+"""What every layer may use (no torch, no sockets): fault injection for the tests."""

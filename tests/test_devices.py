@@ -1,0 +1,51 @@
+"""--device resolution (pure, no GPU needed): auto, cuda, cuda:N and cpu for one or several ranks."""
+import pytest
+
+from pipeline.config import ConfigError
+from pipeline.devices import resolve_device, resolve_dtype
+
+
+@pytest.mark.parametrize("spec, cuda, local, world, want", [
+    ("auto", 0, 0, 1, "cpu"),
+    ("auto", 0, 2, 4, "cpu"),  # CPU ranks (gloo)
+    ("auto", 1, 0, 1, "cuda:0"),  # the default on a GPU host: an indexed device, never bare "cuda"
+    ("auto", 4, 3, 4, "cuda:3"),  # rank r takes GPU LOCAL_RANK
+    ("cuda", 1, 0, 1, "cuda:0"),  # "cuda" means the same as auto on a GPU host
+    ("cuda", 8, 5, 8, "cuda:5"),
+    ("cuda:1", 2, 0, 1, "cuda:1"),
+    ("cpu", 8, 0, 1, "cpu"),
+    ("", 1, 0, 1, "cuda:0"),
+])
+def test_resolves_to_a_concrete_device(spec, cuda, local, world, want):
+    assert resolve_device(spec, cuda_count=cuda, local_rank=local, world=world) == want
+
+
+@pytest.mark.parametrize("spec, cuda, local, world, needle", [
+    ("cuda", 0, 0, 1, "no CUDA device is visible"),
+    ("cuda:0", 0, 0, 1, "only 0 CUDA device(s)"),
+    ("cuda:2", 2, 0, 1, "only 2 CUDA device(s)"),
+    ("cuda:0", 4, 1, 2, "use --device cuda"),  # one named GPU cannot serve two ranks
+    ("auto", 2, 2, 4, "needs GPU 2, but only 2"),
+    ("cuda:x", 1, 0, 1, "auto, cpu, cuda or cuda:N"),
+    ("tpu", 1, 0, 1, "auto, cpu, cuda or cuda:N"),
+])
+def test_impossible_devices_are_refused_with_one_clear_line(spec, cuda, local, world, needle):
+    with pytest.raises(ConfigError) as e:
+        resolve_device(spec, cuda_count=cuda, local_rank=local, world=world)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_dtype_auto_follows_the_device():
+    assert resolve_dtype("auto", "cuda:0") == "bfloat16"
+    assert resolve_dtype("auto", "cpu") == "float32"
+    assert resolve_dtype("float16", "cpu") == "float16"
+
+
+def test_engine_config_resolves_through_the_same_function():
+    from pipeline.config import EngineConfig
+
+    cfg = EngineConfig(device="auto", dtype="auto").resolved(local_rank=0)
+    import torch
+
+    expect = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert (cfg.device, cfg.dtype) == (expect, "float32" if expect == "cpu" else "bfloat16")
