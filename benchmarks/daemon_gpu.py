@@ -1,0 +1,262 @@
+"""The real daemon on a real GPU, as a user runs it: `streamer serve --model DIR` with its default --device.
+
+1. Builds (once; cached in --model-dir) a random-weight diffusers folder of a Wan architecture, with no downloads:
+   the real transformer and VAE architectures, a stand-in one-layer UMT5 text encoder with Wan's 4096-wide output,
+   and the project's offline tokenizer padding to Wan's 512 tokens.
+2. Starts the daemon and, from the moment its HTTP server answers, reads /stream.ts and samples /status every
+   second (and nvidia-smi's memory figures).
+3. After the first bytes of video, records --seconds more of the stream, stops the daemon with SIGTERM, decodes the
+   recording with PyAV and writes JSON: the time from process start to the first frame, the decoded frame count and
+   rate, the /status samples, the engine-alone rate from the daemon's own tick times, memory, the exit code.
+
+Default configuration: the few-step recipe (480×832, --steps 4 --guidance 1 --block-frames 8 --context-frames 8,
+16 fps output). Usage (GPU host): python benchmarks/daemon_gpu.py --out $OUT/daemon_gpu.json --log $OUT/daemon.log
+Anything after `--` goes to `streamer serve` (e.g. `-- --gpus 2`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+TEXT_DIM, TEXT_LEN = 4096, 512  # Wan's text embedding width and prompt length
+
+
+def build_model(path: str, arch: str) -> float:
+    """A diffusers WanPipeline folder with random weights of `arch`; returns the seconds it took."""
+    import torch
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from pipeline.archs import random_transformer, random_wan_vae
+    from pipeline.models import Components, save_components
+    from pipeline.tiny import _build_tokenizer, wan_scheduler
+
+    t0 = time.perf_counter()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = _build_tokenizer()
+    tokenizer.model_max_length = TEXT_LEN
+    text_cfg = UMT5Config(vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=128, d_ff=1024, num_layers=1,
+                          num_decoder_layers=0, num_heads=32, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                          pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, is_encoder_decoder=False,
+                          use_cache=False)
+    torch.manual_seed(0)
+    comps = Components(transformer=random_transformer(arch, device=dev, dtype=torch.bfloat16),
+                       vae=random_wan_vae(device=dev), text_encoder=UMT5EncoderModel(text_cfg).to(torch.bfloat16),
+                       tokenizer=tokenizer, scheduler=wan_scheduler(3.0), text_max_len=TEXT_LEN)
+    tmp = path + ".partial"
+    save_components(comps, tmp)
+    os.replace(tmp, path)
+    del comps
+    if dev == "cuda":
+        torch.cuda.empty_cache()
+    return time.perf_counter() - t0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def gpu_memory() -> list[int] | None:
+    """MiB in use per GPU (nvidia-smi), or None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10).stdout
+        return [int(x) for x in out.split()]
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+class Sampler(threading.Thread):
+    """/status and GPU memory once a second until stopped."""
+
+    def __init__(self, base: str, t_start: float):
+        super().__init__(daemon=True)
+        self.base, self.t_start = base, t_start
+        self.samples: list[dict] = []
+        self.mem_peak: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.wait(1.0):
+            try:
+                st = get_json(self.base + "/status")
+            except (OSError, ValueError):
+                continue
+            enc = st.get("encoder") or {}
+            self.samples.append({
+                "t": round(time.monotonic() - self.t_start, 2), "state": st.get("state"), "fps": st.get("fps"),
+                "fps_lifetime": st.get("fps_lifetime"), "blocks_published": st.get("blocks_published"),
+                "frames_published": st.get("frames_published"), "blocks_emitted": st.get("blocks_emitted"),
+                "tick_ms": st.get("tick_ms"), "decode_ms": st.get("decode_ms"), "encode_ms": enc.get("encode_ms"),
+                "encoder_backlog": enc.get("backlog_blocks"), "last_block_age_s": st.get("last_block_age_s"),
+                "ranks": st.get("ranks")})
+            mem = gpu_memory()
+            if mem:
+                self.mem_peak = [max(a, b) for a, b in zip(mem, self.mem_peak or [0] * len(mem))]
+
+
+def record_stream(url: str, path: str, seconds: float, t_start: float, deadline: float) -> dict:
+    """Read /stream.ts into `path` until `seconds` after its first byte. Retries the connection until `deadline`."""
+    while True:
+        try:
+            resp = urllib.request.urlopen(url, timeout=600)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    out = {"connected_s": round(time.monotonic() - t_start, 3)}
+    first = None
+    n = 0
+    with open(path, "wb") as f:
+        while True:
+            chunk = resp.read1(1 << 16)
+            if not chunk:
+                break
+            now = time.monotonic()
+            if first is None:
+                first = now
+                out["first_byte_s"] = round(now - t_start, 3)
+            f.write(chunk)
+            n += len(chunk)
+            if now - first >= seconds:
+                break
+    resp.close()
+    out["bytes"] = n
+    out["recorded_s"] = round(time.monotonic() - first, 3) if first else 0.0
+    return out
+
+
+def decode(path: str) -> dict:
+    import av
+
+    frames, size, pts = 0, None, []
+    with av.open(path) as c:
+        stream = c.streams.video[0]
+        for frame in c.decode(stream):
+            frames += 1
+            size = (frame.width, frame.height)
+            if frame.pts is not None:
+                pts.append(float(frame.pts * stream.time_base))
+    span = (max(pts) - min(pts)) if len(pts) > 1 else 0.0
+    return {"frames": frames, "size": size, "media_span_s": round(span, 3)}
+
+
+def main():
+    argv = sys.argv[1:]
+    serve_extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[:argv.index("--")] if "--" in argv else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--arch", default="wan2.1-1.3b")
+    ap.add_argument("--model-dir", default="/tmp/daemon-gpu-model")
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--width", type=int, default=832)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--guidance", type=float, default=1.0)
+    ap.add_argument("--block-frames", type=int, default=8)
+    ap.add_argument("--context-frames", type=int, default=8)
+    ap.add_argument("--fps", type=float, default=16.0)
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds of /stream.ts recorded after its first byte")
+    ap.add_argument("--start-timeout", type=float, default=300.0, help="seconds allowed until the first frame")
+    ap.add_argument("--out", default="daemon_gpu.json")
+    ap.add_argument("--log", default="daemon_gpu.log", help="the daemon's stderr")
+    ap.add_argument("--ts", default="", help="keep the recording here (default: next to --out, deleted)")
+    a = ap.parse_args(argv)
+
+    res: dict = {"args": vars(a), "serve_extra": serve_extra}
+    model_dir = os.path.join(a.model_dir, a.arch)
+    if not os.path.isfile(os.path.join(model_dir, "model_index.json")):
+        os.makedirs(a.model_dir, exist_ok=True)
+        res["build_model_s"] = round(build_model(model_dir, a.arch), 1)
+    http, control, publish = free_port(), free_port(), free_port()
+    cmd = [sys.executable, "-m", "streamer", "serve", "--model", model_dir, "--height", str(a.height),
+           "--width", str(a.width), "--steps", str(a.steps), "--guidance", str(a.guidance),
+           "--block-frames", str(a.block_frames), "--context-frames", str(a.context_frames), "--fps", str(a.fps),
+           "--http", f"127.0.0.1:{http}", "--control", f"tcp://127.0.0.1:{control}",
+           "--publish", f"tcp://127.0.0.1:{publish}", *serve_extra]
+    res["command"] = " ".join(cmd[1:])
+    res["gpus"] = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                 text=True).stdout.strip().splitlines() if gpu_memory() is not None else []
+    base = f"http://127.0.0.1:{http}"
+    ts_path = a.ts or os.path.splitext(a.out)[0] + ".ts"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(a.log, "wb") as log:
+        t_start = time.monotonic()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        sampler = Sampler(base, t_start)
+        sampler.start()
+        try:
+            res["stream"] = record_stream(base + "/stream.ts", ts_path, a.seconds, t_start,
+                                          deadline=t_start + a.start_timeout)
+        except OSError as e:
+            res["stream"] = {"error": f"{type(e).__name__}: {e}"}
+        finally:
+            sampler.stop.set()
+            sampler.join(timeout=10)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                res["exit_code"] = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                res["exit_code"] = "killed after 60 s"
+    res["status_samples"] = sampler.samples
+    res["gpu_memory_peak_mib"] = sampler.mem_peak
+    if os.path.isfile(ts_path) and os.path.getsize(ts_path):
+        res["decoded"] = decode(ts_path)
+        if not a.ts:
+            os.remove(ts_path)
+    summarize(res, a)
+    with open(a.out, "w") as f:
+        json.dump(res, f, indent=2)
+    print(json.dumps(res["summary"], indent=2))
+
+
+def summarize(res: dict, a) -> None:
+    """The figures RESULTS.md quotes: medians over the samples taken while streaming."""
+    streaming = [s for s in res["status_samples"] if s.get("state") == "streaming"]
+    s: dict = {}
+    rec, dec = res.get("stream", {}), res.get("decoded", {})
+    s["first_frame_s"] = rec.get("first_byte_s")
+    s["frames_decoded"] = dec.get("frames")
+    if dec.get("frames") and rec.get("recorded_s"):
+        s["fps_received"] = round(dec["frames"] / rec["recorded_s"], 2)
+
+    def med(key):
+        vals = [x[key] for x in streaming if isinstance(x.get(key), (int, float))]
+        return round(statistics.median(vals), 2) if vals else None
+    s["fps_status_median"] = med("fps")
+    s["tick_ms_median"] = med("tick_ms")
+    s["decode_ms_median"] = med("decode_ms")
+    s["encode_ms_median"] = med("encode_ms")
+    frames_per_block = 4 * a.block_frames
+    if s["tick_ms_median"]:
+        s["engine_fps_from_ticks"] = round(frames_per_block / (s["tick_ms_median"] / 1e3), 2)
+        if s["fps_status_median"]:
+            s["e2e_over_engine"] = round(s["fps_status_median"] / s["engine_fps_from_ticks"], 3)
+    ranks = (streaming[-1].get("ranks") if streaming else None) or []
+    s["engine_peak_gib"] = [r.get("peak_mem_gib") for r in ranks]
+    s["gpu_memory_peak_mib"] = res.get("gpu_memory_peak_mib")
+    s["exit_code"] = res.get("exit_code")
+    res["summary"] = s
+
+
+if __name__ == "__main__":
+    main()
