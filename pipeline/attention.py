@@ -37,6 +37,11 @@ class CacheRequest:
     store: tuple[int, int] | None = None  # token range of this block's first C frames, to store
     extra_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin for the appended (successor) tokens
     use_read: bool = False
+    # --reuse-context: the previous block's last C frames enter as cached keys/values instead of as tokens
+    store_tail: tuple[int, int] | None = None  # token range of this block's last C frames, to store for its successor
+    block: int | None = None  # this block's index (the key its tail is stored under)
+    prev_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin for the prepended (predecessor) tokens
+    use_prev: bool = False
 
 
 @dataclass
@@ -44,12 +49,16 @@ class FeatureCache:
     num_layers: int
     request: CacheRequest = field(default_factory=CacheRequest)
     kv: list = field(default_factory=list)
+    tails: list = field(default_factory=list)  # per layer: {block: (k, v) of its last C frames} (--reuse-context)
+    keep: int = 2  # tails kept per layer: blocks in flight + 1 (set by the stage)
+    lenient: bool = False  # a missing predecessor tail is skipped, not an error (the first tick after preload())
 
     def __post_init__(self):
         self.clear()
 
     def clear(self) -> None:
         self.kv = [None] * self.num_layers
+        self.tails = [{} for _ in range(self.num_layers)]
 
 
 class FeatureCacheAttnProcessor:
@@ -68,20 +77,22 @@ class FeatureCacheAttnProcessor:
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
-        succ = self.cache.kv[self.slot] if req.use_read else None
-        if req.store is not None:
-            a, b = req.store
-            # copies: a view would keep the whole window's K/V alive
-            self.cache.kv[self.slot] = (key[:, a:b].clone(), value[:, a:b].clone())
+        prev, succ = self._exchange(key, value)
         if rotary_emb is not None:
             query = apply_rotary(query, *rotary_emb)
             key = apply_rotary(key, *rotary_emb)
+        parts_k, parts_v = [key], [value]
+        if prev is not None:
+            parts_k.insert(0, apply_rotary(prev[0], *req.prev_rope).to(key.dtype))
+            parts_v.insert(0, prev[1].to(value.dtype))
         if succ is not None:
             k2, v2 = succ
             if req.extra_rope is not None:
                 k2 = apply_rotary(k2, *req.extra_rope)
-            key = torch.cat([key, k2.to(key.dtype)], dim=1)
-            value = torch.cat([value, v2.to(value.dtype)], dim=1)
+            parts_k.append(k2.to(key.dtype))
+            parts_v.append(v2.to(value.dtype))
+        if len(parts_k) > 1:
+            key, value = torch.cat(parts_k, dim=1), torch.cat(parts_v, dim=1)
         out = dispatch_attention_fn(
             query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False,
             backend=self._attention_backend, parallel_config=None,
@@ -89,6 +100,29 @@ class FeatureCacheAttnProcessor:
         out = out.flatten(2, 3).type_as(query)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
+
+    @torch.compiler.disable
+    def _exchange(self, key: torch.Tensor, value: torch.Tensor):
+        """The cache's reads and writes for this layer: (predecessor K/V or None, successor K/V or None), read
+        before this window's own are stored. Never compiled (with --compile the rest of the layer is): it indexes
+        Python containers by layer and block, which would make every layer and block a graph of its own."""
+        req = self.cache.request
+        succ = self.cache.kv[self.slot] if req.use_read else None
+        tails = self.cache.tails[self.slot]
+        prev = tails.get(req.block - 1) if req.use_prev else None
+        if req.use_prev and prev is None and not self.cache.lenient:
+            raise RuntimeError(f"no cached keys/values of block {req.block - 1}, context of block {req.block}")
+        if req.store is not None:
+            a, b = req.store
+            # copies: a view would keep the whole window's K/V alive
+            self.cache.kv[self.slot] = (key[:, a:b].clone(), value[:, a:b].clone())
+        if req.store_tail is not None:
+            # read (above) before written: the predecessor's entry is replaced when the predecessor runs, later
+            a, b = req.store_tail
+            tails[req.block] = (key[:, a:b].clone(), value[:, a:b].clone())
+            for old in [k for k in tails if k < req.block - self.cache.keep]:
+                del tails[old]
+        return prev, succ
 
 
 def install_feature_cache(blocks, first_layer: int = 0) -> FeatureCache:

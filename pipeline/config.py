@@ -22,6 +22,18 @@ WAN_NEGATIVE_PROMPT = (
 )
 
 
+# Named sets of engine settings (`streamer serve --preset NAME`): above the model's own defaults, below a --config
+# file's keys and the command line.
+PRESETS = {
+    # the few-step recipe of the distilled Wan checkpoints (4 steps, no CFG, flow shift 5, 16 fps; LightX2V's
+    # step-distilled Wan2.1 uses timesteps 1000/750/500/250 at shift 5), with the context frames taken from the
+    # feature cache (approximate: see README) and compiled blocks: real time end to end on one H200 at 480x832
+    # (benchmarks/RESULTS.md §7)
+    "realtime": {"steps": 4, "guidance": 1.0, "flow_shift": 5.0, "fps": 16.0, "block_frames": 8, "context_frames": 8,
+                 "reuse_context": True, "compile": True},
+}
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot work. The message is one line meant for the user."""
 
@@ -61,6 +73,13 @@ class EngineConfig:
     device: str = "cpu"
     ranks: int = 1
     attention_backend: str = ""  # "" = PyTorch default; e.g. "cudnn", "flash", "efficient", "math"
+    # the predecessor's last C frames enter each layer as the K/V its own forward stored one tick earlier, instead
+    # of being recomputed as C extra query frames (about half the FLOPs at C = B; see README)
+    reuse_context: bool = False
+    vae_dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
+    decode_chunk: int = 0  # latent frames per VAE decoder call; 0: auto (a whole block on a GPU, 1 on the CPU)
+    compile: bool = False  # torch.compile the transformer blocks (pipeline/compile.py)
+    quant: str = ""  # "" or "fp8": the blocks' linear layers in float8 (pipeline/quant.py)
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> "EngineConfig":
@@ -89,8 +108,14 @@ class EngineConfig:
             raise ConfigError(f"--flow-shift must be in (0, 100], got {self.flow_shift!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be an integer in 0..2^63-1, got {self.seed!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ConfigError(f"--dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        for name in ("dtype", "vae_dtype"):
+            if getattr(self, name) not in ("auto", "float32", "bfloat16", "float16"):
+                raise ConfigError(f"--{name.replace('_', '-')} must be auto, float32, bfloat16 or float16, "
+                                  f"got {getattr(self, name)!r}")
+        if self.quant not in ("", "fp8"):
+            raise ConfigError(f"--quant must be fp8 (or left out), got {self.quant!r}")
+        if not isinstance(self.decode_chunk, int) or not 0 <= self.decode_chunk <= 64:
+            raise ConfigError(f"--decode-chunk must be an integer in 0..64, got {self.decode_chunk!r}")
         if not (self.device in ("auto", "cpu", "cuda") or
                 (self.device.startswith("cuda:") and self.device[5:].isdigit())):
             raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -128,7 +153,9 @@ class EngineConfig:
 
         cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         device = resolve_device(self.device, cuda_count=cuda_count, local_rank=local_rank, world=self.ranks)
-        return dataclasses.replace(self, device=device, dtype=resolve_dtype(self.dtype, device))
+        return dataclasses.replace(self, device=device, dtype=resolve_dtype(self.dtype, device),
+                                   vae_dtype=resolve_dtype(self.vae_dtype, device),
+                                   decode_chunk=self.decode_chunk or (1 if device == "cpu" else self.block_frames))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -70,13 +70,17 @@ class BlockStepper:
         self._model, self._device = model, device
         self._rope: dict[tuple[int, int], tuple] = {}
 
-    def rope(self, frames: int, extra: int):
-        """(cos, sin) for the window and (cos, sin) for `extra` appended successor frames after it."""
-        key = (frames, extra)
+    def rope(self, prev: int, own: int, succ: int):
+        """Rotary (cos, sin) of a window whose `own` frames (queries) follow `prev` frames that enter only as cached
+        keys/values and are followed by `succ` such frames; positions 0.. across all three, local to the window.
+        Returns (own, prev or None, succ or None)."""
+        key = (prev, own, succ)
         if key not in self._rope:
-            cos, sin = rotary(self._model, frames + extra, self.cfg.latent_height, self.cfg.latent_width, self._device)
-            n = frames * self.tpf
-            self._rope[key] = ((cos[:, :n], sin[:, :n]), (cos[:, n:], sin[:, n:]) if extra else None)
+            cos, sin = rotary(self._model, prev + own + succ, self.cfg.latent_height, self.cfg.latent_width,
+                              self._device)
+            a, b = prev * self.tpf, (prev + own) * self.tpf
+            part = lambda i, j: (cos[:, i:j], sin[:, i:j]) if j > i else None  # noqa: E731
+            self._rope[key] = (part(a, b), part(0, a), part(b, cos.shape[1]))
         return self._rope[key]
 
     def store_range_of(self, has_prev: bool) -> tuple[int, int] | None:
@@ -86,6 +90,12 @@ class BlockStepper:
             return None
         start = (c if has_prev else 0) * self.tpf
         return start, start + c * self.tpf
+
+    def tail_range(self) -> tuple[int, int] | None:
+        """--reuse-context: token range of the block's own last C frames (what its successor will attend to); the
+        window holds the block's frames alone."""
+        b, c = self.cfg.block_frames, self.cfg.context_frames
+        return ((b - c) * self.tpf, b * self.tpf) if c else None
 
 
 class Engine:
@@ -168,6 +178,7 @@ class Engine:
             self.prompts.enter(b)
             self.latents[b], self.schedulers[b] = lat, sched
             self.incarnation[b] = self._next_serial()
+        self.stage.cache.lenient = True  # --reuse-context: no tails were cached for the preloaded blocks
 
     def _next_serial(self) -> int:
         self._serial += 1
@@ -215,6 +226,7 @@ class Engine:
         self._collect()
         self._apply_ready(wait=False)
         res.finished, self.finished = self.finished, []
+        self.stage.cache.lenient = False  # every block in flight has run once: its tail is cached
         with self.lock:
             res.seconds = time.perf_counter() - t0
             self.stats["ticks"] += 1
@@ -267,8 +279,12 @@ class Engine:
             self.finished.append(FinishedBlock(b, self.completed.pop(b), self.leaving.pop(b), self.queue.tick,
                                                shot_start=b in self.shot_starts))
 
+    def _has_prev(self, work: Work) -> bool:
+        return work.prev is not None and self.cfg.context_frames > 0 and work.block not in self.shot_starts
+
     def _context(self, work: Work) -> torch.Tensor | None:
-        if work.prev is None or self.cfg.context_frames == 0 or work.block in self.shot_starts:
+        """The predecessor's last C frames to prepend (None with --reuse-context: they come from the cache)."""
+        if not self._has_prev(work) or self.cfg.reuse_context:
             return None
         c = self.cfg.context_frames
         if work.prev in self.latents:  # processed after this block within the tick: start-of-tick version
@@ -288,7 +304,7 @@ class Engine:
         timestep = self.timesteps[work.step].expand(x.shape[0])
         serial = self._next_serial()
         meta = ItemMeta(serial=serial, block=work.block, step=work.step, frames=x.shape[2],
-                        has_prev=ctx is not None, use_succ=work.succ is not None)
+                        has_prev=self._has_prev(work), use_succ=work.succ is not None)
         carry = prologue(self.model, x, timestep, text)
         self.inflight.append((serial, work.block, work.step, self.incarnation[work.block]))
         self.pipe.submit(meta, carry)

@@ -1,7 +1,8 @@
 """Load the Wan components the engine needs: the tiny in-code model, a local diffusers folder, or a hub id.
 
 Only the requested parts are loaded ("transformer", "vae", "text" = text encoder + tokenizer); the scheduler is
-always built (it is only a config). The VAE stays float32 (Wan practice); transformer and text encoder get `dtype`.
+always built (it is only a config). Transformer and text encoder get `dtype`, the VAE `vae_dtype` (float32 by
+default, Wan practice).
 """
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from typing import Any
 
 import torch
 
-from pipeline.config import ConfigError, check_options
-from pipeline.toyworld import MODEL_DIR as TOYWORLD_DIR
-from pipeline.toyworld import MODEL_NAME as TOYWORLD
+from pipeline.config import ConfigError
+from pipeline.modelinfo import DEFAULTS_FILE, model_defaults, resolve_model  # noqa: F401 - re-exported
 from pipeline.tiny import TINY_TEXT_MAX_LEN, WAN_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
 
 PARTS = ("transformer", "vae", "text")
@@ -28,29 +28,6 @@ class Components:
     tokenizer: Any
     scheduler: Any
     text_max_len: int
-
-
-DEFAULTS_FILE = "streamer.json"  # in a model folder: the daemon's defaults for that model (EngineConfig fields)
-
-
-def resolve_model(model: str) -> str:
-    """'toyworld' → the folder of the model shipped in the package; anything else unchanged."""
-    return TOYWORLD_DIR if model == TOYWORLD else model
-
-
-def model_defaults(model: str, allowed: dict) -> dict:
-    """The model folder's own defaults (DEFAULTS_FILE), restricted to `allowed` (name → type); {} if none."""
-    path = os.path.join(os.path.expanduser(resolve_model(model)), DEFAULTS_FILE)
-    if model == "tiny" or not os.path.isfile(path):
-        return {}
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"model defaults {path}: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"model defaults {path}: expected a JSON object")
-    return check_options(data, {k: t for k, t in allowed.items() if k != "model"}, f"model defaults {path}")
 
 
 def _is_local(model: str) -> bool:
@@ -100,6 +77,7 @@ def load_components(
     dtype: torch.dtype = torch.float32,
     flow_shift: float = 3.0,
     parts=PARTS,
+    vae_dtype: torch.dtype = torch.float32,
 ) -> Components:
     parts = tuple(parts)
     bad = [p for p in parts if p not in PARTS]
@@ -112,7 +90,8 @@ def load_components(
 
         return Components(
             transformer=_reloaded(c["transformer"], dtype, device) if "transformer" in parts else None,
-            vae=c["vae"].to(device) if "vae" in parts else None,
+            # nn.Module.to: diffusers' own `to` warns about fp32 modules even when the VAE keeps none
+            vae=torch.nn.Module.to(c["vae"], device, vae_dtype) if "vae" in parts else None,
             text_encoder=_reloaded(c["text_encoder"], dtype, device) if "text" in parts else None,
             tokenizer=c["tokenizer"] if "text" in parts else None,
             scheduler=UniPCMultistepScheduler.from_config(c["scheduler"].config, flow_shift=flow_shift),
@@ -137,7 +116,7 @@ def load_components(
             transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype)
             transformer = transformer.to(device).eval()
         if "vae" in parts:
-            vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=torch.float32)
+            vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=vae_dtype)
             vae = vae.to(device).eval()
         if "text" in parts:
             tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer")

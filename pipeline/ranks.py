@@ -13,6 +13,8 @@ import torch.distributed as dist
 
 from .config import ConfigError, EngineConfig
 from .engine import DTYPES, BlockStepper, Engine
+from .compile import compile_blocks
+from .quant import quantize_blocks
 from .sdpa import apply_backend, preferred_kernel
 from .shard import load_transformer_slice
 from .stages import Stage, balanced_split, serve_stage, setup_ring_groups
@@ -92,9 +94,13 @@ def serve_rank(config_json: str) -> int:
     init_dist(device, world, rank)
     with preferred_kernel(cfg.attention_backend):
         _, model, layers = load_rank_slice(cfg, rank, world, device)
+        if cfg.quant == "fp8":
+            quantize_blocks(model.blocks[slice(*layers)], device)
         geom = BlockStepper(cfg, model, device)
         guide = Engine.make_guide(cfg)
         stage = Stage(geom, model, layers, last=rank == world - 1, guide=guide)
+        if cfg.compile:
+            compile_blocks(stage.blocks)
         with torch.inference_mode():
             serve_stage(stage, rank, world, device,
                         model.config.num_attention_heads * model.config.attention_head_dim, DTYPES[cfg.dtype])

@@ -21,6 +21,8 @@ from .models import load_components
 from .pacing import Pacer
 from .prompts import PromptError
 from .ranks import dist_env, init_dist, load_rank_slice
+from .compile import compile_blocks
+from .quant import quantize_blocks
 from .sdpa import apply_backend, preferred_kernel
 from .text import PromptEncoder
 
@@ -42,7 +44,7 @@ class Decoder:
     on_error(exc) is called on its thread if decoding fails; the thread then stops."""
 
     def __init__(self, vae, cfg: EngineConfig, on_frames, on_error):
-        self.dec = StreamingDecoder(vae)
+        self.dec = StreamingDecoder(vae, chunk_frames=cfg.decode_chunk)
         self.cfg = cfg
         self.on_frames = on_frames
         self.on_error = on_error
@@ -149,18 +151,24 @@ class Runner:
             self._progress(f"loading rank 0 of {world}: model {cfg.model!r} on {device} ({cfg.dtype})")
             source, transformer, layers = load_rank_slice(cfg, rank, world, device)
             comps = load_components("tiny" if cfg.model == "tiny" else source, device=device,
-                                    dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift, parts=("vae", "text"))
+                                    dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift, parts=("vae", "text"),
+                                    vae_dtype=DTYPES[cfg.vae_dtype])
         else:
             self._progress(f"loading model {cfg.model!r} on {device} ({cfg.dtype})")
-            comps = load_components(cfg.model, device=device, dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift)
+            comps = load_components(cfg.model, device=device, dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift,
+                                    vae_dtype=DTYPES[cfg.vae_dtype])
             transformer, layers = comps.transformer, None
             apply_backend(transformer, cfg.attention_backend, device, DTYPES[cfg.dtype])
+        if cfg.quant == "fp8":
+            quantize_blocks(transformer.blocks[slice(*layers) if layers else slice(None)], device)
         self._progress("encoding prompts")
         self.penc = PromptEncoder(comps.tokenizer, comps.text_encoder, comps.text_max_len, device=device,
                                   dtype=DTYPES[cfg.dtype])
         self.penc.encode(cfg.prompt)
         self.engine = Engine(cfg, transformer, comps.scheduler, self.penc.encode, device=device, world=world,
                              layers=layers)
+        if cfg.compile:
+            self._progress(f"compiling the transformer blocks (cache: {compile_blocks(self.engine.stage.blocks)})")
         self.decoder = Decoder(comps.vae, cfg, self._emit, on_error=lambda e: self._failed("decoder", e))
         last = [0.0]
 

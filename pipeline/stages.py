@@ -7,6 +7,7 @@ dtypes the header names; back to rank 0: a header and the prediction (fixed shap
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -63,6 +64,22 @@ def _connect(group, edges, me: int, device) -> None:
         w.wait()
     if ops and ops[-1].op is dist.irecv and not bool(ops[-1].tensor.eq(1).all()):
         raise RuntimeError("point-to-point set-up exchange delivered wrong data")
+
+
+class RingBroken(RuntimeError):
+    """A point-to-point operation of the ring failed: a peer rank is gone. A consequence of another rank's failure,
+    which the daemon names first (pipeline.worker.record_failure)."""
+
+
+@contextlib.contextmanager
+def peer_ops():
+    """Around torch.distributed calls of the ring: their failures become RingBroken."""
+    try:
+        yield
+    except RingBroken:
+        raise
+    except RuntimeError as e:
+        raise RingBroken(f"a peer rank is gone ({' '.join(str(e).split())[:300]})") from e
 
 
 def _fwd():
@@ -139,18 +156,26 @@ class Stage:
         self.model = model
         self.blocks = [model.blocks[i] for i in range(*layers)]
         self.cache = install_feature_cache(self.blocks)
+        self.cache.keep = geom.cfg.steps  # --reuse-context: tails of the blocks in flight and the one before
         self.last = last
         self.guide = guide
         self.block_frames = geom.cfg.block_frames
 
     def forward(self, meta: ItemMeta, carry: Carry) -> Carry:
-        c = self.geom.cfg.context_frames
+        cfg = self.geom.cfg
+        c = cfg.context_frames
         use_succ = meta.use_succ and c > 0
-        rot, extra = self.geom.rope(meta.frames, c if use_succ else 0)
+        reuse = cfg.reuse_context and c > 0
+        use_prev = reuse and meta.has_prev  # the predecessor's frames come as cached K/V, not as tokens
+        rot, prev_rope, succ_rope = self.geom.rope(c if use_prev else 0, meta.frames, c if use_succ else 0)
         req = self.cache.request
-        req.store = self.geom.store_range_of(meta.has_prev)
+        req.store = self.geom.store_range_of(meta.has_prev and not reuse)
         req.use_read = use_succ
-        req.extra_rope = extra
+        req.extra_rope = succ_rope
+        req.block = meta.block
+        req.use_prev = use_prev
+        req.prev_rope = prev_rope
+        req.store_tail = self.geom.tail_range() if reuse else None
         return run_blocks(self.blocks, carry, rot)
 
     def finish(self, carry: Carry) -> torch.Tensor:
@@ -198,15 +223,17 @@ def _send_carry(dst: int, meta: ItemMeta, carry: Carry, stats: torch.Tensor) -> 
     handles = []
     for i, t in enumerate(tensors):
         t = t.to(dev) if i < 2 else t
-        handles.append((dist.isend(t, dst, group=_fwd()), t))
+        with peer_ops():
+            handles.append((dist.isend(t, dst, group=_fwd()), t))
     return handles
 
 
 def _recv_carry(src: int, device, dim: int, world: int):
     h = torch.empty(HEADER, dtype=torch.int64, device=device)
-    dist.recv(h, src, group=_fwd())
     stats = torch.empty(world, STAT_FIELDS, dtype=torch.float64, device=device)
-    dist.recv(stats, src, group=_fwd())
+    with peer_ops():
+        dist.recv(h, src, group=_fwd())
+        dist.recv(stats, src, group=_fwd())
     meta = ItemMeta.from_header(h.cpu())
     if meta.stop or meta.ping:
         return meta, None, stats.cpu()
@@ -216,8 +243,9 @@ def _recv_carry(src: int, device, dim: int, world: int):
     text = torch.empty(b, tl, dim, dtype=_DTYPES[dt], device=device)
     tproj = torch.empty(b, 6, dim, dtype=_DTYPES[dp], device=device)
     temb = torch.empty(b, dim, dtype=_DTYPES[de], device=device)
-    for t in (hidden, text, tproj, temb):
-        dist.recv(t, src, group=_fwd())
+    with peer_ops():
+        for t in (hidden, text, tproj, temb):
+            dist.recv(t, src, group=_fwd())
     return meta, Carry(hidden, text, tproj, temb, (meta.frames, gh, gw)), stats.cpu()
 
 
@@ -239,7 +267,8 @@ class DistPipe:
         self._stats = torch.empty(self.world, STAT_FIELDS, dtype=torch.float64)
         self._pred = torch.empty(self.pred_shape, dtype=self.pred_dtype)
         last = self.world - 1
-        self._recv = [dist.irecv(t, last, group=_ret()) for t in (self._h, self._stats, _as_bytes(self._pred))]
+        with peer_ops():
+            self._recv = [dist.irecv(t, last, group=_ret()) for t in (self._h, self._stats, _as_bytes(self._pred))]
 
     def submit(self, meta: ItemMeta, carry: Carry) -> None:
         t0 = time.perf_counter()
@@ -254,19 +283,21 @@ class DistPipe:
         stats = torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64)
         self.sent.extend(_send_carry(1, meta, carry, stats))
         self.outstanding += 1
-        while self.sent and self.sent[0][0].is_completed():
-            self.sent.popleft()
+        with peer_ops():
+            while self.sent and self.sent[0][0].is_completed():
+                self.sent.popleft()
 
     def poll(self, wait: bool):
         if self.outstanding == 0:
             if wait:
                 raise RuntimeError("waiting for a prediction that was never submitted")
             return None
-        if not wait and not all(w.is_completed() for w in self._recv):
-            return None
-        t0 = time.perf_counter()
-        for w in self._recv:
-            w.wait()
+        with peer_ops():
+            if not wait and not all(w.is_completed() for w in self._recv):
+                return None
+            t0 = time.perf_counter()
+            for w in self._recv:
+                w.wait()
         self.rank_stats[0][1] += (time.perf_counter() - t0) * 1e3
         serial = int(self._h[1].item())
         pred = self._pred.to(self.device)
@@ -278,16 +309,19 @@ class DistPipe:
 
     def _control(self, **kind):
         msg = ItemMeta(serial=-1, block=-1, step=-1, frames=0, has_prev=False, use_succ=False, **kind)
-        dist.send(msg.header(None).to(self.device), 1, group=_fwd())
-        dist.send(torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device), 1, group=_fwd())
+        with peer_ops():
+            dist.send(msg.header(None).to(self.device), 1, group=_fwd())
+            dist.send(torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device), 1,
+                      group=_fwd())
 
     def retire(self):
         """Consume this pipe's posted receive with a ping round trip, so another pipe can take over the ring."""
         if self.outstanding:
             raise RuntimeError("retire() with predictions still in flight")
         self._control(ping=True)
-        for w in self._recv:
-            w.wait()
+        with peer_ops():
+            for w in self._recv:
+                w.wait()
 
     def close(self):
         self._control(stop=True)
@@ -296,7 +330,8 @@ class DistPipe:
 def _send_back(meta: ItemMeta, stats: torch.Tensor, pred: torch.Tensor) -> list:
     """Last rank → rank 0 on the gloo return group: header, per-rank statistics, prediction (CPU tensors)."""
     tensors = [meta.header(None), stats.cpu(), _as_bytes(pred)]
-    return [(dist.isend(t, 0, group=_ret()), t) for t in tensors]
+    with peer_ops():
+        return [(dist.isend(t, 0, group=_ret()), t) for t in tensors]
 
 
 def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtype) -> None:
@@ -311,8 +346,9 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
         meta, carry, stats = _recv_carry(rank - 1, device, dim, world)
         totals[1] += (time.perf_counter() - t_wait) * 1e3
         if (meta.stop or meta.ping) and not last:  # pass control messages along
-            dist.send(meta.header(None).to(device), rank + 1, group=_fwd())
-            dist.send(stats.to(device), rank + 1, group=_fwd())
+            with peer_ops():
+                dist.send(meta.header(None).to(device), rank + 1, group=_fwd())
+                dist.send(stats.to(device), rank + 1, group=_fwd())
         if meta.stop:
             break
         if meta.ping:  # a pipe retired: the next engine's statistics start from zero
@@ -337,7 +373,9 @@ def serve_stage(stage: Stage, rank: int, world: int, device, dim: int, pred_dtyp
             pending.extend(_send_back(meta, stats, pred.cpu()))
         else:
             pending.extend(_send_carry(rank + 1, meta, carry, stats))
-        while pending and pending[0][0].is_completed():
-            pending.popleft()
-    for w, _ in pending:
-        w.wait()
+        with peer_ops():
+            while pending and pending[0][0].is_completed():
+                pending.popleft()
+    with peer_ops():
+        for w, _ in pending:
+            w.wait()

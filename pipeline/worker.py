@@ -130,6 +130,10 @@ def main(argv=None) -> int:
         return 2
     rank = int(os.environ.get("RANK", "0"))
     scratch = json.loads(config).get("extra", {}).get("scratch") or ""
+    if json.loads(config).get("compile"):  # before torch is imported: inductor fixes its cache folder early
+        from .compile import cache_dir
+
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and json.loads(config).get("device") != "cpu":
         # receives are posted ahead on NCCL; with lazy module loading the first launch of a kernel waits for the
         # GPU to drain, i.e. for that receive: a deadlock. Load every kernel at start (before CUDA initialises).
@@ -171,15 +175,29 @@ def record_failure(scratch: str, rank: int, component: str, exc: BaseException) 
     why), which names the earliest failure of all ranks. Returns the exit code: 2 for a configuration error."""
     from .config import ConfigError
 
+    from .stages import RingBroken
+
     if not isinstance(exc, ConfigError):
         traceback.print_exception(exc, file=sys.stderr)
     if scratch and os.path.isdir(scratch):
-        record = {"t": time.time(), "component": component, "error": f"{type(exc).__name__}: {exc}"}
+        # a broken ring is the consequence of another rank's failure: the daemon names a cause first
+        consequence = any(isinstance(e, RingBroken) for e in _chain(exc))
+        record = {"t": time.time(), "component": component, "error": f"{type(exc).__name__}: {exc}",
+                  "consequence": consequence}
         tmp = os.path.join(scratch, f".rank{rank}.error")
         with open(tmp, "w") as f:
             json.dump(record, f)
         os.replace(tmp, os.path.join(scratch, f"rank{rank}.error"))
     return 2 if isinstance(exc, ConfigError) else 1
+
+
+def _chain(exc: BaseException):
+    """The exception and the ones it was raised from or during."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
 
 
 def _config_from_file(path: str) -> str:
@@ -197,4 +215,11 @@ def _config_from_file(path: str) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code:
+        # a failed rank may hold broken communicators whose destructors abort the process at exit (SIGABRT), which
+        # would hide the exit code; everything worth keeping was already reported
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

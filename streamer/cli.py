@@ -6,15 +6,17 @@ import logging
 import os
 import sys
 
-from pipeline.config import ConfigError, EngineConfig, check_options
+from pipeline.config import PRESETS, ConfigError, EngineConfig, check_options
 
 # serve options that map onto EngineConfig fields (CLI name → field); values come from defaults < --config < CLI
 ENGINE_OPTS = {
     "model": str, "height": int, "width": int, "steps": int, "guidance": float, "flow_shift": float,
     "block_frames": int, "context_frames": int, "fps": float, "seed": int, "prompt": str, "negative_prompt": str,
-    "dtype": str, "device": str, "attention": str,
+    "dtype": str, "device": str, "attention": str, "reuse_context": bool, "vae_dtype": str, "decode_chunk": int,
+    "compile": bool, "quant": str,
 }
-DAEMON_OPTS = {"control": str, "publish": str, "http": str, "stdout": str, "keyframe_interval": float, "crf": int,
+DAEMON_OPTS = {"preset": str, "control": str, "publish": str, "http": str, "stdout": str, "keyframe_interval": float,
+               "crf": int,
                "nvenc": bool, "gpus": int, "ranks": int, "split": str, "pace": bool, "log_level": str,
                "attach": str}
 SERVE_DEFAULTS = {"model": "toyworld",
@@ -36,6 +38,8 @@ def _add_serve(sub):
     a("--model", help="'toyworld' (default: the small model trained on the toy world, shipped in the package), "
                      "'tiny' (random weights), a local diffusers Wan2.1/2.2 T2V folder, or a hub id; a folder's "
                      "streamer.json sets that model's defaults")
+    a("--preset", help="a named set of engine settings, below --config and the options given: realtime (4 steps, "
+                       "no CFG, flow shift 5, 16 fps, 8+8 frames, --reuse-context, --compile)")
     a("--gpus", type=int, help="number of GPUs (engine ranks, one process each)")
     a("--ranks", type=int, help="number of engine ranks on CPU (gloo), for testing")
     a("--split", help="transformer blocks per rank, e.g. 8,8,7,7 (default: balanced)")
@@ -55,7 +59,16 @@ def _add_serve(sub):
     a("--seed", type=int)
     a("--prompt")
     a("--negative-prompt")
-    a("--attention", help="attention backend for diffusers (e.g. _native_cudnn, flash)")
+    a("--attention", help="the transformer's attention kernel: cudnn, efficient, math, _native_flash (PyTorch's, "
+                         "preferred with the others still enabled) or another diffusers backend (flash, sage, ...)")
+    a("--reuse-context", action=argparse.BooleanOptionalAction, default=None,
+      help="take the previous block's context frames as the keys/values its own forward cached one tick earlier "
+           "instead of recomputing them (about half the FLOPs when context = block frames; approximate)")
+    a("--compile", action=argparse.BooleanOptionalAction, default=None,
+      help="torch.compile the transformer blocks (slower start; compiled graphs are cached across restarts)")
+    a("--quant", choices=["fp8"], help="fp8 linear layers in the transformer blocks (GPUs with fp8 units)")
+    a("--vae-dtype", help="VAE decoder dtype: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16")
+    a("--decode-chunk", type=int, help="latent frames per VAE decoder call (0 = auto: a whole block on GPU, 1 on CPU)")
     a("--control", help="control socket (ZMQ ROUTER), default tcp://127.0.0.1:5555")
     a("--publish", help="publish socket (ZMQ PUB), default tcp://127.0.0.1:5556")
     a("--http", help="HOST:PORT for the viewer, /stream.ts, /status, /metrics (default 127.0.0.1:8080; 'off')")
@@ -97,12 +110,17 @@ def resolve_serve(args) -> tuple[EngineConfig, dict]:
         raise ConfigError("give either --gpus (GPU ranks) or --ranks (CPU ranks), not both")
     if args.gpus is not None and args.gpus < 1:
         raise ConfigError(f"--gpus must be >= 1, got {args.gpus}")
-    from pipeline.models import model_defaults
+    from pipeline.modelinfo import model_defaults
 
     from_file = _load_toml(args.config) if args.config else {}
     model = args.model or from_file.get("model") or SERVE_DEFAULTS["model"]
     values = dict(SERVE_DEFAULTS)
     values.update(model_defaults(model, ENGINE_OPTS))  # the model's own defaults (its folder's streamer.json)
+    preset = args.preset or from_file.get("preset")
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset must be one of {', '.join(sorted(PRESETS))}, got {preset!r}")
+        values.update(PRESETS[preset])
     values.update(from_file)
     for k in list(ENGINE_OPTS) + list(DAEMON_OPTS):
         v = getattr(args, k, None)
@@ -149,12 +167,24 @@ def cmd_serve(args) -> int:
         print(f"streamer: error: {e}", file=sys.stderr)
         return 2
     _setup_logging(values["log_level"])
+    # the engine ranks start first: their imports and model load overlap the daemon's own imports and binds
+    import zmq
+    import zmq.asyncio
+
+    from .engine_link import EngineLink
+
+    try:
+        engine = EngineLink(cfg, zmq.asyncio.Context(), on_message=None, attach=values["attach"])
+    except zmq.ZMQError as e:
+        logging.getLogger("streamer").error("cannot start: engine link %s: %s", values["attach"] or "ipc", e)
+        return 2
+    engine.start()
     from .daemon import ServeOptions, serve
 
     opts = ServeOptions(control=values["control"], publish=values["publish"], http=values["http"],
                         stdout=values["stdout"], keyframe_interval=values["keyframe_interval"], crf=values["crf"],
                         nvenc=values["nvenc"], attach=values["attach"], **{k: values[k] for k in WEB_OPTS})
-    return serve(cfg, opts)
+    return serve(cfg, opts, engine)
 
 
 def _setup_logging(level: str):

@@ -59,16 +59,18 @@ class ServeOptions:
 
 
 class Daemon:
-    def __init__(self, cfg: EngineConfig, opts: ServeOptions):
+    def __init__(self, cfg: EngineConfig, opts: ServeOptions, engine: EngineLink | None = None):
+        """engine: ranks already started (`streamer serve` starts them first, so that their imports and model load
+        overlap the daemon's own start); None: the daemon starts them."""
         self.cfg = cfg
         self.opts = opts
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = engine.ctx if engine is not None else zmq.asyncio.Context()
         self.notifier = Notifier.from_env(unset=True)
         self.stats = StreamStats(cfg)
         self.fanout = FanOut(on_subscribe=lambda sub: self.encoder and self.encoder.enc.request_keyframe())
         self.encoder: EncoderStage | None = None
         self.stdout_ts: StdoutTs | None = None
-        self.engine: EngineLink | None = None
+        self.engine: EngineLink | None = engine
         self.publisher: VideoPublisher | None = None
         self.control: ControlServer | None = None
         self.http_runner = None
@@ -288,9 +290,11 @@ class Daemon:
                                     on_error=self.fail_threadsafe)
         if self.opts.stdout == "mpegts":
             self.stdout_ts = StdoutTs(self.fanout, c.width, c.height, c.fps, on_error=self.fail_threadsafe)
-        self.engine = EngineLink(c, self.ctx, self.on_engine, attach=self.opts.attach)
         self._start_progress()
-        self.engine.start()
+        if self.engine is None:
+            self.engine = EngineLink(c, self.ctx, self.on_engine, attach=self.opts.attach)
+            self.engine.start()
+        self.engine.on_message = self.on_engine
         self._spawn("engine link", self.engine.pump())
         self._spawn("control", self.control.serve())
         self._spawn("zmq publisher", self._forward_video())
@@ -371,9 +375,9 @@ def _viewer_page():
     return str(p) if p.exists() else None
 
 
-def serve(cfg: EngineConfig, opts: ServeOptions) -> int:
+def serve(cfg: EngineConfig, opts: ServeOptions, engine: EngineLink | None = None) -> int:
     try:
-        return asyncio.run(Daemon(cfg, opts).run())
+        return asyncio.run(Daemon(cfg, opts, engine).run())
     except KeyboardInterrupt:
         return 0
     finally:

@@ -75,6 +75,8 @@ class EngineLink:
         for rank in range(world):
             env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+            for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):  # systemd talks to the daemon only
+                env.pop(key, None)
             if runs_on_cpu(cfg.device):
                 # CPU ranks: one thread each unless the operator says otherwise (oversubscribed torch threads
                 # were many times slower on small machines)
@@ -98,21 +100,26 @@ class EngineLink:
                                                                     f"with code {rc}")) for rc, i, pid in dead]
 
     def root_cause(self) -> tuple[str, str] | None:
-        """The first failure among the ranks: a rank killed by a signal (it could not say why), else the earliest
-        failure a rank recorded (`pipeline.worker.record_failure`), else None."""
-        killed = [d for d in self.dead_ranks() if "signal" in d[1]]
-        if killed:
-            return killed[0]
+        """(component, cause) of the first failure among the ranks: the earliest failure a rank recorded
+        (`pipeline.worker.record_failure`) that was not the consequence of a peer's loss, else a rank killed by a
+        signal (it could not say why), else the earliest recorded consequence, else None."""
         records = []
         for name in os.listdir(self._dir.name):
             if name.startswith("rank") and name.endswith(".error"):
                 try:
                     with open(os.path.join(self._dir.name, name)) as f:
                         r = json.load(f)
-                    records.append((float(r["t"]), str(r["component"]), str(r["error"])))
+                    records.append((bool(r.get("consequence")), float(r["t"]), str(r["component"]),
+                                    str(r["error"])))
                 except (OSError, ValueError, KeyError, TypeError):
                     continue
-        return min(records)[1:] if records else None
+        causes = sorted(r for r in records if not r[0])
+        if causes:
+            return causes[0][2:]
+        killed = [d for d in self.dead_ranks() if "signal" in d[1]]
+        if killed:
+            return killed[0]
+        return min(records)[2:] if records else None
 
     async def watch(self) -> tuple[str, str]:
         """Return (component, cause) as soon as any rank process exits (or an attached rank 0 falls silent)."""

@@ -49,3 +49,21 @@ def test_engine_config_resolves_through_the_same_function():
 
     expect = "cuda:0" if torch.cuda.is_available() else "cpu"
     assert (cfg.device, cfg.dtype) == (expect, "float32" if expect == "cpu" else "bfloat16")
+
+
+def test_the_realtime_preset_sits_between_model_defaults_and_explicit_options(tmp_path):
+    from streamer.cli import build_parser, resolve_serve
+
+    def cfg(*argv):
+        return resolve_serve(build_parser().parse_args(["serve", "--model", "tiny", *argv]))[0]
+    rt = cfg("--preset", "realtime")
+    assert (rt.steps, rt.guidance, rt.flow_shift, rt.reuse_context, rt.compile, rt.fps) == (4, 1.0, 5.0, True, True, 16.0)
+    assert cfg("--preset", "realtime", "--no-reuse-context").reuse_context is False
+    assert cfg("--preset", "realtime", "--steps", "6").steps == 6  # the command line wins
+    toml = tmp_path / "s.toml"
+    toml.write_text('preset = "realtime"\nguidance = 2.0\n')
+    from_file = cfg("--config", str(toml))
+    assert (from_file.steps, from_file.guidance) == (4, 2.0)  # the file's own keys win over its preset
+    assert cfg().reuse_context is False
+    with pytest.raises(ConfigError, match="--preset must be one of realtime"):
+        cfg("--preset", "fastest")

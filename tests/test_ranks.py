@@ -71,16 +71,23 @@ def _rank_main(rank, world, port, cfg_json, out_dir):
 
 
 @pytest.fixture(scope="module")
-def reference():
-    cfg = EngineConfig(**CFG)
+def references():
     comps = load_components("tiny")
-    encode, _ = _encoder(cfg)
-    return _drive(Engine(cfg, comps.transformer, comps.scheduler, encode))
+    encode, _ = _encoder(None)
+    out = {}
+
+    def get(reuse):
+        if reuse not in out:
+            cfg = EngineConfig(**CFG, reuse_context=reuse)
+            out[reuse] = _drive(Engine(cfg, comps.transformer, comps.scheduler, encode))
+        return out[reuse]
+    return get
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_w_ranks_equal_one_rank_bitwise(world, tmp_path, reference):
-    cfg = EngineConfig(**CFG, extra={"scratch": str(tmp_path)})
+@pytest.mark.parametrize("world, reuse", [(2, False), (3, False), (3, True)])
+def test_w_ranks_equal_one_rank_bitwise(world, reuse, tmp_path, references):
+    reference = references(reuse)
+    cfg = EngineConfig(**CFG, reuse_context=reuse, extra={"scratch": str(tmp_path)})
     mp.spawn(_rank_main, args=(world, free_port(), cfg.to_json(), str(tmp_path)), nprocs=world, join=True)
     got = load_file(str(tmp_path / "latents.safetensors"))
     meta = json.loads((tmp_path / "meta.json").read_text())

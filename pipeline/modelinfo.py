@@ -1,0 +1,32 @@
+"""Where a model's files are and what its folder says about itself, without importing torch (the daemon's CLI reads
+this before it starts the engine ranks)."""
+from __future__ import annotations
+
+import json
+import os
+
+from pipeline.config import ConfigError, check_options
+from pipeline.toyworld import MODEL_DIR as TOYWORLD_DIR
+from pipeline.toyworld import MODEL_NAME as TOYWORLD
+
+DEFAULTS_FILE = "streamer.json"  # in a model folder: the daemon's defaults for that model (EngineConfig fields)
+
+
+def resolve_model(model: str) -> str:
+    """'toyworld' → the folder of the model shipped in the package; anything else unchanged."""
+    return TOYWORLD_DIR if model == TOYWORLD else model
+
+
+def model_defaults(model: str, allowed: dict) -> dict:
+    """The model folder's own defaults (DEFAULTS_FILE), restricted to `allowed` (name → type); {} if none."""
+    path = os.path.join(os.path.expanduser(resolve_model(model)), DEFAULTS_FILE)
+    if model == "tiny" or not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model defaults {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"model defaults {path}: expected a JSON object")
+    return check_options(data, {k: t for k, t in allowed.items() if k != "model"}, f"model defaults {path}")
