@@ -40,6 +40,7 @@ from pipeline.engine import DTYPES, Engine  # noqa: E402
 from pipeline.models import load_components, model_defaults  # noqa: E402
 from streamer.cli import ENGINE_OPTS  # noqa: E402
 from pipeline.prompts import MODES  # noqa: E402
+from pipeline.quant import quantize_blocks  # noqa: E402
 from pipeline.text import PromptEncoder  # noqa: E402
 from pipeline.toyworld.classify import classify_block, smoothness  # noqa: E402
 from pipeline.toyworld.world import parse_prompt  # noqa: E402
@@ -55,17 +56,21 @@ class Block:
     epoch: int
     tick: int
     frames: np.ndarray  # uint8 [T, H, W, 3]
+    latents: torch.Tensor | None = None  # the clean latents the frames were decoded from
 
 
 class Streamer:
     """Builds a fresh Engine + StreamingDecoder per run (same seed: runs agree up to their prompt change)."""
 
     def __init__(self, cfg: EngineConfig):
-        self.cfg = cfg.validate()
+        self.cfg = cfg = cfg.validate().resolved()
         dtype = DTYPES[cfg.dtype]
-        self.comps = load_components(cfg.model, device=cfg.device, dtype=dtype, flow_shift=cfg.flow_shift)
+        self.comps = load_components(cfg.model, device=cfg.device, dtype=dtype, flow_shift=cfg.flow_shift,
+                                     vae_dtype=DTYPES[cfg.vae_dtype])
         c = self.comps
         self.penc = PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len, device=cfg.device, dtype=dtype)
+        if cfg.quant == "fp8":
+            quantize_blocks(c.transformer.blocks, cfg.device)
 
     def run(self, n_blocks: int, change: dict | None = None, change_at: int = 0, after_ack: int = 0,
             prompt: str | None = None):
@@ -74,7 +79,7 @@ class Streamer:
         and with a change at least to block first_block + after_ack - 1."""
         cfg = self.cfg if prompt is None else dataclasses.replace(self.cfg, prompt=prompt)
         eng = Engine(cfg, self.comps.transformer, self.comps.scheduler, self.penc.encode, device=self.cfg.device)
-        dec = StreamingDecoder(self.comps.vae)
+        dec = StreamingDecoder(self.comps.vae, chunk_frames=self.cfg.decode_chunk)
         ack = None
         out: list[Block] = []
         while len(out) < max(n_blocks, ack.first_block + after_ack if ack else 0) or (change and ack is None):
@@ -83,7 +88,7 @@ class Streamer:
                 ack = eng.submit_prompt(**change)
             for fb in eng.tick().finished:
                 frames = dec.decode_block(fb.latents, new_shot=fb.shot_start)
-                out.append(Block(fb.index, fb.cond.prompt, fb.cond.epoch, fb.tick, frames))
+                out.append(Block(fb.index, fb.cond.prompt, fb.cond.epoch, fb.tick, frames, fb.latents))
         return out, ack
 
 
@@ -113,6 +118,23 @@ def change_latency(streamer: Streamer, args, mode: str) -> tuple[dict, list[Bloc
             # ticks without output between the last old block and the acknowledged one (a cut refills the queue)
             "gap_ticks": ticks[fb] - ticks[fb - 1] - 1 if fb in ticks and fb - 1 in ticks else None,
             "recognised": {str(k): v for k, v in sorted(hits.items()) if k >= fb}}, blocks
+
+
+def vae_psnr(cfg: EngineConfig, blocks: list[Block]) -> dict:
+    """PSNR (dB, 8-bit frames) of the blocks as decoded against the same latents decoded by a float32 VAE."""
+    vae = load_components(cfg.model, device=cfg.device, parts=("vae",)).vae
+    dec = StreamingDecoder(vae, chunk_frames=cfg.decode_chunk)
+    per_block = []
+    for b in blocks:
+        if b.index == blocks[0].index:  # the reference stream starts here: its causal cache must match
+            dec.reset()
+            ref = dec.decode_block(b.latents)
+            continue
+        ref = dec.decode_block(b.latents)
+        mse = np.mean((ref.astype(np.float64) - b.frames.astype(np.float64)) ** 2)
+        per_block.append(float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse))
+    return {"mean_db": round(float(np.mean(per_block)), 2), "min_db": round(float(np.min(per_block)), 2),
+            "blocks": len(per_block)}
 
 
 def write_strip(path: str, blocks: list[Block], n_frames: int) -> str:
@@ -205,6 +227,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--vae-dtype", default="float32",
+                    help="VAE decoder dtype; other than float32, the steady blocks are also decoded in float32 and "
+                         "the PSNR of this decode against that one is reported")
+    ap.add_argument("--reuse-context", action="store_true", default=None)
+    ap.add_argument("--quant", choices=["fp8"], default=None)
     ap.add_argument("--prompt", default=BASE_PROMPT)
     ap.add_argument("--change-prompt", default=CHANGE_PROMPT)
     ap.add_argument("--blocks", type=int, default=110, help="blocks of the main (no change) run")
@@ -250,6 +277,8 @@ def main(argv=None) -> dict:
         "latency": {},
         "blocks": records,
     }
+    if streamer.cfg.vae_dtype != "float32":
+        res["vae_psnr_vs_float32"] = vae_psnr(streamer.cfg, steady)
     if args.scenes:
         res["scenes"] = scene_accuracy(streamer, args)
     runs = {}
