@@ -38,7 +38,7 @@ from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decode import StreamingDecoder  # noqa: E402
 from pipeline.engine import DTYPES, Engine  # noqa: E402
 from pipeline.models import load_components, model_defaults  # noqa: E402
-from streamer.cli import ENGINE_OPTS  # noqa: E402
+from pipeline.settings import MODEL_KEYS  # noqa: E402
 from pipeline.prompts import MODES  # noqa: E402
 from pipeline.quant import quantize_blocks  # noqa: E402
 from pipeline.text import PromptEncoder  # noqa: E402
@@ -256,7 +256,7 @@ def main(argv=None) -> dict:
     parse_prompt(args.prompt), parse_prompt(args.change_prompt)  # toy-world prompts only: fail fast
 
     t0 = time.perf_counter()
-    fields = {k: v for k, v in model_defaults(args.model, ENGINE_OPTS).items() if k in CONFIG_FIELDS}
+    fields = {k: v for k, v in model_defaults(args.model, MODEL_KEYS).items() if k in CONFIG_FIELDS}
     fields.pop("prompt", None)
     fields.update({k: v for k, v in vars(args).items() if k in CONFIG_FIELDS and v is not None})
     cfg = EngineConfig(**fields)

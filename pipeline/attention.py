@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
-from diffusers.models.transformers.transformer_wan import _get_qkv_projections
+
+from .compat.diffusers import qkv_projections
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -73,7 +74,7 @@ class FeatureCacheAttnProcessor:
         if encoder_hidden_states is not None or attn.add_k_proj is not None:
             raise RuntimeError("FeatureCacheAttnProcessor is for self-attention (attn1) of T2V models only")
         req = self.cache.request
-        query, key, value = _get_qkv_projections(attn, hidden_states, None)
+        query, key, value = qkv_projections(attn, hidden_states)
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))

@@ -9,78 +9,51 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from common.errors import ConfigError  # noqa: F401 - the engine's configuration errors, re-exported
+
+from .settings import DEFAULTS, OPTIONS
+
 # Wan's VAE: 8x spatial, 4x temporal compression; transformer patch 1x2x2.
 SPATIAL_FACTOR = 16  # VAE spatial factor (8) x patch (2): height and width must be multiples of this
 MAX_SIDE = 4096
 MAX_PROMPT_CHARS = 2000
 
-WAN_NEGATIVE_PROMPT = (
-    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
-    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
-    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
-    "background, three legs, many people in the background, walking backwards"
-)
-
-
-# Named sets of engine settings (`streamer serve --preset NAME`): above the model's own defaults, below a --config
-# file's keys and the command line.
-PRESETS = {
-    # the few-step recipe of the distilled Wan checkpoints (4 steps, no CFG, flow shift 5, 16 fps; LightX2V's
-    # step-distilled Wan2.1 uses timesteps 1000/750/500/250 at shift 5), with the context frames taken from the
-    # feature cache (approximate: see README) and compiled blocks: real time end to end on one H200 at 480x832
-    # (benchmarks/RESULTS.md §7)
-    "realtime": {"steps": 4, "guidance": 1.0, "flow_shift": 5.0, "fps": 16.0, "block_frames": 8, "context_frames": 8,
-                 "reuse_context": True, "compile": True},
-}
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work. The message is one line meant for the user."""
-
-
-def check_options(data: dict, allowed: dict, where: str) -> dict:
-    """Settings read from a file (`where` names it in errors): every key must be in `allowed` (name → type) with a
-    value of that type (an int is a float; a bool is no int). Returns them with ints given for floats as floats."""
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    out = {}
-    for k, v in data.items():
-        typ = allowed[k]
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-            raise ConfigError(f"{where}: {k} must be {typ.__name__}, got {v!r}")
-        out[k] = v
-    return out
+D = DEFAULTS  # the serve options' defaults (pipeline/settings.py): one definition of each
 
 
 @dataclass
 class EngineConfig:
+    """The engine's configuration. Defaults are the serve options' (pipeline/settings.py), except that in-process
+    use (tests, benchmarks) starts from the tiny model on the CPU in float32."""
+
     model: str = "tiny"
-    height: int = 64
-    width: int = 64
-    steps: int = 8
-    guidance: float = 5.0
-    flow_shift: float = 3.0
-    block_frames: int = 2
-    context_frames: int = 1
-    fps: float = 8.0
-    seed: int = 0
-    prompt: str = "a red circle moving left on a black background"
-    negative_prompt: str = WAN_NEGATIVE_PROMPT
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    height: int = D["height"]
+    width: int = D["width"]
+    steps: int = D["steps"]
+    guidance: float = D["guidance"]
+    flow_shift: float = D["flow_shift"]
+    block_frames: int = D["block_frames"]
+    context_frames: int = D["context_frames"]
+    fps: float = D["fps"]
+    seed: int = D["seed"]
+    prompt: str = D["prompt"]
+    negative_prompt: str = D["negative_prompt"]
+    dtype: str = "float32"
     device: str = "cpu"
     ranks: int = 1
-    attention_backend: str = ""  # "" = PyTorch default; e.g. "cudnn", "flash", "efficient", "math"
-    # the predecessor's last C frames enter each layer as the K/V its own forward stored one tick earlier, instead
-    # of being recomputed as C extra query frames (about half the FLOPs at C = B; see README)
-    reuse_context: bool = False
-    vae_dtype: str = "auto"  # auto: bfloat16 on a GPU, float32 on the CPU
-    decode_chunk: int = 0  # latent frames per VAE decoder call; 0: auto (a whole block on a GPU, 1 on the CPU)
-    compile: bool = False  # torch.compile the transformer blocks (pipeline/compile.py)
-    quant: str = ""  # "" or "fp8": the blocks' linear layers in float8 (pipeline/quant.py)
-    extra: dict = field(default_factory=dict)
+    attention_backend: str = D["attention"]
+    reuse_context: bool = D["reuse_context"]
+    vae_dtype: str = D["vae_dtype"]
+    decode_chunk: int = D["decode_chunk"]
+    compile: bool = D["compile"]
+    quant: str = D["quant"]
+    extra: dict = field(default_factory=dict)  # pace, split, scratch (the daemon's per-run folder)
+
+    @classmethod
+    def from_settings(cls, values: dict) -> "EngineConfig":
+        """From resolved serve options (pipeline.settings.resolve)."""
+        fields = {o.field or o.name: values[o.name] for o in OPTIONS if o.scope == "engine" and o.name != "pace"}
+        return cls(**fields, ranks=values["ranks"], extra={"pace": values["pace"], "split": values["split"]})
 
     def validate(self) -> "EngineConfig":
         for name in ("height", "width"):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+from .compat.diffusers import WanCausalConv3d
 
 
 class StreamingDecoder:

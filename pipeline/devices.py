@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .config import ConfigError
+from common.errors import ConfigError
 
 
 def resolve_device(spec: str, *, cuda_count: int, local_rank: int = 0, world: int = 1) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from pipeline.config import ConfigError, check_options
+from common.errors import ConfigError
+from pipeline.settings import check
 from pipeline.toyworld import MODEL_DIR as TOYWORLD_DIR
 from pipeline.toyworld import MODEL_NAME as TOYWORLD
 
@@ -29,4 +30,4 @@ def model_defaults(model: str, allowed: dict) -> dict:
         raise ConfigError(f"model defaults {path}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"model defaults {path}: expected a JSON object")
-    return check_options(data, {k: t for k, t in allowed.items() if k != "model"}, f"model defaults {path}")
+    return check(data, {k: t for k, t in allowed.items() if k != "model"}, f"model defaults {path}")

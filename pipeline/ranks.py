@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from .config import ConfigError, EngineConfig
 from .engine import DTYPES, BlockStepper, Engine
+from .compat import diffusers as diffusers_compat
 from .compile import compile_blocks
 from .quant import quantize_blocks
 from .sdpa import apply_backend, preferred_kernel
@@ -89,6 +90,7 @@ def load_rank_slice(cfg: EngineConfig, rank: int, world: int, device):
 def serve_rank(config_json: str) -> int:
     """Ranks 1..W-1: load the slice, then pass windows along the ring until rank 0 says stop."""
     rank, world, local = dist_env()
+    diffusers_compat.self_test()
     cfg = EngineConfig.from_json(config_json).validate().resolved(local_rank=local)
     device = torch.device(cfg.device)
     init_dist(device, world, rank)

@@ -21,6 +21,8 @@ from .models import load_components
 from .pacing import Pacer
 from .prompts import PromptError
 from .ranks import dist_env, init_dist, load_rank_slice
+from . import wire
+from .compat import diffusers as diffusers_compat
 from .compile import compile_blocks
 from .quant import quantize_blocks
 from .sdpa import apply_backend, preferred_kernel
@@ -97,38 +99,50 @@ class Runner:
         self.engine: Engine | None = None
         self.penc: PromptEncoder | None = None
         self.failure: ComponentFailed | None = None
+        self.prompt_q: queue.Queue = queue.Queue()
 
     # --- commands (IO thread) --------------------------------------------------------------------------
-    def handle(self, msg: dict) -> dict:
-        cmd = msg.get("cmd")
-        if cmd == "ping":
+    def handle(self, cmd: wire.Command) -> dict | None:
+        """Answer a command on the IO thread, or None when it is answered later (set_prompt: the text encoder
+        runs on the prompts thread, not here)."""
+        if cmd.cmd == "ping":
             return {"ok": True}
-        if cmd == "stop":
+        if cmd.cmd == "stop":
             self.stop.set()
             self.wake.set()
             return {"ok": True}
         if self.engine is None:
             return {"ok": False, "error": "engine is still loading"}
-        if cmd == "set_prompt":
-            try:
-                self.penc.encode(msg["prompt"])  # warm the embedding cache off the hot path
-                ch = self.engine.submit_prompt(msg["prompt"], msg.get("mode", "soft"), msg.get("blocks"),
-                                               msg.get("at_block"))
-            except PromptError as e:
-                return {"ok": False, "error": str(e)}
-            self.wake.set()
-            return {"ok": True, "epoch": ch.epoch, "first_block": ch.first_block, "mode": ch.mode}
-        if cmd == "pause":
+        if cmd.cmd == "set_prompt":
+            self.prompt_q.put(cmd)
+            return None
+        if cmd.cmd == "pause":
             self.paused.set()
             return {"ok": True, "paused": True}
-        if cmd == "resume":
+        if cmd.cmd == "resume":
             self.paused.clear()
             self.pacer.reset()
             self.wake.set()
             return {"ok": True, "paused": False}
-        if cmd == "status":
+        if cmd.cmd == "status":
             return {"ok": True, **self.snapshot()}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+        return {"ok": False, "error": f"unknown command {cmd.cmd!r}"}
+
+    def _prompts(self) -> None:
+        """The prompts thread: embed each new prompt (a cache hit for the engine afterwards), then submit it."""
+        while (cmd := self.prompt_q.get()) is not None:
+            try:
+                self.penc.encode(cmd.prompt)
+                ch = self.engine.submit_prompt(cmd.prompt, cmd.mode or "soft", cmd.blocks, cmd.at_block)
+                reply = {"ok": True, "epoch": ch.epoch, "first_block": ch.first_block, "mode": ch.mode}
+                self.wake.set()
+            except PromptError as e:
+                reply = {"ok": False, "error": str(e)}
+            except Exception as e:  # noqa: BLE001 - the text encoder failing is the engine failing
+                self.link.reply(cmd, {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"})
+                self._failed("text encoder", e)
+                return
+            self.link.reply(cmd, reply)
 
     def snapshot(self) -> dict:
         snap = self.engine.snapshot()
@@ -137,11 +151,12 @@ class Runner:
         return snap
 
     # --- loading ---------------------------------------------------------------------------------------
-    def _progress(self, msg: str, **kw):
-        self.link.send(b"progress", {"msg": msg, **kw})
+    def _progress(self, msg: str, done: bool = False):
+        self.link.send(wire.Progress(msg=msg, done=done))
 
     def load(self):
         cfg = self.cfg
+        diffusers_compat.self_test()
         device = torch.device(cfg.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -170,6 +185,7 @@ class Runner:
         if cfg.compile:
             self._progress(f"compiling the transformer blocks (cache: {compile_blocks(self.engine.stage.blocks)})")
         self.decoder = Decoder(comps.vae, cfg, self._emit, on_error=lambda e: self._failed("decoder", e))
+        threading.Thread(target=self._prompts, name="prompts", daemon=True).start()
         last = [0.0]
 
         def heartbeat(work):
@@ -178,7 +194,7 @@ class Runner:
             now = time.monotonic()
             if now - last[0] >= 1.0:
                 last[0] = now
-                self.link.send(b"stats", {"heartbeat": True, "block": work.block, "step": work.step})
+                self.link.send(wire.Heartbeat(block=work.block, step=work.step))
 
         self.engine.on_step = heartbeat
         self._progress("model loaded", done=True)
@@ -193,9 +209,9 @@ class Runner:
     # --- output ----------------------------------------------------------------------------------------
     def _emit(self, fb: FinishedBlock, frames):
         t, h, w, _ = frames.shape
-        header = {"block": fb.index, "epoch": fb.cond.epoch, "prompt": fb.cond.prompt, "frames": t, "height": h,
-                  "width": w, "tick": fb.tick, "decode_ms": round(self.decoder.decode_ms, 2)}
-        self.link.send(b"frames", header, frames.tobytes())
+        self.link.send(wire.Frames(block=fb.index, epoch=fb.cond.epoch, prompt=fb.cond.prompt, frames=t, height=h,
+                                   width=w, tick=fb.tick, decode_ms=round(self.decoder.decode_ms, 2),
+                                   payload=frames.tobytes()))
 
     # --- the loop --------------------------------------------------------------------------------------
     def _wait(self, seconds: float):
@@ -210,6 +226,7 @@ class Runner:
             except StopRequested:
                 pass
             finally:
+                self.prompt_q.put(None)
                 self.engine.drain()  # predictions still in the ring (multi-rank)
                 self.engine.close()  # tells the other ranks to stop
                 self.decoder.close()
@@ -222,26 +239,26 @@ class Runner:
         first = True
         while not self.stop.is_set():
             if self.paused.is_set():
-                self.link.send(b"stats", {"paused": True, **self.engine.snapshot()})
+                self.link.send(wire.Stats(snapshot=self.snapshot()))
                 self._wait(0.5)
                 continue
             if self.pace:
                 d = self.pacer.delay(time.monotonic())
                 if d > 0:
                     self._wait(min(d, 0.5))
-                    self.link.send(b"stats", {"paused": False, "pacing": True})
+                    self.link.send(wire.Pacing())
                     continue
             faults.point("engine")
             res = self.engine.tick()
             for ch in res.applied:
-                self.link.send(b"event", {"event": "prompt_applied", "epoch": ch.epoch, "mode": ch.mode,
-                                          "prompt": ch.prompt, "first_block": ch.first_block})
+                self.link.send(wire.PromptApplied(epoch=ch.epoch, mode=ch.mode, prompt=ch.prompt,
+                                                  first_block=ch.first_block))
             if res.flushed:
-                self.link.send(b"event", {"event": "queue_flushed", "blocks": res.flushed})
+                self.link.send(wire.QueueFlushed(blocks=res.flushed))
             for fb in res.finished:
                 if first:
-                    self.link.send(b"ready", {"first_block": fb.index, "ticks": self.engine.stats["ticks"]})
+                    self.link.send(wire.Ready(first_block=fb.index, ticks=self.engine.stats["ticks"]))
                     first = False
                 self.decoder.put(fb)
                 self.pacer.emitted(self.cfg.video_frames_of_block(fb.index), time.monotonic())
-            self.link.send(b"stats", {**self.snapshot(), "tick_s": res.seconds})
+            self.link.send(wire.Stats(snapshot={**self.snapshot(), "tick_s": res.seconds}))

@@ -1,9 +1,7 @@
 """Engine rank 0 as a process: loads the model, runs the tick loop forever, decodes finished blocks on its own
 thread, and talks to the daemon over one ZMQ PAIR socket (JSON headers + raw frame bytes; never pickle).
 
-Messages to the daemon: [b"progress", json], [b"ready", json], [b"frames", json, rgb bytes], [b"event", json],
-[b"stats", json] (also the heartbeat), [b"reply", json], [b"fatal", json].
-Messages from the daemon: [b"cmd", json] with an "id" that the reply echoes.
+Messages both ways are pipeline.wire's.
 A death pipe (the read end of a pipe whose write end only the daemon holds) ends this process when the daemon dies.
 """
 from __future__ import annotations
@@ -18,6 +16,10 @@ import time
 import traceback
 
 import zmq
+
+from common.errors import ConfigError
+
+from . import wire
 
 
 class Link:
@@ -41,11 +43,9 @@ class Link:
     def start(self):
         self._thread.start()
 
-    def send(self, kind: bytes, header: dict, payload: bytes | None = None):
-        parts = [kind, json.dumps(header).encode()]
-        if payload is not None:
-            parts.append(payload)
-        self.outbox.put(parts)
+    def send(self, msg) -> None:
+        """Queue a pipeline.wire message; any thread."""
+        self.outbox.put(wire.encode(msg))
 
     def _loop(self):
         try:
@@ -63,7 +63,7 @@ class Link:
         while not self._stop.is_set():
             now = time.monotonic()
             if now - last_alive >= self.ALIVE_EVERY:  # from this thread: proves the process, not the engine, lives
-                self.send(b"alive", {})
+                self.send(wire.Alive())
                 last_alive = now
             if self.daemon_timeout and now - last_heard > self.daemon_timeout:
                 print(f"engine: no word from the daemon for {self.daemon_timeout:.0f}s, exiting", file=sys.stderr)
@@ -76,18 +76,29 @@ class Link:
             if poller.poll(5):
                 parts = self.sock.recv_multipart()
                 last_heard = time.monotonic()
-                if self.handler is not None and len(parts) == 2 and parts[0] == b"cmd":
-                    try:
-                        msg = json.loads(parts[1])
-                        reply = self.handler(msg)
-                    except Exception as e:  # noqa: BLE001 - never let a command kill the IO thread
-                        reply = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
-                        msg = {}
-                    reply["id"] = msg.get("id")
-                    self.sock.send_multipart([b"reply", json.dumps(reply).encode()])
+                try:
+                    cmd = wire.decode(parts)
+                    if not isinstance(cmd, wire.Command):
+                        raise wire.WireError(f"{parts[0][:20]!r} is not a command")
+                except wire.WireError as e:
+                    print(f"engine: ignoring a malformed command from the daemon: {e}", file=sys.stderr)
+                    continue
+                if self.handler is not None:
+                    self._answer(cmd)
+
+    def _answer(self, cmd) -> None:
+        try:
+            reply = self.handler(cmd)  # None: the handler replies later itself (reply())
+        except Exception as e:  # noqa: BLE001 - never let a command kill the IO thread
+            reply = {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"}
+        if reply is not None:
+            self.reply(cmd, reply)
+
+    def reply(self, cmd, body: dict) -> None:
+        self.send(wire.Reply(id=cmd.id, body=body))
 
     def close(self):
-        self.send(b"bye", {})
+        self.send(wire.Bye())
         # flush what is queued, then stop
         deadline = time.monotonic() + 2.0
         while not self.outbox.empty() and time.monotonic() < deadline:
@@ -121,8 +132,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.death_fd >= 0:
         watch_death_pipe(args.death_fd)
-    from .config import ConfigError
-
     try:
         config = args.config or _config_from_file(args.serve_config)
     except ConfigError as e:
@@ -155,7 +164,7 @@ def main(argv=None) -> int:
         from .runner import ComponentFailed, Runner
 
         cfg = EngineConfig.from_json(config)
-        link.send(b"hello", {"config": json.loads(config)})
+        link.send(wire.Hello(config=json.loads(config)))
         runner = Runner(cfg, link)
         link.handler = runner.handle
         runner.run()
@@ -163,8 +172,8 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001 - report anything fatal to the daemon in one line
         component, cause = (e.component, e.cause) if isinstance(e, ComponentFailed) else ("engine rank 0", e)
         code = record_failure(scratch, 0, component, cause)
-        link.send(b"fatal", {"component": component, "error": f"{type(cause).__name__}: {cause}",
-                             "config": isinstance(cause, ConfigError)})
+        link.send(wire.Fatal(component=component, error=f"{type(cause).__name__}: {cause}",
+                             config=isinstance(cause, ConfigError)))
         return code
     finally:
         link.close()
@@ -202,14 +211,11 @@ def _chain(exc: BaseException):
 
 def _config_from_file(path: str) -> str:
     """The EngineConfig a daemon started with `streamer serve --config FILE` would give its ranks."""
-    from streamer.cli import build_parser, resolve_serve
+    from .settings import resolve
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    args = build_parser().parse_args(["serve", "--config", path])
-    cfg, _ = resolve_serve(args)
+    cfg, _ = resolve({"config": path})
     if cfg.ranks != world:
-        from .config import ConfigError
-
         raise ConfigError(f"{path} asks for {cfg.ranks} rank(s) (gpus/ranks), but torchrun started {world}")
     return cfg.to_json()
 

@@ -11,6 +11,7 @@ refused). The systemd watchdog is pinged only while blocks are being published (
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -22,7 +23,9 @@ import zmq
 import zmq.asyncio
 
 from common import faults
+from pipeline import wire
 from pipeline.config import EngineConfig
+from pipeline.settings import DEFAULTS
 from transports.fanout import FanOut
 from transports.http import build_app, start_http
 from transports.zmq_pub import VideoPublisher
@@ -39,23 +42,28 @@ log = logging.getLogger("streamer")
 
 @dataclass
 class ServeOptions:
-    control: str = "tcp://127.0.0.1:5555"
-    publish: str = "tcp://127.0.0.1:5556"
-    http: str = "127.0.0.1:8080"  # "" or "off" disables HTTP
-    stdout: str = ""  # "", "mpegts" or "y4m"
-    keyframe_interval: float = 2.0
-    crf: int = 23
-    nvenc: bool = False
-    progress: bool = True
-    attach: str = ""  # ZMQ address to wait on for a rank 0 started by torchrun ("" = start the ranks ourselves)
-    # browser viewers (streamer/web.py): STUN/TURN URLs ("" = host candidates only), host-candidate addresses
-    # ("auto" = loopback while HTTP is on loopback), shared token for /offer and /control, viewer limit
-    ice_servers: str = ""
-    ice_username: str = ""
-    ice_credential: str = ""
-    ice_hosts: str = "auto"
-    token: str = ""
-    max_viewers: int = 32
+    """The daemon's options: the serve options of scopes daemon and web, and attach (pipeline/settings.py), with
+    their defaults from there."""
+
+    control: str = DEFAULTS["control"]
+    publish: str = DEFAULTS["publish"]
+    http: str = DEFAULTS["http"]  # "" or "off" disables HTTP
+    stdout: str = DEFAULTS["stdout"]  # "", "mpegts" or "y4m"
+    keyframe_interval: float = DEFAULTS["keyframe_interval"]
+    crf: int = DEFAULTS["crf"]
+    nvenc: bool = DEFAULTS["nvenc"]
+    attach: str = DEFAULTS["attach"]  # wait on this ZMQ address for a rank 0 started by torchrun
+    ice_servers: str = DEFAULTS["ice_servers"]
+    ice_username: str = DEFAULTS["ice_username"]
+    ice_credential: str = DEFAULTS["ice_credential"]
+    ice_hosts: str = DEFAULTS["ice_hosts"]
+    token: str = DEFAULTS["token"]
+    max_viewers: int = DEFAULTS["max_viewers"]
+    progress: bool = True  # a spinner on a terminal while loading (not an option)
+
+    @classmethod
+    def from_settings(cls, values: dict) -> "ServeOptions":
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 class Daemon:
@@ -84,41 +92,50 @@ class Daemon:
         self._tasks: dict[asyncio.Task, str] = {}
         self._stopping = False
         self.failed_component = ""
+        self._on_engine = {wire.Frames: self._frames, wire.Stats: self._stats, wire.Progress: self._progress_msg,
+                           wire.Hello: self._hello, wire.Fatal: self._fatal, wire.PromptApplied: self._event,
+                           wire.QueueFlushed: self._event}  # Ready, Heartbeat, Pacing: liveness only
 
     # --- engine messages (event loop thread) -----------------------------------------------------------
-    def on_engine(self, kind: str, header: dict, payload: bytes | None) -> None:
-        if kind == "frames":
-            frames = np.frombuffer(payload, np.uint8).reshape(header["frames"], header["height"], header["width"], 3)
-            self.encoder.put(frames, header["block"], header["epoch"])
-            self.stats.on_block(header, time.monotonic())
-            self.publisher.send_event({"event": "block", "block": header["block"], "epoch": header["epoch"],
-                                       "prompt": header["prompt"], "frames": header["frames"]})
-        elif kind == "stats":
-            self.stats.on_engine_stats(header)
-            if self.stats.health.blocks == 0 and "ticks" in header:
-                t, s = header["ticks"], self.cfg.steps
-                self._loading(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block",
-                              header.get("tick_ms", 0.0) / 1e3)
-        elif kind == "event":
-            self.publisher.send_event(header)
-        elif kind == "progress":
-            log.info("engine: %s", header.get("msg"))
-            self._loading(header.get("msg", ""))
-            if header.get("done"):
-                self.loaded.set()
-                self.stats.health.on_loaded(time.monotonic())
-        elif kind == "ready":
-            pass
-        elif kind == "hello":
-            theirs = header.get("config", {})
-            keys = ("height", "width", "fps", "steps", "block_frames", "context_frames", "seed", "model")
-            diff = [f"{k}: ours {getattr(self.cfg, k)!r}, rank 0 {theirs.get(k)!r}" for k in keys
-                    if theirs.get(k) != getattr(self.cfg, k)]
-            if diff:
-                self.fail("engine rank 0", "it runs another configuration (" + "; ".join(diff) + ")", code=2)
-        elif kind == "fatal":
-            self.fail(header.get("component") or "engine rank 0", header.get("error", "unknown error"),
-                      code=2 if header.get("config") else 1)
+    def on_engine(self, msg) -> None:
+        """A message from engine rank 0 (pipeline.wire), on the event loop."""
+        handler = self._on_engine.get(type(msg))
+        if handler is not None:
+            handler(msg)
+
+    def _frames(self, m: wire.Frames) -> None:
+        frames = np.frombuffer(m.payload, np.uint8).reshape(m.frames, m.height, m.width, 3)
+        self.encoder.put(frames, m.block, m.epoch)
+        self.stats.on_block(m, time.monotonic())
+        self.publisher.send_event({"event": "block", "block": m.block, "epoch": m.epoch, "prompt": m.prompt,
+                                   "frames": m.frames})
+
+    def _stats(self, m: wire.Stats) -> None:
+        self.stats.on_engine_stats(m.snapshot)
+        if self.stats.health.blocks == 0 and "ticks" in m.snapshot:
+            t, s = m.snapshot["ticks"], self.cfg.steps
+            self._loading(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block",
+                          m.snapshot.get("tick_ms", 0.0) / 1e3)
+
+    def _progress_msg(self, m: wire.Progress) -> None:
+        log.info("engine: %s", m.msg)
+        self._loading(m.msg)
+        if m.done:
+            self.loaded.set()
+            self.stats.health.on_loaded(time.monotonic())
+
+    def _hello(self, m: wire.Hello) -> None:
+        keys = ("height", "width", "fps", "steps", "block_frames", "context_frames", "seed", "model")
+        diff = [f"{k}: ours {getattr(self.cfg, k)!r}, rank 0 {m.config.get(k)!r}" for k in keys
+                if m.config.get(k) != getattr(self.cfg, k)]
+        if diff:
+            self.fail("engine rank 0", "it runs another configuration (" + "; ".join(diff) + ")", code=2)
+
+    def _fatal(self, m: wire.Fatal) -> None:
+        self.fail(m.component or "engine rank 0", m.error, code=2 if m.config else 1)
+
+    def _event(self, m) -> None:
+        self.publisher.send_event({"event": m.kind.decode(), **dataclasses.asdict(m)})
 
     def on_published(self, block: int, frames: int) -> None:
         """A block's packets went to every consumer (event loop thread)."""
@@ -217,14 +234,14 @@ class Daemon:
             return {"ok": False, "error": "engine is still loading"}
         try:
             if isinstance(req, SetPrompt):
-                reply = await self.engine.request({"cmd": "set_prompt", "prompt": req.prompt, "mode": req.mode,
-                                                   "blocks": req.blocks, "at_block": req.at_block})
+                reply = await self.engine.request("set_prompt", prompt=req.prompt, mode=req.mode,
+                                                  blocks=req.blocks, at_block=req.at_block)
                 if reply.get("ok"):
                     self.publisher.send_event({"event": "prompt_accepted", **{k: reply[k] for k in
                                                ("epoch", "first_block", "mode")}, "prompt": req.prompt})
                 return reply
             if isinstance(req, (Pause, Resume)):
-                reply = await self.engine.request({"cmd": req.cmd})
+                reply = await self.engine.request(req.cmd)
                 self.stats.set_paused(bool(reply.get("paused")), time.monotonic())
                 return reply
         except asyncio.TimeoutError:

@@ -23,6 +23,7 @@ import zmq.asyncio
 
 from common import faults
 from pipeline.config import EngineConfig
+from pipeline import wire
 from pipeline.devices import runs_on_cpu
 
 log = logging.getLogger("streamer.engine")
@@ -45,7 +46,7 @@ class EngineLink:
         """attach: bind this address and wait for a rank 0 started elsewhere (torchrun) instead of starting ranks."""
         self.cfg = cfg
         self.ctx = ctx
-        self.on_message = on_message  # callable(kind: str, header: dict, payload: bytes | None)
+        self.on_message = on_message  # callable(a pipeline.wire message)
         self._dir = tempfile.TemporaryDirectory(prefix="streamer-")
         self.attach = attach
         self.addr = attach or f"ipc://{self._dir.name}/engine.sock"
@@ -128,7 +129,7 @@ class EngineLink:
                 if self.last_seen is not None and not self.alive():
                     return "engine rank 0", f"silent for {self.ATTACH_TIMEOUT:.0f}s at {self.attach}"
                 try:  # keep-alive: an attached rank 0 exits when the daemon falls silent
-                    await self.sock.send_multipart([b"cmd", b'{"cmd":"ping","id":0}'], flags=zmq.NOBLOCK)
+                    await self.sock.send_multipart(wire.encode(wire.Command(cmd="ping")), flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
                 await asyncio.sleep(2.0)
@@ -141,8 +142,7 @@ class EngineLink:
     async def stop(self, timeout: float = 5.0) -> None:
         if self.attach or (self.procs and self.alive()):
             try:
-                await self.sock.send_multipart([b"cmd", json.dumps({"cmd": "stop", "id": 0}).encode()],
-                                               flags=zmq.NOBLOCK)
+                await self.sock.send_multipart(wire.encode(wire.Command(cmd="stop")), flags=zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
         if self.attach and self.last_seen is not None:  # no process to wait for: wait for its goodbye
@@ -177,41 +177,33 @@ class EngineLink:
         self._dir.cleanup()
 
     # --- messages --------------------------------------------------------------------------------------
-    async def request(self, msg: dict, timeout: float = 10.0) -> dict:
+    async def request(self, cmd: str, timeout: float = 10.0, **args) -> dict:
+        """Send a wire.Command and wait for its Reply's body."""
         if not self.alive():
             raise EngineDied("engine is not running")
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         try:
-            await self.sock.send_multipart([b"cmd", json.dumps({**msg, "id": rid}).encode()])
+            await self.sock.send_multipart(wire.encode(wire.Command(cmd=cmd, id=rid, **args)))
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._waiting.pop(rid, None)
 
     async def pump(self) -> None:
-        """Receive messages from rank 0 forever and dispatch them."""
+        """Receive messages from rank 0 forever and dispatch them; a malformed one raises (the daemon ends: the
+        engine is not what it should be)."""
         while True:
-            parts = await self.sock.recv_multipart()
-            if len(parts) < 2:
-                continue
-            kind = parts[0].decode(errors="replace")
-            try:
-                header = json.loads(parts[1])
-            except ValueError:
-                log.warning("engine sent a malformed %s message", kind)
-                continue
-            payload = parts[2] if len(parts) > 2 else None
+            msg = wire.decode(await self.sock.recv_multipart())
             self.last_seen = time.monotonic()
             faults.point("engine link")
-            if kind == "alive":
+            if isinstance(msg, wire.Alive):
                 continue
-            if kind == "bye":
+            if isinstance(msg, wire.Bye):
                 self.bye.set()
-                continue
-            if kind == "reply":
-                fut = self._waiting.get(header.pop("id", None))
+            elif isinstance(msg, wire.Reply):
+                fut = self._waiting.get(msg.id)
                 if fut is not None and not fut.done():
-                    fut.set_result(header)
-                continue
-            self.on_message(kind, header, payload)
+                    fut.set_result(msg.body)
+            else:
+                self.on_message(msg)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import ClassVar, Union
 
 from pipeline.config import MAX_PROMPT_CHARS
+from pipeline.prompts import MODES  # defined once, with the prompt logic
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 MAX_ID_INT = 2**63 - 1
-MODES = ("soft", "queue", "blend", "cut")
 DEFAULT_BLEND_BLOCKS = 4
 MAX_BLEND_BLOCKS = 10_000
 MAX_AT_BLOCK = 2**53

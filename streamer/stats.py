@@ -24,12 +24,13 @@ class StreamStats:
         self.first_block_s: float | None = None
         self.health = OutputHealth(cfg.fps)
 
-    def on_block(self, header: dict, now: float) -> None:
+    def on_block(self, block, now: float) -> None:
+        """`block`: a pipeline.wire.Frames (its header fields are what counts here)."""
         self.blocks += 1
-        self.frames += int(header["frames"])
-        self.last_block = int(header["block"])
-        self.epoch = int(header["epoch"])
-        self.prompt = header.get("prompt", self.prompt)
+        self.frames += int(block.frames)
+        self.last_block = int(block.block)
+        self.epoch = int(block.epoch)
+        self.prompt = block.prompt
         if self.first_block_s is None:
             self.first_block_s = now - self.started
 
@@ -44,8 +45,7 @@ class StreamStats:
         self.health.on_paused(bool(paused), now)
 
     def on_engine_stats(self, header: dict) -> None:
-        if header.get("heartbeat") or header.get("pacing"):
-            return
+        """`header`: the engine's snapshot (pipeline.wire.Stats)."""
         self.engine.update(header)
         if "paused" in header:
             self.set_paused(header["paused"], time.monotonic())

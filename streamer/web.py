@@ -24,6 +24,8 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
+from transports.compat import aioice as aioice_compat
+from transports.compat import aiortc as aiortc_compat
 from transports.webrtc import (OfferError, WebRTCConfig, WebRTCHub, ice_servers_json, parse_ice_servers,
                                restrict_host_addresses)
 
@@ -95,6 +97,11 @@ class WebFrontend:
     def __init__(self, daemon, http_host: str):
         opts = daemon.opts
         self.daemon = daemon
+        try:  # aiortc's and aioice's private API, as checked: fail closed before serving anything
+            aiortc_compat.self_test()
+            aioice_compat.self_test()
+        except RuntimeError as e:
+            raise WebSetupError(str(e)) from None
         self.token = getattr(opts, "token", "") or os.environ.get("STREAMER_TOKEN", "")
         try:
             ice = parse_ice_servers(getattr(opts, "ice_servers", ""), getattr(opts, "ice_username", ""),

@@ -32,16 +32,16 @@ def test_timeline_schedules_changes_by_block(daemon, tmp_path):
 
 
 def test_status_command_prints_a_table_and_json(daemon):
-    r = subprocess.run([sys.executable, "-m", "streamer", "status", "--control", daemon.control], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "clients", "status", "--control", daemon.control], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "prompt" in r.stdout and "fps" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "streamer", "status", "--json", "--control", daemon.control], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "clients", "status", "--json", "--control", daemon.control], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert json.loads(r.stdout)["ok"] is True
 
 
 def test_prompt_command_reports_refusals(daemon):
-    r = subprocess.run([sys.executable, "-m", "streamer", "prompt", "x", "--at-block", "0", "--control",
+    r = subprocess.run([sys.executable, "-m", "clients", "prompt", "x", "--at-block", "0", "--control",
                         daemon.control], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "past" in r.stderr

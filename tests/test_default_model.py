@@ -11,7 +11,7 @@ from conftest import DaemonProc
 from pipeline.models import DEFAULTS_FILE, load_components, model_defaults
 from pipeline.toyworld import MODEL_DIR
 from pipeline.toyworld.classify import classify_block
-from streamer.cli import ENGINE_OPTS
+from pipeline.settings import MODEL_KEYS
 
 PROMPT = "a red circle moving left on a black background"
 
@@ -21,7 +21,7 @@ def test_shipped_model_is_small_and_loads_offline():
     assert sum(sizes) <= 30 * 2**20
     c = load_components("toyworld")
     assert c.transformer.config.num_layers == 6 and c.vae.config.z_dim == 16
-    d = model_defaults("toyworld", ENGINE_OPTS)
+    d = model_defaults("toyworld", MODEL_KEYS)
     assert d["negative_prompt"] == "" and d["prompt"] == PROMPT
     with open(os.path.join(MODEL_DIR, DEFAULTS_FILE)) as f:
         assert json.load(f) == d

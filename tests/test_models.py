@@ -112,13 +112,13 @@ def test_load_errors(tmp_path):
 def test_model_defaults_file_is_checked(tmp_path):
     """A model folder's streamer.json goes through the same option checks as a --config file."""
     from pipeline.models import DEFAULTS_FILE, model_defaults
-    from streamer.cli import ENGINE_OPTS
+    from pipeline.settings import MODEL_KEYS
 
     f = tmp_path / DEFAULTS_FILE
     f.write_text(json.dumps({"steps": 8, "guidance": 3}))
-    assert model_defaults(str(tmp_path), ENGINE_OPTS) == {"steps": 8, "guidance": 3.0}
+    assert model_defaults(str(tmp_path), MODEL_KEYS) == {"steps": 8, "guidance": 3.0}
     for bad, needle in (({"steps": "8"}, "steps must be int"), ({"stepz": 8}, "unknown key(s) stepz"),
                         ({"model": "x"}, "unknown key(s) model"), ([1], "expected a JSON object")):
         f.write_text(json.dumps(bad))
         with pytest.raises(ConfigError, match=re.escape(needle)):
-            model_defaults(str(tmp_path), ENGINE_OPTS)
+            model_defaults(str(tmp_path), MODEL_KEYS)

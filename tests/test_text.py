@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import WanPipeline
 
-from pipeline.config import WAN_NEGATIVE_PROMPT
+from pipeline.settings import WAN_NEGATIVE_PROMPT
 from pipeline.text import PromptEncoder
 from pipeline.tiny import TINY_TEXT_MAX_LEN, build_tiny_components
 

@@ -42,9 +42,9 @@ def test_output_loads_with_project_loader_and_diffusers(smoke_run):
     assert all(s > 0 for s in c.vae.config.latents_std)
     assert log["seed"] == 0 and log["config"]["preset"] == "smoke" and log["seconds"] > 0
     from pipeline.models import model_defaults
-    from streamer.cli import ENGINE_OPTS
+    from pipeline.settings import MODEL_KEYS
 
-    d = model_defaults(str(out), ENGINE_OPTS)
+    d = model_defaults(str(out), MODEL_KEYS)
     assert d["negative_prompt"] == "" and d["height"] == d["width"] == 32 and d["context_frames"] == 1
 
 

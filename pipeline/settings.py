@@ -1,0 +1,220 @@
+"""Every option of `streamer serve`, defined once: name, type, default, help, and where it goes.
+
+From this one tree come the command line (`add_arguments`), the checks of a `--config` TOML file and of a model
+folder's `streamer.json` (`check`), the engine's configuration (`EngineConfig.from_settings`), the daemon's options
+(`streamer.daemon.ServeOptions`) and the configuration of ranks started by torchrun (`pipeline.worker`).
+Values merge as: defaults < the model's streamer.json < --preset < the --config file < the command line (`resolve`).
+
+Scopes: `engine` options are EngineConfig fields (a model's streamer.json may set them), `ranks` say how many engine
+processes there are and how the layers are split, `daemon` and `web` options configure the daemon's sockets,
+encoder and viewers. No torch here: the CLI resolves all of this before it starts anything.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from common.errors import ConfigError
+
+WAN_NEGATIVE_PROMPT = (
+    "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
+    "overall gray, worst quality, low quality, JPEG compression residue, ugly, incomplete, extra fingers, poorly "
+    "drawn hands, poorly drawn faces, deformed, disfigured, misshapen limbs, fused fingers, still picture, messy "
+    "background, three legs, many people in the background, walking backwards"
+)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the --config key; the flag is --name with '-' for '_'
+    type: type
+    default: object
+    help: str
+    scope: str  # engine | ranks | daemon | web
+    choices: tuple = ()
+    field: str = ""  # the EngineConfig field, where it differs from the name
+
+
+def _o(name, typ, default, help_, scope, **kw) -> Option:
+    return Option(name, typ, default, help_, scope, **kw)
+
+
+OPTIONS = (
+    _o("model", str, "toyworld", "'toyworld' (the small model trained on the toy world, shipped in the package), "
+       "'tiny' (random weights), a local diffusers Wan2.1/2.2 T2V folder, or a hub id; a folder's streamer.json "
+       "sets that model's defaults", "engine"),
+    _o("height", int, 64, "frame height, a multiple of 16", "engine"),
+    _o("width", int, 64, "frame width, a multiple of 16", "engine"),
+    _o("steps", int, 8, "denoising steps S (= blocks in flight)", "engine"),
+    _o("guidance", float, 5.0, "classifier-free guidance scale (<= 1 disables CFG)", "engine"),
+    _o("flow_shift", float, 3.0, "the scheduler's flow shift", "engine"),
+    _o("block_frames", int, 2, "latent frames per block B", "engine"),
+    _o("context_frames", int, 1, "context latent frames C on each side", "engine"),
+    _o("fps", float, 8.0, "output frame rate", "engine"),
+    _o("seed", int, 0, "seed of the coordinated noise", "engine"),
+    _o("prompt", str, "a red circle moving left on a black background", "the first prompt", "engine"),
+    _o("negative_prompt", str, WAN_NEGATIVE_PROMPT, "the negative prompt of classifier-free guidance", "engine"),
+    _o("device", str, "auto", "auto (cuda:LOCAL_RANK where CUDA devices are visible, else cpu), cpu, cuda "
+       "(= cuda:LOCAL_RANK), cuda:N (one rank only)", "engine"),
+    _o("dtype", str, "auto", "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16", "engine"),
+    _o("attention", str, "", "the transformer's attention kernel: cudnn, efficient, math, _native_flash (PyTorch's, "
+       "preferred with the others still enabled) or another diffusers backend (flash, sage, ...)", "engine",
+       field="attention_backend"),
+    _o("reuse_context", bool, False, "take the previous block's context frames as the keys/values its own forward "
+       "cached one tick earlier instead of recomputing them (about half the FLOPs when context = block frames; "
+       "approximate)", "engine"),
+    _o("compile", bool, False, "torch.compile the transformer blocks (slower start; compiled graphs are cached "
+       "across restarts)", "engine"),
+    _o("quant", str, "", "fp8: float8 linear layers in the transformer blocks (GPUs with fp8 units)", "engine",
+       choices=("", "fp8")),
+    _o("vae_dtype", str, "auto", "VAE decoder dtype: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, "
+       "float16", "engine"),
+    _o("decode_chunk", int, 0, "latent frames per VAE decoder call (0 = auto: a whole block on GPU, 1 on CPU)",
+       "engine"),
+    _o("pace", bool, True, "hold a fast engine to real time (--no-pace: as fast as it goes)", "engine"),
+    _o("gpus", int, 0, "number of GPUs (engine ranks, one process each)", "ranks"),
+    _o("ranks", int, 1, "number of engine ranks on CPU (gloo), for testing", "ranks"),
+    _o("split", str, "", "transformer blocks per rank, e.g. 8,8,7,7 (default: balanced)", "ranks"),
+    _o("attach", str, "", "do not start engine ranks: wait for a rank 0 started by torchrun to connect to this ZMQ "
+       "address (e.g. tcp://0.0.0.0:5557)", "ranks"),
+    _o("control", str, "tcp://127.0.0.1:5555", "control socket (ZMQ ROUTER)", "daemon"),
+    _o("publish", str, "tcp://127.0.0.1:5556", "publish socket (ZMQ PUB)", "daemon"),
+    _o("http", str, "127.0.0.1:8080", "HOST:PORT for the viewer, /stream.ts, /status, /metrics ('off': none)",
+       "daemon"),
+    _o("stdout", str, "", "also write the live stream to standard output", "daemon", choices=("", "mpegts", "y4m")),
+    _o("keyframe_interval", float, 2.0, "seconds between keyframes", "daemon"),
+    _o("crf", int, 23, "x264 quality (0..51)", "daemon"),
+    _o("nvenc", bool, False, "use NVENC where present", "daemon"),
+    _o("log_level", str, "info", "log level", "daemon", choices=("debug", "info", "warning", "error")),
+    _o("ice_servers", str, "", "comma-separated STUN/TURN URLs for WebRTC (default: none, host candidates only)",
+       "web"),
+    _o("ice_username", str, "", "TURN username", "web"),
+    _o("ice_credential", str, "", "TURN credential", "web"),
+    _o("ice_hosts", str, "auto", "addresses for WebRTC host candidates: 'auto' (loopback while --http is loopback), "
+       "'all', or a comma-separated list", "web"),
+    _o("token", str, "", "shared token required by POST /offer and /control (or STREAMER_TOKEN in the environment)",
+       "web"),
+    _o("max_viewers", int, 32, "WebRTC viewers at once", "web"),
+)
+OPTION = {o.name: o for o in OPTIONS}
+DEFAULTS = {o.name: o.default for o in OPTIONS}
+TYPES = {o.name: o.type for o in OPTIONS}
+MODEL_KEYS = {o.name: o.type for o in OPTIONS if o.scope == "engine" and o.name != "model"}  # streamer.json
+FILE_KEYS = {**TYPES, "preset": str}  # a --config file
+
+# Named sets of engine settings (`--preset NAME`): above the model's own defaults, below a --config file's keys and
+# the command line.
+PRESETS = {
+    # the few-step recipe of the distilled Wan checkpoints (4 steps, no CFG, flow shift 5, 16 fps; LightX2V's
+    # step-distilled Wan2.1 uses timesteps 1000/750/500/250 at shift 5), with the context frames taken from the
+    # feature cache (approximate: see README) and compiled blocks: real time end to end on one H200 at 480x832
+    # (benchmarks/RESULTS.md §7)
+    "realtime": {"steps": 4, "guidance": 1.0, "flow_shift": 5.0, "fps": 16.0, "block_frames": 8, "context_frames": 8,
+                 "reuse_context": True, "compile": True},
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The serve options as flags; an option not given is None (so that `resolve` can tell)."""
+    parser.add_argument("--config", metavar="FILE.toml", help="settings file; keys are these options with '_' for '-'")
+    parser.add_argument("--preset", help="a named set of engine settings, below --config "
+                        "and the options given: realtime (4 steps, no CFG, flow shift 5, 16 fps, 8+8 frames, "
+                        "--reuse-context, --compile)")
+    for o in OPTIONS:
+        flag = "--" + o.name.replace("_", "-")
+        helptext = f"{o.help} (default: {o.default!r})" if o.default not in ("", None) and o.type is not bool else o.help
+        if o.type is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        else:
+            parser.add_argument(flag, type=o.type, default=None, help=helptext,
+                                choices=[c for c in o.choices if c] or None)
+
+
+def check(data: dict, allowed: dict, where: str) -> dict:
+    """Settings read from a file (`where` names it in errors): every key must be in `allowed` (name → type) with a
+    value of that type (an int is a float; a bool is no int). Returns them with ints given for floats as floats."""
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    out = {}
+    for k, v in data.items():
+        typ = allowed[k]
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
+            raise ConfigError(f"{where}: {k} must be {typ.__name__}, got {v!r}")
+        if k in OPTION and OPTION[k].choices and v not in OPTION[k].choices:
+            raise ConfigError(f"{where}: {k} must be one of {', '.join(c for c in OPTION[k].choices if c)}")
+        out[k] = v
+    return out
+
+
+def load_toml(path: str) -> dict:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path!r}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
+    return check(data, FILE_KEYS, f"config file {path!r}")
+
+
+def resolve(given: dict):
+    """`given`: the command line's values (None = not given; may hold "config" and "preset"). Returns
+    (EngineConfig, values), every value checked before anything starts."""
+    from .config import EngineConfig
+    from .modelinfo import model_defaults
+
+    given = {k: v for k, v in given.items() if v is not None}
+    if given.get("gpus") is not None and given.get("ranks") is not None:
+        raise ConfigError("give either --gpus (GPU ranks) or --ranks (CPU ranks), not both")
+    if given.get("gpus") is not None and given["gpus"] < 1:
+        raise ConfigError(f"--gpus must be >= 1, got {given['gpus']}")
+    from_file = load_toml(given["config"]) if given.get("config") else {}
+    model = given.get("model") or from_file.get("model") or DEFAULTS["model"]
+    values = dict(DEFAULTS)
+    values.update(model_defaults(model, MODEL_KEYS))
+    preset = given.get("preset") or from_file.pop("preset", None)
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"--preset must be one of {', '.join(sorted(PRESETS))}, got {preset!r}")
+        values.update(PRESETS[preset])
+    values.update(from_file)
+    values.update({k: v for k, v in given.items() if k in OPTION})
+    if values["gpus"]:
+        values["ranks"] = values["gpus"]
+        if values["device"] == "auto":
+            values["device"] = "cuda"
+    elif ("ranks" in given or "ranks" in from_file) and values["device"] == "auto":
+        values["device"] = "cpu"  # --ranks: engine ranks on the CPU (gloo)
+    cfg = EngineConfig.from_settings(values).validate()
+    _check_daemon(values, cfg)
+    return cfg, values
+
+
+def _check_daemon(values: dict, cfg) -> None:
+    model = cfg.model
+    if model != "tiny" and (model.startswith(("/", ".", "~")) or os.path.exists(model)):
+        path = os.path.expanduser(model)
+        if not os.path.isdir(path):
+            raise ConfigError(f"--model {model!r}: no such directory")
+        if not os.path.isfile(os.path.join(path, "model_index.json")):
+            raise ConfigError(f"--model {model!r}: not a diffusers pipeline folder (no model_index.json)")
+    if values["http"] not in ("", "off"):
+        host, sep, port = values["http"].rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"--http must be HOST:PORT or 'off', got {values['http']!r}")
+    if values["keyframe_interval"] <= 0:
+        raise ConfigError("--keyframe-interval must be > 0")
+    if not 0 <= values["crf"] <= 51:
+        raise ConfigError("--crf must be in 0..51")
+    if values["split"]:
+        counts = str(values["split"]).split(",")
+        if len(counts) != cfg.ranks or not all(c.strip().isdigit() and int(c) > 0 for c in counts):
+            raise ConfigError(f"--split must list {cfg.ranks} positive layer counts, got {values['split']!r}")

@@ -1,0 +1,185 @@
+"""The messages between engine rank 0 and the daemon, each defined once.
+
+On the ZMQ PAIR socket a message is [kind, JSON header, payload?]: the kind names the class, the header holds its
+fields, and only `Frames` has a payload (the raw RGB bytes). Never pickle. `decode` checks the kind, the field
+names and the frame payload's size: a malformed message raises WireError, which the receiver treats as fatal.
+
+    rank 0 → daemon: Hello, Progress, Ready, Frames, Heartbeat, Pacing, Stats, PromptApplied, QueueFlushed, Reply,
+                     Fatal, Alive, Bye
+    daemon → rank 0: Command
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+
+class WireError(ValueError):
+    """A message that does not follow this module's shapes."""
+
+
+@dataclass
+class Hello:
+    """First message of rank 0: the configuration it runs (the daemon refuses a different one)."""
+    kind: ClassVar[bytes] = b"hello"
+    config: dict
+
+
+@dataclass
+class Progress:
+    """Start-up progress; `done` once the model is loaded."""
+    kind: ClassVar[bytes] = b"progress"
+    msg: str
+    done: bool = False
+
+
+@dataclass
+class Ready:
+    """The first block left the queue (it is being decoded)."""
+    kind: ClassVar[bytes] = b"ready"
+    first_block: int
+    ticks: int
+
+
+@dataclass
+class Frames:
+    """One decoded block: `payload` is uint8 RGB [frames, height, width, 3]."""
+    kind: ClassVar[bytes] = b"frames"
+    block: int
+    epoch: int
+    prompt: str
+    frames: int
+    height: int
+    width: int
+    tick: int
+    decode_ms: float
+    payload: bytes = field(default=b"", repr=False)
+
+
+@dataclass
+class Heartbeat:
+    """A window was submitted (at most one a second): the engine is making progress inside a long tick."""
+    kind: ClassVar[bytes] = b"heartbeat"
+    block: int
+    step: int
+
+
+@dataclass
+class Pacing:
+    """The engine is ahead of real time and waiting."""
+    kind: ClassVar[bytes] = b"pacing"
+
+
+@dataclass
+class Stats:
+    """After every tick (and while paused): the engine's snapshot (pipeline.engine.Engine.snapshot keys, plus
+    paused, decode_ms and tick_s)."""
+    kind: ClassVar[bytes] = b"stats"
+    snapshot: dict
+
+
+@dataclass
+class PromptApplied:
+    """A prompt change took effect at a tick boundary."""
+    kind: ClassVar[bytes] = b"prompt_applied"
+    epoch: int
+    mode: str
+    prompt: str
+    first_block: int
+
+
+@dataclass
+class QueueFlushed:
+    """A cut flushed these blocks from the queue (they re-enter with the new prompt)."""
+    kind: ClassVar[bytes] = b"queue_flushed"
+    blocks: list
+
+
+@dataclass
+class Command:
+    """A request from the daemon; `id` comes back in the Reply. cmd: ping, stop, set_prompt, pause, resume, status."""
+    kind: ClassVar[bytes] = b"cmd"
+    cmd: str
+    id: int = 0
+    prompt: str | None = None
+    mode: str | None = None
+    blocks: int | None = None
+    at_block: int | None = None
+
+
+@dataclass
+class Reply:
+    kind: ClassVar[bytes] = b"reply"
+    id: int | None
+    body: dict
+
+
+@dataclass
+class Fatal:
+    """Rank 0 is ending on a failure of `component`; `config`: a configuration it refused (exit code 2)."""
+    kind: ClassVar[bytes] = b"fatal"
+    component: str
+    error: str
+    config: bool = False
+
+
+@dataclass
+class Alive:
+    """From rank 0's IO thread every few seconds: the process lives."""
+    kind: ClassVar[bytes] = b"alive"
+
+
+@dataclass
+class Bye:
+    """Rank 0 stopped as asked."""
+    kind: ClassVar[bytes] = b"bye"
+
+
+MESSAGES = {c.kind: c for c in (Hello, Progress, Ready, Frames, Heartbeat, Pacing, Stats, PromptApplied,
+                                QueueFlushed, Command, Reply, Fatal, Alive, Bye)}
+
+
+def encode(msg) -> list[bytes]:
+    header = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg) if f.name != "payload"}
+    parts = [msg.kind, json.dumps(header).encode()]
+    if isinstance(msg, Frames):
+        parts.append(msg.payload)
+    return parts
+
+
+def decode(parts: list) -> object:
+    """The message of `parts`, or WireError saying what is wrong with it."""
+    if len(parts) not in (2, 3):
+        raise WireError(f"a message has 2 or 3 parts, got {len(parts)}")
+    kind = bytes(parts[0])
+    cls = MESSAGES.get(kind)
+    if cls is None:
+        raise WireError(f"unknown message kind {kind[:40]!r}")
+    try:
+        header = json.loads(bytes(parts[1]))
+    except ValueError as e:
+        raise WireError(f"{kind.decode()}: the header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise WireError(f"{kind.decode()}: the header is not a JSON object")
+    names = {f.name for f in dataclasses.fields(cls)} - {"payload"}
+    if set(header) - names:
+        raise WireError(f"{kind.decode()}: unknown field(s) {sorted(set(header) - names)[:5]}")
+    try:
+        msg = cls(**header)
+    except TypeError as e:
+        raise WireError(f"{kind.decode()}: {e}") from None
+    if isinstance(msg, Frames):
+        if len(parts) != 3:
+            raise WireError("frames: no payload")
+        try:
+            want = int(msg.frames) * int(msg.height) * int(msg.width) * 3
+        except (TypeError, ValueError):
+            raise WireError("frames: frames, height and width must be integers") from None
+        if want <= 0 or len(parts[2]) != want:
+            raise WireError(f"frames: payload of {len(parts[2])} bytes for {msg.frames}x{msg.height}x{msg.width}x3")
+        msg.payload = bytes(parts[2])
+    elif len(parts) == 3:
+        raise WireError(f"{kind.decode()}: unexpected payload")
+    return msg
