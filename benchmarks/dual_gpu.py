@@ -26,9 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
 from pipeline.archs import random_transformer_slice  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
-from pipeline.engine import DTYPES, BlockStepper, Engine  # noqa: E402
+from pipeline.engine import DTYPES, Engine  # noqa: E402
 from pipeline.ranks import init_dist  # noqa: E402
-from pipeline.stages import Stage, balanced_split, serve_stage  # noqa: E402
+from pipeline.stages import balanced_split, build_stage, serve_stage  # noqa: E402
 from pipeline.tiny import wan_scheduler  # noqa: E402
 
 
@@ -86,10 +86,7 @@ def rank_main(rank, world, port, a, out_path):
     weights_gib = sum(p.numel() * p.element_size() for p in model.parameters() if p.device.type != "meta") / 2**30
     with torch.inference_mode():
         if rank != 0:
-            stage = Stage(BlockStepper(cfg, model, dev), model, layers, last=rank == world - 1,
-                          guide=Engine.make_guide(cfg))
-            serve_stage(stage, rank, world, dev, model.config.num_attention_heads * model.config.attention_head_dim,
-                        dtype)
+            serve_stage(build_stage(cfg, model, layers, rank, world, dev), rank, world, dev)
             dist.destroy_process_group()
             return
         res = {"world": world, "layers": balanced_split(WAN_ARCHS[a.arch]["num_layers"], world),

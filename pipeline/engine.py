@@ -1,6 +1,6 @@
 """The socket-free engine core: `tick()` advances every block in flight by one step and returns finished blocks.
 
-One device here; the dual-parallel pipeline runs the same per-block work (`BlockStepper`) split over ranks.
+One device here; the dual-parallel pipeline runs the same per-window work (`stages.Stage`) split over ranks.
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from .config import EngineConfig
 from .noise import NoisePool
 from .prompts import Change, Cond, PromptSchedule
 from .schedule import BlockQueue, Work
-from .split import prologue, rotary
-from .stages import DistPipe, ItemMeta, LocalPipe, Stage
+from .split import prologue
+from .stages import DTYPES, DistPipe, ItemMeta, LocalPipe, build_stage  # noqa: F401 - DTYPES re-exported
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 
 @dataclass
@@ -29,6 +29,17 @@ class FinishedBlock:
     cond: Cond
     tick: int
     shot_start: bool = False  # first block after a cut: generated without context, decoded as a new stream
+
+
+@dataclass
+class BlockState:
+    """One block from entering the queue until it is handed out as finished."""
+
+    latents: torch.Tensor  # [1, ch, B, h, w] float32: noisy while in flight, clean once `clean`
+    scheduler: object  # its own copy of the scheduler (multistep state)
+    serial: int  # this entry's serial: a cut re-enters blocks, and predictions for an older entry are dropped
+    clean: bool = False  # its last prediction was applied
+    cond: Cond | None = None  # set when it left the queue (all steps issued): its dominant conditioning
 
 
 @dataclass
@@ -61,43 +72,6 @@ class CondTable:
         return self._cache[key]
 
 
-class BlockStepper:
-    """Geometry of a window (which tokens are context, which rotary positions), the same on every rank."""
-
-    def __init__(self, cfg: EngineConfig, model, device):
-        self.cfg = cfg
-        self.tpf = (cfg.latent_height // model.config.patch_size[1]) * (cfg.latent_width // model.config.patch_size[2])
-        self._model, self._device = model, device
-        self._rope: dict[tuple[int, int], tuple] = {}
-
-    def rope(self, prev: int, own: int, succ: int):
-        """Rotary (cos, sin) of a window whose `own` frames (queries) follow `prev` frames that enter only as cached
-        keys/values and are followed by `succ` such frames; positions 0.. across all three, local to the window.
-        Returns (own, prev or None, succ or None)."""
-        key = (prev, own, succ)
-        if key not in self._rope:
-            cos, sin = rotary(self._model, prev + own + succ, self.cfg.latent_height, self.cfg.latent_width,
-                              self._device)
-            a, b = prev * self.tpf, (prev + own) * self.tpf
-            part = lambda i, j: (cos[:, i:j], sin[:, i:j]) if j > i else None  # noqa: E731
-            self._rope[key] = (part(a, b), part(0, a), part(b, cos.shape[1]))
-        return self._rope[key]
-
-    def store_range_of(self, has_prev: bool) -> tuple[int, int] | None:
-        """Token range of the block's own first C frames (what its predecessor will attend to)."""
-        c = self.cfg.context_frames
-        if c == 0:
-            return None
-        start = (c if has_prev else 0) * self.tpf
-        return start, start + c * self.tpf
-
-    def tail_range(self) -> tuple[int, int] | None:
-        """--reuse-context: token range of the block's own last C frames (what its successor will attend to); the
-        window holds the block's frames alone."""
-        b, c = self.cfg.block_frames, self.cfg.context_frames
-        return ((b - c) * self.tpf, b * self.tpf) if c else None
-
-
 class Engine:
     """Rank 0's engine. With `world` > 1 the windows flow through the other ranks (DistPipe); rank 0 runs the
     prologue and its own slice and applies the scheduler step when a prediction comes back."""
@@ -108,9 +82,9 @@ class Engine:
         self.device = torch.device(device)
         self.dtype = DTYPES[cfg.dtype]
         self.model = transformer.eval().requires_grad_(False)
-        self.geom = BlockStepper(cfg, self.model, self.device)
         layers = layers or (0, len(self.model.blocks))
-        self.stage = Stage(self.geom, self.model, layers, last=world == 1, guide=self.guide)
+        self.stage = build_stage(cfg, self.model, layers, rank=0, world=world, device=self.device)
+        self.geom = self.stage.geom
         lat_shape = (1, self.model.config.in_channels, cfg.block_frames, cfg.latent_height, cfg.latent_width)
         self.pipe = LocalPipe(self.stage) if world == 1 else DistPipe(self.stage, world, lat_shape, self.dtype,
                                                                       self.device)
@@ -124,12 +98,8 @@ class Engine:
         self.base_scheduler.set_timesteps(cfg.steps, device=self.device)
         self.timesteps = self.base_scheduler.timesteps
         self.conds = CondTable(encode_prompt, cfg.negative_prompt, cfg.use_cfg, self.dtype, self.device)
-        self.latents: dict[int, torch.Tensor] = {}
-        self.schedulers: dict[int, object] = {}
-        self.incarnation: dict[int, int] = {}  # block → serial of its current entry (a cut re-enters blocks)
-        self.inflight: deque = deque()  # (serial, block, step, incarnation) submitted, prediction not yet applied
-        self.leaving: dict[int, Cond] = {}  # blocks that had all steps issued (left the queue)
-        self.completed: dict[int, torch.Tensor] = {}  # blocks whose last prediction was applied
+        self.blocks: dict[int, BlockState] = {}  # from entering the queue until handed out
+        self.inflight: deque = deque()  # (window serial, block, step, block serial): prediction not yet applied
         self.finished: list[FinishedBlock] = []
         self.last_done: tuple[int, torch.Tensor] | None = None
         self.shot_starts: set[int] = set()  # first blocks after a cut: a new shot, no context from the old one
@@ -176,8 +146,7 @@ class Engine:
                 lat = sched.step(torch.zeros_like(lat), self.timesteps[k], lat, return_dict=False)[0]
             self.queue.preload(b, done)
             self.prompts.enter(b)
-            self.latents[b], self.schedulers[b] = lat, sched
-            self.incarnation[b] = self._next_serial()
+            self.blocks[b] = BlockState(lat, sched, self._next_serial())
         self.stage.cache.lenient = True  # --reuse-context: no tails were cached for the preloaded blocks
 
     def _next_serial(self) -> int:
@@ -197,15 +166,12 @@ class Engine:
             if br.flush_from is not None:
                 res.flushed = self.queue.flush_from(br.flush_from)
                 for b in res.flushed:  # predictions still in flight for them will be dropped
-                    self.latents.pop(b, None)
-                    self.schedulers.pop(b, None)
-                    self.incarnation.pop(b, None)
+                    self.blocks.pop(b, None)
             b = self.queue.enter()
             if b is not None:
                 self.prompts.enter(b)
-                self.latents[b] = self.noise.block_noise(b, self.device)
-                self.schedulers[b] = copy.deepcopy(self.base_scheduler)
-                self.incarnation[b] = self._next_serial()
+                self.blocks[b] = BlockState(self.noise.block_noise(b, self.device),
+                                            copy.deepcopy(self.base_scheduler), self._next_serial())
             res.entered = b
             plan = self.queue.plan()
             conds = {w.block: self.prompts.cond(w.block) for w in plan}
@@ -222,7 +188,7 @@ class Engine:
         done = self.queue.advance()
         with self.lock:
             for b in done:
-                self.leaving[b] = self.prompts.leave(b)
+                self.blocks[b].cond = self.prompts.leave(b)
         self._collect()
         self._apply_ready(wait=False)
         res.finished, self.finished = self.finished, []
@@ -257,26 +223,24 @@ class Engine:
         if got is None:
             return False
         serial, pred = got
-        s, block, step, inc = self.inflight.popleft()
+        s, block, step, block_serial = self.inflight.popleft()
         if s != serial:
             raise RuntimeError(f"prediction {serial} arrived out of order (expected {s})")
-        if self.incarnation.get(block) != inc:
+        st = self.blocks.get(block)
+        if st is None or st.serial != block_serial:
             return True  # the block was flushed by a cut after this window was sent
-        lat = self.schedulers[block].step(pred, self.timesteps[step], self.latents[block], return_dict=False)[0]
-        self.latents[block] = lat
+        st.latents = st.scheduler.step(pred, self.timesteps[step], st.latents, return_dict=False)[0]
         if step == self.cfg.steps - 1:
-            self.latents.pop(block)
-            self.schedulers.pop(block)
-            self.incarnation.pop(block)
-            self.last_done = (block, lat)
-            self.completed[block] = lat
+            st.clean = True
+            self.last_done = (block, st.latents)
             self._collect()
         return True
 
     def _collect(self) -> None:
         """Blocks whose last step was issued (they left the queue) and whose last prediction landed, in order."""
-        for b in sorted(set(self.completed) & set(self.leaving)):
-            self.finished.append(FinishedBlock(b, self.completed.pop(b), self.leaving.pop(b), self.queue.tick,
+        for b in sorted(b for b, st in self.blocks.items() if st.clean and st.cond is not None):
+            st = self.blocks.pop(b)
+            self.finished.append(FinishedBlock(b, st.latents, st.cond, self.queue.tick,
                                                shot_start=b in self.shot_starts))
 
     def _has_prev(self, work: Work) -> bool:
@@ -287,14 +251,16 @@ class Engine:
         if not self._has_prev(work) or self.cfg.reuse_context:
             return None
         c = self.cfg.context_frames
-        if work.prev in self.latents:  # processed after this block within the tick: start-of-tick version
-            return self.latents[work.prev][:, :, -c:]
+        prev = self.blocks.get(work.prev)
+        if prev is not None and not prev.clean:  # processed after this block within the tick: start-of-tick version
+            return prev.latents[:, :, -c:]
         if self.last_done is not None and self.last_done[0] == work.prev:
             return self.last_done[1][:, :, -c:]
         raise RuntimeError(f"no latents for block {work.prev}, context of block {work.block}")
 
     def _submit(self, work: Work, cond: Cond) -> None:
-        lat = self.latents[work.block]
+        st = self.blocks[work.block]
+        lat = st.latents
         ctx = self._context(work)
         x = lat if ctx is None else torch.cat([ctx, lat], dim=2)
         x = x.to(self.dtype)
@@ -306,23 +272,8 @@ class Engine:
         meta = ItemMeta(serial=serial, block=work.block, step=work.step, frames=x.shape[2],
                         has_prev=self._has_prev(work), use_succ=work.succ is not None)
         carry = prologue(self.model, x, timestep, text)
-        self.inflight.append((serial, work.block, work.step, self.incarnation[work.block]))
+        self.inflight.append((serial, work.block, work.step, st.serial))
         self.pipe.submit(meta, carry)
-
-    def guide(self, pred: torch.Tensor) -> torch.Tensor:
-        return self.make_guide(self.cfg)(pred)
-
-    @staticmethod
-    def make_guide(cfg: EngineConfig):
-        """Classifier-free guidance on a [cond; uncond] batch (identity without CFG)."""
-        scale = float(cfg.guidance)
-
-        def guide(pred: torch.Tensor) -> torch.Tensor:
-            if not cfg.use_cfg:
-                return pred
-            cond, uncond = pred.float().chunk(2, dim=0)
-            return (uncond + scale * (cond - uncond)).to(pred.dtype)
-        return guide
 
     def close(self) -> None:
         """Stop the other ranks (multi-rank)."""

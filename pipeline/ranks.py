@@ -12,13 +12,14 @@ import torch
 import torch.distributed as dist
 
 from .config import ConfigError, EngineConfig
-from .engine import DTYPES, BlockStepper, Engine
+from .engine import DTYPES
 from .compat import diffusers as diffusers_compat
 from .compile import compile_blocks
 from .quant import quantize_blocks
 from .sdpa import apply_backend, preferred_kernel
 from .shard import load_transformer_slice
-from .stages import Stage, balanced_split, serve_stage, setup_ring_groups
+from .ring import setup_ring_groups
+from .stages import balanced_split, build_stage, serve_stage
 
 
 def dist_env() -> tuple[int, int, int]:
@@ -98,13 +99,10 @@ def serve_rank(config_json: str) -> int:
         _, model, layers = load_rank_slice(cfg, rank, world, device)
         if cfg.quant == "fp8":
             quantize_blocks(model.blocks[slice(*layers)], device)
-        geom = BlockStepper(cfg, model, device)
-        guide = Engine.make_guide(cfg)
-        stage = Stage(geom, model, layers, last=rank == world - 1, guide=guide)
+        stage = build_stage(cfg, model, layers, rank, world, device)
         if cfg.compile:
             compile_blocks(stage.blocks)
         with torch.inference_mode():
-            serve_stage(stage, rank, world, device,
-                        model.config.num_attention_heads * model.config.attention_head_dim, DTYPES[cfg.dtype])
+            serve_stage(stage, rank, world, device)
     dist.destroy_process_group()
     return 0

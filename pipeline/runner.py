@@ -100,6 +100,7 @@ class Runner:
         self.penc: PromptEncoder | None = None
         self.failure: ComponentFailed | None = None
         self.prompt_q: queue.Queue = queue.Queue()
+        self.paused_checks = 0
 
     # --- commands (IO thread) --------------------------------------------------------------------------
     def handle(self, cmd: wire.Command) -> dict | None:
@@ -147,6 +148,7 @@ class Runner:
     def snapshot(self) -> dict:
         snap = self.engine.snapshot()
         snap["paused"] = self.paused.is_set()
+        snap["paused_checks"] = self.paused_checks  # loops of the paused engine (it stays in step with the daemon)
         snap["decode_ms"] = self.decoder.decode_ms if hasattr(self, "decoder") else 0.0
         return snap
 
@@ -239,6 +241,7 @@ class Runner:
         first = True
         while not self.stop.is_set():
             if self.paused.is_set():
+                self.paused_checks += 1
                 self.link.send(wire.Stats(snapshot=self.snapshot()))
                 self._wait(0.5)
                 continue

@@ -184,7 +184,7 @@ def record_failure(scratch: str, rank: int, component: str, exc: BaseException) 
     why), which names the earliest failure of all ranks. Returns the exit code: 2 for a configuration error."""
     from .config import ConfigError
 
-    from .stages import RingBroken
+    from .ring import RingBroken
 
     if not isinstance(exc, ConfigError):
         traceback.print_exception(exc, file=sys.stderr)

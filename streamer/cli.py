@@ -40,7 +40,8 @@ def cmd_serve(args) -> int:
         logging.getLogger("streamer").error("cannot start: engine link %s: %s", values["attach"] or "ipc", e)
         return 2
     engine.start()
-    from .daemon import ServeOptions, serve
+    from .daemon import serve
+    from .options import ServeOptions
 
     return serve(cfg, ServeOptions.from_settings(values), engine)
 

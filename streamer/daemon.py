@@ -16,7 +16,6 @@ import logging
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import zmq
@@ -25,45 +24,19 @@ import zmq.asyncio
 from common import faults
 from pipeline import wire
 from pipeline.config import EngineConfig
-from pipeline.settings import DEFAULTS
 from transports.fanout import FanOut
 from transports.http import build_app, start_http
 from transports.zmq_pub import VideoPublisher
 
 from .control import ControlServer
 from .engine_link import EngineDied, EngineLink
+from .options import ServeOptions
 from .output import EncoderStage, StdoutTs, y4m_sink
 from .protocol import Pause, Resume, SetPrompt, Status
 from .sdnotify import Notifier
 from .stats import StreamStats
 
 log = logging.getLogger("streamer")
-
-
-@dataclass
-class ServeOptions:
-    """The daemon's options: the serve options of scopes daemon and web, and attach (pipeline/settings.py), with
-    their defaults from there."""
-
-    control: str = DEFAULTS["control"]
-    publish: str = DEFAULTS["publish"]
-    http: str = DEFAULTS["http"]  # "" or "off" disables HTTP
-    stdout: str = DEFAULTS["stdout"]  # "", "mpegts" or "y4m"
-    keyframe_interval: float = DEFAULTS["keyframe_interval"]
-    crf: int = DEFAULTS["crf"]
-    nvenc: bool = DEFAULTS["nvenc"]
-    attach: str = DEFAULTS["attach"]  # wait on this ZMQ address for a rank 0 started by torchrun
-    ice_servers: str = DEFAULTS["ice_servers"]
-    ice_username: str = DEFAULTS["ice_username"]
-    ice_credential: str = DEFAULTS["ice_credential"]
-    ice_hosts: str = DEFAULTS["ice_hosts"]
-    token: str = DEFAULTS["token"]
-    max_viewers: int = DEFAULTS["max_viewers"]
-    progress: bool = True  # a spinner on a terminal while loading (not an option)
-
-    @classmethod
-    def from_settings(cls, values: dict) -> "ServeOptions":
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 class Daemon:
@@ -75,7 +48,7 @@ class Daemon:
         self.ctx = engine.ctx if engine is not None else zmq.asyncio.Context()
         self.notifier = Notifier.from_env(unset=True)
         self.stats = StreamStats(cfg)
-        self.fanout = FanOut(on_subscribe=lambda sub: self.encoder and self.encoder.enc.request_keyframe())
+        self.fanout = FanOut(on_subscribe=lambda sub: self.request_keyframe())
         self.encoder: EncoderStage | None = None
         self.stdout_ts: StdoutTs | None = None
         self.engine: EngineLink | None = engine
@@ -136,6 +109,11 @@ class Daemon:
 
     def _event(self, m) -> None:
         self.publisher.send_event({"event": m.kind.decode(), **dataclasses.asdict(m)})
+
+    def request_keyframe(self) -> None:
+        """Any thread: the shared encoder's next frame is a keyframe (a new subscriber, a viewer's PLI)."""
+        if self.encoder is not None:
+            self.encoder.request_keyframe()
 
     def on_published(self, block: int, frames: int) -> None:
         """A block's packets went to every consumer (event loop thread)."""
@@ -254,15 +232,16 @@ class Daemon:
         s = self.stats.status()
         s["viewers"] = len(self.fanout.subscribers)
         if self.encoder is not None:
-            s["encoder"] = {"codec": self.encoder.enc.codec_name, "backlog_blocks": self.encoder.backlog(),
-                            "encode_ms": round(self.encoder.encode_ms, 2)}
+            s["encoder"] = {k: v for k, v in self.encoder.stats().items() if k != "bytes"}
         s["loaded"] = self.loaded.is_set()
+        s["watchdog"] = {"interval_s": self.notifier.watchdog_interval(), "pings": self.notifier.pings,
+                         "health_checks": self.notifier.checks}
         return s
 
     def metrics(self) -> str:
         return self.stats.prometheus(viewers=len(self.fanout.subscribers),
                                      dropped=sum(s["dropped"] for s in self.fanout.stats()),
-                                     encoder_bytes=self.encoder.enc.bytes_out if self.encoder else 0)
+                                     encoder_bytes=self.encoder.stats()["bytes"] if self.encoder else 0)
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def _bind(self):

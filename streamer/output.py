@@ -64,6 +64,14 @@ class EncoderStage:
     def put(self, frames: np.ndarray, block: int, epoch: int) -> None:
         self.q.put((frames, block, epoch))
 
+    def request_keyframe(self) -> None:
+        """The next frame encoded is a keyframe (a new consumer, a viewer's PLI); any thread."""
+        self.enc.request_keyframe()
+
+    def stats(self) -> dict:
+        return {"codec": self.enc.codec_name, "backlog_blocks": self.backlog(), "encode_ms": round(self.encode_ms, 2),
+                "bytes": self.enc.bytes_out}
+
     def backlog(self) -> int:
         return self.q.qsize()
 

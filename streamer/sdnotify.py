@@ -27,6 +27,8 @@ class Notifier:
         self.address = address or None
         self.watchdog_usec = watchdog_usec if watchdog_usec and watchdog_usec > 0 else None
         self._sock: socket.socket | None = None
+        self.pings = 0  # WATCHDOG=1 sent
+        self.checks = 0  # health checks of watchdog_loop
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, unset: bool = False) -> "Notifier":
@@ -83,6 +85,7 @@ class Notifier:
         return self.notify(f"STATUS={text}")
 
     def watchdog(self) -> bool:
+        self.pings += 1
         return self.notify("WATCHDOG=1")
 
     def stopping(self, status: str | None = None) -> bool:
@@ -101,6 +104,7 @@ class Notifier:
         last_ping = None
         while True:
             ok = healthy()
+            self.checks += 1
             now = time.monotonic()
             if ok and interval is not None and (last_ping is None or now - last_ping >= interval - step / 2):
                 self.watchdog()

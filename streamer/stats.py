@@ -72,6 +72,8 @@ class StreamStats:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "time_to_first_block_s": None if self.first_block_s is None else round(self.first_block_s, 3),
             "tick_ms": round(e.get("tick_ms", 0.0), 2),
+            "ticks": e.get("ticks", 0),
+            "paused_checks": e.get("paused_checks", 0),
             "decode_ms": round(e.get("decode_ms", 0.0), 2),
             "ranks": e.get("ranks", []),
             "config": {"model": self.cfg.model, "height": self.cfg.height, "width": self.cfg.width,

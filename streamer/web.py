@@ -117,14 +117,10 @@ class WebFrontend:
                         "prompt", http_host or "all interfaces")
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("aioice").setLevel(logging.WARNING)  # one INFO line per ICE check otherwise
-        self.hub = WebRTCHub(daemon.fanout, self._keyframe, WebRTCConfig(ice_servers=ice, max_peers=max_peers),
-                             on_error=daemon.fail_threadsafe)
+        self.hub = WebRTCHub(daemon.fanout, daemon.request_keyframe,
+                             WebRTCConfig(ice_servers=ice, max_peers=max_peers), on_error=daemon.fail_threadsafe)
         self._control_slots = asyncio.Semaphore(MAX_ACTIVE_CONTROL)
 
-    def _keyframe(self) -> None:
-        enc = self.daemon.encoder
-        if enc is not None:
-            enc.enc.request_keyframe()
 
     # --- guards -------------------------------------------------------------------------------------------------
     def _authed(self, request: web.Request) -> bool:

@@ -55,6 +55,21 @@ class DaemonProc:
             c.close()
         raise AssertionError(f"daemon did not stream within {timeout}s:\n{self.log()}")
 
+    def wait_status(self, pred, what: str, timeout=120.0) -> dict:
+        """Poll /status-equivalent (the control socket's status) until pred(status) holds; the timeout only
+        catches hangs."""
+        from clients.client import ControlClient
+
+        deadline = time.monotonic() + timeout
+        with ControlClient(self.control, timeout=10.0) as c:
+            while True:
+                assert self.proc.poll() is None, f"daemon exited while waiting for {what}:\n{self.log()}"
+                st = c.status()
+                if pred(st):
+                    return st
+                assert time.monotonic() < deadline, f"no {what} within {timeout}s: {st}\n{self.log()}"
+                time.sleep(0.1)  # polling interval, not synchronisation: the loop waits for the condition
+
     def stop(self, timeout=15.0) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()

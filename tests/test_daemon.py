@@ -134,13 +134,12 @@ def test_malformed_control_messages_get_errors_while_frames_keep_flowing(daemon)
 def test_pause_and_resume(daemon):
     with ControlClient(daemon.control) as c:
         assert c.pause()["paused"] is True
-        time.sleep(1.0)
-        a = c.status()["blocks_emitted"]
-        time.sleep(1.5)
-        b = c.status()["blocks_emitted"]
-        assert b - a <= 1  # at most the block already being decoded
+    # the engine confirms it is paused, then loops paused three more times: no tick may happen meanwhile
+    st = daemon.wait_status(lambda s: s["paused"] and s["paused_checks"] > 0, "the engine paused")
+    paused = daemon.wait_status(lambda s: s["paused_checks"] >= st["paused_checks"] + 3, "three paused loops")
+    assert paused["ticks"] == st["ticks"] and paused["state"] == "paused"
+    assert paused["blocks_emitted"] - st["blocks_emitted"] <= 1  # at most the block already being decoded
+    with ControlClient(daemon.control) as c:
         assert c.resume()["paused"] is False
-        deadline = time.monotonic() + 30
-        while c.status()["blocks_emitted"] <= b and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert c.status()["blocks_emitted"] > b
+    daemon.wait_status(lambda s: s["blocks_emitted"] > paused["blocks_emitted"] and s["ticks"] > paused["ticks"],
+                       "blocks after the resume")

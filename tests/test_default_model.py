@@ -2,7 +2,6 @@
 prompt, as the ground-truth classifier sees it in the daemon's own output."""
 import json
 import os
-import time
 
 import av
 import numpy as np
@@ -34,7 +33,7 @@ def test_serve_without_model_streams_the_prompt(tmp_path):
         try:
             st = d.wait_streaming(timeout=120)
             assert "toyworld" in json.dumps(st)
-            time.sleep(4.0)
+            d.wait_status(lambda s: s["blocks_published"] >= 12, "12 published blocks")
         finally:
             assert d.stop() == 0, d.log()
     with av.open(str(out)) as c:

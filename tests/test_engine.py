@@ -63,10 +63,20 @@ def test_same_seed_same_schedule_identical_and_other_seed_differs():
 
 
 def test_context_couples_neighbouring_blocks():
+    """Block 0 differs between two runs (its prompt), every later block has the same prompt: with context frames
+    block 1 differs through its context alone; without, blocks are independent and block 1 is identical."""
     pipe = _pipe()
-    with_ctx = _run(_engine(pipe, context_frames=1), 7)
-    no_ctx = _run(_engine(pipe, context_frames=0), 7)
-    assert not torch.allclose(with_ctx[1].latents, no_ctx[1].latents)
+
+    def run(first_prompt, context_frames):
+        eng = _engine(pipe, prompt=first_prompt, context_frames=context_frames)
+        eng.submit_prompt("a blue square moving up", "queue", at_block=1)
+        return _run(eng, 7)
+    with_a, with_b = run("a red circle", 1), run("a green triangle", 1)
+    no_a, no_b = run("a red circle", 0), run("a green triangle", 0)
+    assert with_a[1].cond.prompt == with_b[1].cond.prompt == "a blue square moving up"
+    assert with_a[0].cond.prompt != with_b[0].cond.prompt
+    assert torch.equal(no_a[1].latents, no_b[1].latents)  # independent blocks
+    assert (with_a[1].latents - with_b[1].latents).abs().max().item() > 1e-3  # coupled through the context
 
 
 def test_prompt_change_is_deterministic_and_lands_at_the_acknowledged_block():

