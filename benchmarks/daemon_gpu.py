@@ -183,6 +183,7 @@ def main():
 
     res: dict = {"args": vars(a), "serve_extra": serve_extra}
     model_dir = os.path.join(a.model_dir, a.arch)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # as it was before torch was imported here (it sets variables)
     if not os.path.isfile(os.path.join(model_dir, "model_index.json")):
         os.makedirs(a.model_dir, exist_ok=True)
         res["build_model_s"] = round(build_model(model_dir, a.arch), 1)
@@ -197,7 +198,6 @@ def main():
                                  text=True).stdout.strip().splitlines() if gpu_memory() is not None else []
     base = f"http://127.0.0.1:{http}"
     ts_path = a.ts or os.path.splitext(a.out)[0] + ".ts"
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(a.log, "wb") as log:
         t_start = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, env=env)
