@@ -35,9 +35,12 @@ class ControlClient:
     """DEALER socket with a poll timeout. Every request carries an "id" so a late reply to an earlier,
     timed-out request can never be taken for the current one; after a timeout the socket is recreated."""
 
-    def __init__(self, addr: str = DEFAULT_CONTROL, timeout: float = 5.0, ctx: zmq.Context | None = None):
+    def __init__(self, addr: str = DEFAULT_CONTROL, timeout: float = 5.0, ctx: zmq.Context | None = None,
+                 token: str | None = None):
+        """token: sent with every request (a daemon with a token requires it); default $STREAMER_TOKEN."""
         self.addr = addr
         self.timeout = float(timeout)
+        self.token = os.environ.get("STREAMER_TOKEN") if token is None else token
         self._ctx = ctx or zmq.Context.instance()
         self._ids = itertools.count(1)
         self._sock: zmq.Socket | None = None
@@ -61,6 +64,8 @@ class ControlClient:
         own_id = "id" not in req
         if own_id:
             req["id"] = f"c{os.getpid()}-{next(self._ids)}"
+        if self.token and "token" not in req:
+            req["token"] = self.token
         sock.send_multipart([b"", json.dumps(req).encode()])
         deadline = time.monotonic() + self.timeout
         while True:
@@ -93,6 +98,10 @@ class ControlClient:
         if at_block is not None:
             req["at_block"] = at_block
         return self.request(req)
+
+    def cancel(self, epoch: int | None = None) -> dict:
+        """Withdraw the scheduled change of `epoch`, or (None) every scheduled change."""
+        return self.request({"cmd": "cancel", "epoch": epoch} if epoch is not None else {"cmd": "cancel", "all": True})
 
     def status(self) -> dict:
         return self.request({"cmd": "status"})

@@ -28,7 +28,11 @@ def _fail(message: str) -> int:
 
 
 def _client(args) -> ControlClient:
-    return ControlClient(args.control, timeout=args.timeout)
+    token = None
+    if args.token_file:
+        with open(args.token_file) as f:
+            token = f.readline().strip()
+    return ControlClient(args.control, timeout=args.timeout, token=token)
 
 
 def _checked(reply: dict) -> dict:
@@ -83,6 +87,16 @@ def cmd_prompt(args) -> int:
     except ClientError as e:
         return _fail(str(e))
     print(f"prompt accepted ({args.mode}): epoch {reply.get('epoch')}, first block {reply.get('first_block')}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    try:
+        with _client(args) as client:
+            reply = _checked(client.cancel(None if args.all else args.epoch))
+    except ClientError as e:
+        return _fail(str(e))
+    print(f"cancelled: {', '.join(map(str, reply.get('cancelled', []))) or 'nothing was pending'}")
     return 0
 
 
@@ -183,11 +197,13 @@ def _endpoints() -> argparse.ArgumentParser:
                    help="daemon publish endpoint (default %(default)s, env STREAMER_PUBLISH)")
     p.add_argument("--timeout", type=_positive_float, default=5.0, metavar="S",
                    help="seconds to wait for a reply (default %(default)s)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="the daemon's token (its first line); default: $STREAMER_TOKEN, if set")
     return p
 
 
 def add_client_commands(subparsers) -> None:
-    """Register prompt, status, record, timeline and watch on an argparse subparsers object."""
+    """Register prompt, cancel, status, record, timeline and watch on an argparse subparsers object."""
     common = [_endpoints()]
 
     p = subparsers.add_parser("prompt", parents=common, help="change the prompt of the running stream")
@@ -198,6 +214,12 @@ def add_client_commands(subparsers) -> None:
     p.add_argument("--blocks", type=int, metavar="K", help="blend length in blocks (blend only, default 4)")
     p.add_argument("--at-block", type=int, metavar="N", help="apply at block index N instead of now")
     p.set_defaults(func=cmd_prompt)
+
+    p = subparsers.add_parser("cancel", parents=common, help="withdraw scheduled prompt changes (--at-block)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("epoch", nargs="?", type=int, help="the epoch that `prompt` acknowledged")
+    which.add_argument("--all", action="store_true", help="every scheduled change not yet applied")
+    p.set_defaults(func=cmd_cancel)
 
     p = subparsers.add_parser("status", parents=common, help="show the daemon's status")
     p.add_argument("--json", action="store_true", help="print the raw JSON reply")

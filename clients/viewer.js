@@ -143,7 +143,7 @@
 
   async function pollStatus() {
     try {
-      const r = await fetch("status", { cache: "no-store" });
+      const r = await fetch("status", { cache: "no-store", headers: authHeaders(false) });
       v.status = await r.json();
       render();
     } catch (e) { /* daemon restarting */ }

@@ -108,9 +108,13 @@ class Engine:
         self.on_step = None  # called after every block submission (heartbeat for watchdogs)
 
     # --- control (any thread) --------------------------------------------------------------------------
-    def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None) -> Change:
+    def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None, client: str = "") -> Change:
         with self.lock:
-            return self.prompts.submit(prompt, mode, blocks, at_block)
+            return self.prompts.submit(prompt, mode, blocks, at_block, client=client)
+
+    def cancel_prompts(self, epoch: int | None = None) -> list[int]:
+        with self.lock:
+            return self.prompts.cancel(epoch)
 
     def snapshot(self) -> dict:
         with self.lock:

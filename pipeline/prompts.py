@@ -13,7 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("soft", "queue", "blend", "cut")
-MAX_PENDING = 1000
+# Immediate changes (no at_block) are always accepted: they apply at the next tick boundary. Scheduled ones are
+# limited, so that no client can fill the schedule: at most MAX_AHEAD blocks ahead of the next emitted one, at most
+# MAX_PER_CLIENT pending per client, and MAX_SCHEDULED pending in all.
+MAX_AHEAD = 3600
+MAX_PER_CLIENT = 32
+MAX_SCHEDULED = 256
+MAX_IMMEDIATE = 1000  # pending between two tick boundaries (a flood; the next boundary applies them all)
 
 
 class PromptError(ValueError):
@@ -51,6 +57,8 @@ class Change:
     mode: str
     first_block: int
     blocks: int = 1
+    scheduled: bool = False  # asked for a block (at_block) rather than "now"
+    client: str = ""
 
 
 @dataclass
@@ -86,11 +94,23 @@ class PromptSchedule:
         return self.entry.prompt
 
     # --- submission ------------------------------------------------------------------------------------
-    def submit(self, prompt: str, mode: str = "soft", blocks: int | None = None, at_block: int | None = None) -> Change:
+    def submit(self, prompt: str, mode: str = "soft", blocks: int | None = None, at_block: int | None = None,
+               client: str = "") -> Change:
         if mode not in MODES:
             raise PromptError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
-        if len(self.pending) >= MAX_PENDING:
-            raise PromptError(f"too many pending prompt changes (limit {MAX_PENDING})")
+        scheduled = [p for p in self.pending if p.scheduled]
+        if at_block is None:
+            if len(self.pending) - len(scheduled) >= MAX_IMMEDIATE:
+                raise PromptError(f"too many changes since the last tick (limit {MAX_IMMEDIATE})")
+        else:
+            if int(at_block) > self._head + MAX_AHEAD:
+                raise PromptError(f"at_block {at_block} is more than {MAX_AHEAD} blocks ahead of the next block to be "
+                                  f"emitted ({self._head})")
+            if sum(p.client == client for p in scheduled) >= MAX_PER_CLIENT:
+                raise PromptError(f"this client has {MAX_PER_CLIENT} scheduled changes pending (the limit): cancel "
+                                  "some first")
+            if len(scheduled) >= MAX_SCHEDULED:
+                raise PromptError(f"{MAX_SCHEDULED} scheduled changes are pending (the limit)")
         k = 1
         if mode == "blend":
             k = 4 if blocks is None else int(blocks)
@@ -113,10 +133,22 @@ class PromptSchedule:
                     "use mode soft or cut to change blocks in flight"
                 )
         self.epoch += 1
-        ch = Change(self.epoch, prompt, mode, n, k)
+        ch = Change(self.epoch, prompt, mode, n, k, scheduled=at_block is not None, client=client)
         self.pending.append(ch)
         self.pending.sort(key=lambda c: (c.first_block, c.epoch))
         return ch
+
+    def cancel(self, epoch: int | None = None) -> list[int]:
+        """Withdraw pending changes that have not taken effect: the one of `epoch`, or (None) every scheduled one.
+        Returns the epochs withdrawn."""
+        if epoch is None:
+            gone = [p.epoch for p in self.pending if p.scheduled]
+        else:
+            gone = [p.epoch for p in self.pending if p.epoch == epoch]
+            if not gone:
+                raise PromptError(f"no pending change has epoch {epoch} (it took effect, or never existed)")
+        self.pending = [p for p in self.pending if p.epoch not in gone]
+        return gone
 
     # --- tick boundary (engine side) -------------------------------------------------------------------
     def begin_tick(self, head: int, next_enter: int) -> BoundaryResult:

@@ -117,6 +117,11 @@ class Runner:
         if cmd.cmd == "set_prompt":
             self.prompt_q.put(cmd)
             return None
+        if cmd.cmd == "cancel":
+            try:
+                return {"ok": True, "cancelled": self.engine.cancel_prompts(cmd.epoch)}
+            except PromptError as e:
+                return {"ok": False, "error": str(e)}
         if cmd.cmd == "pause":
             self.paused.set()
             return {"ok": True, "paused": True}
@@ -134,7 +139,8 @@ class Runner:
         while (cmd := self.prompt_q.get()) is not None:
             try:
                 self.penc.encode(cmd.prompt)
-                ch = self.engine.submit_prompt(cmd.prompt, cmd.mode or "soft", cmd.blocks, cmd.at_block)
+                ch = self.engine.submit_prompt(cmd.prompt, cmd.mode or "soft", cmd.blocks, cmd.at_block,
+                                               client=cmd.client)
                 reply = {"ok": True, "epoch": ch.epoch, "first_block": ch.first_block, "mode": ch.mode}
                 self.wake.set()
             except PromptError as e:

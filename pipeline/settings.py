@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 from common.errors import ConfigError
+from common.netaddr import is_loopback, zmq_host
 
 WAN_NEGATIVE_PROMPT = (
     "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
@@ -93,8 +94,13 @@ OPTIONS = (
     _o("ice_credential", str, "", "TURN credential", "web"),
     _o("ice_hosts", str, "auto", "addresses for WebRTC host candidates: 'auto' (loopback while --http is loopback), "
        "'all', or a comma-separated list", "web"),
-    _o("token", str, "", "shared token required by POST /offer and /control (or STREAMER_TOKEN in the environment)",
+    _o("token", str, "", "shared token that every data route (HTTP, WebRTC, ZMQ control) then requires; prefer "
+       "--token-file or STREAMER_TOKEN: a command line is visible to every local user", "web"),
+    _o("token_file", str, "", "read the token from this file (its first line)", "web"),
+    _o("allow_no_token", bool, False, "allow binding HTTP, control or --attach beyond loopback without a token",
        "web"),
+    _o("allowed_hosts", str, "", "extra names the HTTP Host and Origin may carry (comma-separated); loopback names "
+       "and the bound address are always allowed (a guard against DNS rebinding)", "web"),
     _o("max_viewers", int, 32, "WebRTC viewers at once", "web"),
 )
 OPTION = {o.name: o for o in OPTIONS}
@@ -123,7 +129,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "--reuse-context, --compile)")
     for o in OPTIONS:
         flag = "--" + o.name.replace("_", "-")
-        helptext = f"{o.help} (default: {o.default!r})" if o.default not in ("", None) and o.type is not bool else o.help
+        shown = o.default not in ("", None) and o.type is not bool
+        helptext = f"{o.help} (default: {o.default!r})" if shown else o.help
         if o.type is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         else:
@@ -198,6 +205,38 @@ def resolve(given: dict):
     return cfg, values
 
 
+def _token(values: dict) -> str:
+    """--token, else the first line of --token-file, else $STREAMER_TOKEN."""
+    if values["token"]:
+        return values["token"]
+    if values["token_file"]:
+        try:
+            with open(os.path.expanduser(values["token_file"])) as f:
+                token = f.readline().strip()
+        except OSError as e:
+            raise ConfigError(f"--token-file {values['token_file']!r}: {e.strerror}") from None
+        if not token:
+            raise ConfigError(f"--token-file {values['token_file']!r} is empty")
+        return token
+    return os.environ.get("STREAMER_TOKEN", "").strip()
+
+
+def _check_exposure(values: dict) -> None:
+    """Anything bound beyond loopback needs the token, unless --allow-no-token says otherwise."""
+    if values["token"] or values["allow_no_token"]:
+        return
+    exposed = []
+    if values["http"] not in ("", "off") and not is_loopback(values["http"].rpartition(":")[0]):
+        exposed.append(f"--http {values['http']}")
+    for name in ("control", "attach"):
+        host = zmq_host(values[name]) if values[name] else None
+        if host is not None and not is_loopback(host):
+            exposed.append(f"--{name} {values[name]}")
+    if exposed:
+        raise ConfigError(f"{', '.join(exposed)} is reachable from other machines: set a token (--token-file, "
+                          "STREAMER_TOKEN or --token) or pass --allow-no-token")
+
+
 def _check_daemon(values: dict, cfg) -> None:
     model = cfg.model
     if model != "tiny" and (model.startswith(("/", ".", "~")) or os.path.exists(model)):
@@ -218,3 +257,5 @@ def _check_daemon(values: dict, cfg) -> None:
         counts = str(values["split"]).split(",")
         if len(counts) != cfg.ranks or not all(c.strip().isdigit() and int(c) > 0 for c in counts):
             raise ConfigError(f"--split must list {cfg.ranks} positive layer counts, got {values['split']!r}")
+    values["token"] = _token(values)
+    _check_exposure(values)

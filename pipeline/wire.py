@@ -22,9 +22,11 @@ class WireError(ValueError):
 
 @dataclass
 class Hello:
-    """First message of rank 0: the configuration it runs (the daemon refuses a different one)."""
+    """First message of rank 0: the configuration it runs (the daemon refuses a different one), and, from ranks
+    started by torchrun (--attach), the daemon's token."""
     kind: ClassVar[bytes] = b"hello"
     config: dict
+    token: str = ""
 
 
 @dataclass
@@ -99,7 +101,8 @@ class QueueFlushed:
 
 @dataclass
 class Command:
-    """A request from the daemon; `id` comes back in the Reply. cmd: ping, stop, set_prompt, pause, resume, status."""
+    """A request from the daemon; `id` comes back in the Reply. cmd: ping, stop, set_prompt, cancel, pause, resume,
+    status."""
     kind: ClassVar[bytes] = b"cmd"
     cmd: str
     id: int = 0
@@ -107,6 +110,8 @@ class Command:
     mode: str | None = None
     blocks: int | None = None
     at_block: int | None = None
+    client: str = ""  # who asked (per-client limits on scheduled changes)
+    epoch: int | None = None  # cancel: this change (None: every scheduled one)
 
 
 @dataclass

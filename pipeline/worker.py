@@ -14,12 +14,16 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 
 import zmq
 
 from common.errors import ConfigError
 
 from . import wire
+
+
+SNDHWM = 16  # messages queued in ZMQ for the daemon; beyond them `Link` holds the rest in its outbox
 
 
 class Link:
@@ -33,6 +37,7 @@ class Link:
         self.ctx = zmq.Context()
         self.sock = self.ctx.socket(zmq.PAIR)
         self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.SNDHWM, SNDHWM)
         self.sock.connect(addr)
         self.outbox: queue.Queue = queue.Queue()
         self.handler = None
@@ -60,6 +65,7 @@ class Link:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         last_alive = last_heard = time.monotonic()
+        held: deque = deque()  # a message the socket could not take yet (it goes first next time)
         while not self._stop.is_set():
             now = time.monotonic()
             if now - last_alive >= self.ALIVE_EVERY:  # from this thread: proves the process, not the engine, lives
@@ -68,10 +74,14 @@ class Link:
             if self.daemon_timeout and now - last_heard > self.daemon_timeout:
                 print(f"engine: no word from the daemon for {self.daemon_timeout:.0f}s, exiting", file=sys.stderr)
                 os._exit(3)
-            while True:
+            while held or not self.outbox.empty():
+                # never block on a send: with the daemon gone, a PAIR socket's queue fills and a blocking send
+                # would never return to the timeout check above (orphaned ranks started by torchrun)
+                msg = held.popleft() if held else self.outbox.get_nowait()
                 try:
-                    self.sock.send_multipart(self.outbox.get_nowait(), copy=False)
-                except queue.Empty:
+                    self.sock.send_multipart(msg, flags=zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    held.appendleft(msg)
                     break
             if poller.poll(5):
                 parts = self.sock.recv_multipart()
@@ -133,7 +143,7 @@ def main(argv=None) -> int:
     if args.death_fd >= 0:
         watch_death_pipe(args.death_fd)
     try:
-        config = args.config or _config_from_file(args.serve_config)
+        config, token = (args.config, "") if args.config else _config_from_file(args.serve_config)
     except ConfigError as e:
         print(f"pipeline.worker: error: {e}", file=sys.stderr)
         return 2
@@ -164,7 +174,7 @@ def main(argv=None) -> int:
         from .runner import ComponentFailed, Runner
 
         cfg = EngineConfig.from_json(config)
-        link.send(wire.Hello(config=json.loads(config)))
+        link.send(wire.Hello(config=json.loads(config), token=token))
         runner = Runner(cfg, link)
         link.handler = runner.handle
         runner.run()
@@ -209,15 +219,16 @@ def _chain(exc: BaseException):
         exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
 
 
-def _config_from_file(path: str) -> str:
-    """The EngineConfig a daemon started with `streamer serve --config FILE` would give its ranks."""
+def _config_from_file(path: str) -> tuple[str, str]:
+    """(the EngineConfig a daemon started with `streamer serve --config FILE` would give its ranks, the token that
+    rank 0 presents to that daemon)."""
     from .settings import resolve
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cfg, _ = resolve({"config": path})
+    cfg, values = resolve({"config": path})
     if cfg.ranks != world:
         raise ConfigError(f"{path} asks for {cfg.ranks} rank(s) (gpus/ranks), but torchrun started {world}")
-    return cfg.to_json()
+    return cfg.to_json(), values["token"]
 
 
 if __name__ == "__main__":

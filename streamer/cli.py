@@ -28,6 +28,9 @@ def cmd_serve(args) -> int:
         print(f"streamer: error: {e}", file=sys.stderr)
         return 2
     _setup_logging(values["log_level"])
+    if args.token:
+        logging.getLogger("streamer").warning("--token is visible to every local user (ps); prefer --token-file or "
+                                              "STREAMER_TOKEN")
     # the engine ranks start first: their imports and model load overlap the daemon's own imports and binds
     import zmq
     import zmq.asyncio

@@ -5,13 +5,14 @@ Accepts REQ clients (frames [identity, b"", body]) and DEALER clients ([identity
 order; different peers are served concurrently. Nothing a peer sends can stop the loop: bad frames and bad
 JSON get an error reply, a handler exception gets {"ok": false, "error": "internal error: ..."}.
 
-    async def handler(req: Request) -> dict: ...
+    async def handler(req: Request, client: str) -> dict: ...
     server = ControlServer("tcp://127.0.0.1:5555", handler)
     await server.serve()      # until close() or cancellation
 """
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections import deque
 from typing import Awaitable, Callable
@@ -20,14 +21,17 @@ import zmq
 import zmq.asyncio
 
 from common import faults
-from streamer.protocol import ProtocolError, Request, encode_reply, error_reply, parse_request
+from streamer.protocol import MAX_MESSAGE_BYTES, ProtocolError, Request, encode_reply, error_reply, parse_request
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[dict]]
 
-MAX_FRAME_BYTES = 1 << 20  # libzmq drops (disconnects) peers sending bigger frames; protocol limit is 64 KiB
-MAX_PENDING_PER_PEER = 256  # requests queued behind a slow handler, per peer; more get an immediate error
+# libzmq disconnects a peer that sends a bigger frame (nothing larger is ever buffered); the protocol limit plus
+# room for the envelope frames
+MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024
+RCVHWM = 64  # messages queued per peer before libzmq stops reading from it
+MAX_PENDING_PER_PEER = 16  # requests queued behind a slow handler, per peer (each up to 64 KiB); more: an error
 MAX_ACTIVE = 32  # handler calls running at once over all peers
 
 
@@ -38,15 +42,19 @@ def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return frames[:1], frames[1:]
 
 
-async def answer(handler: Handler, raw: bytes) -> dict:
-    """One request → one reply dict: validation, the handler, and the error replies. Shared by every control
-    path (this ZMQ socket and HTTP POST /control) so that they answer alike."""
+async def answer(handler: Handler, raw: bytes, token: str = "", client: str = "") -> tuple[dict, int]:
+    """One request → (reply dict, HTTP status): validation, the token, the handler, and the error replies. Shared
+    by every control path (this ZMQ socket and HTTP POST /control) so that they answer alike. `token`: required in
+    the request's "token" field when set (HTTP checks its headers instead and passes ""); `client` identifies the
+    caller (per-client limits on scheduled prompt changes)."""
     try:
         req = parse_request(raw)
     except ProtocolError as e:
-        return error_reply(e.message, e.id)
+        return error_reply(e.message, e.id), e.status
+    if token and not hmac.compare_digest((req.token or "").encode(), token.encode()):
+        return error_reply("missing or wrong token", req.id), 401
     try:
-        reply = await handler(req)
+        reply = await handler(req, client)
         if not isinstance(reply, dict):
             raise TypeError(f"handler returned {type(reply).__name__}, not dict")
         reply = dict(reply)
@@ -55,21 +63,24 @@ async def answer(handler: Handler, raw: bytes) -> dict:
     except Exception as e:  # noqa: BLE001 - the server outlives any handler bug
         log.exception("control: handler failed on %s", req)
         detail = (str(e).splitlines() or [""])[0][:300]
-        return error_reply(f"internal error: {type(e).__name__}: {detail}", req.id)
+        return error_reply(f"internal error: {type(e).__name__}: {detail}", req.id), 500
     reply.setdefault("ok", True)
     if req.id is not None:
         reply["id"] = req.id
-    return reply
+    return reply, 200
 
 
 class ControlServer:
     def __init__(self, addr: str = "tcp://127.0.0.1:5555", handler: Handler | None = None,
-                 ctx: zmq.asyncio.Context | None = None, on_error: Callable[[BaseException], None] | None = None):
-        """on_error(exc): a per-peer task failed (a bug, not a bad request); serve() failing raises instead."""
+                 ctx: zmq.asyncio.Context | None = None, on_error: Callable[[BaseException], None] | None = None,
+                 token: str = ""):
+        """on_error(exc): a per-peer task failed (a bug, not a bad request); serve() failing raises instead.
+        token: every request must carry it in its "token" field (set when the daemon has one)."""
         if handler is None:
-            raise TypeError("ControlServer needs a handler: async def handler(req) -> dict")
+            raise TypeError("ControlServer needs a handler: async def handler(req, client) -> dict")
         self._handler = handler
         self._on_error = on_error
+        self._token = token
         if ctx is None:
             ctx = zmq.asyncio.Context.instance()
         elif not isinstance(ctx, zmq.asyncio.Context):  # a plain zmq.Context: share it, async API
@@ -78,6 +89,7 @@ class ControlServer:
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        self._sock.setsockopt(zmq.RCVHWM, RCVHWM)
         try:
             self._sock.bind(addr)
         except zmq.ZMQError as e:
@@ -148,17 +160,17 @@ class ControlServer:
                 frames = queue[0]
                 envelope, body = split_envelope(frames)
                 async with self._active:
-                    reply = await self._answer(body)
+                    reply = await self._answer(body, "zmq:" + ident.hex())
                 queue.popleft()
                 await self._send(envelope, reply)
         finally:
             if self._pending.get(ident) is queue:
                 del self._pending[ident]
 
-    async def _answer(self, body: list[bytes]) -> dict:
+    async def _answer(self, body: list[bytes], client: str) -> dict:
         if len(body) != 1:
             return error_reply(f"expected exactly one JSON frame after the envelope, got {len(body)}")
-        return await answer(self._handler, body[0])
+        return (await answer(self._handler, body[0], token=self._token, client=client))[0]
 
     async def _send(self, envelope: list[bytes], reply: dict) -> None:
         if reply.get("ok") is False:

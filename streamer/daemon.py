@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
 import signal
 import sys
@@ -32,7 +33,7 @@ from .control import ControlServer
 from .engine_link import EngineDied, EngineLink
 from .options import ServeOptions
 from .output import EncoderStage, StdoutTs, y4m_sink
-from .protocol import Pause, Resume, SetPrompt, Status
+from .protocol import Cancel, Pause, Resume, SetPrompt, Status
 from .sdnotify import Notifier
 from .stats import StreamStats
 
@@ -98,6 +99,10 @@ class Daemon:
             self.stats.health.on_loaded(time.monotonic())
 
     def _hello(self, m: wire.Hello) -> None:
+        if self.opts.attach and self.opts.token and not hmac.compare_digest(m.token.encode(),
+                                                                            self.opts.token.encode()):
+            self.fail("engine rank 0", f"the peer attached at {self.opts.attach} did not present the token", code=2)
+            return
         keys = ("height", "width", "fps", "steps", "block_frames", "context_frames", "seed", "model")
         diff = [f"{k}: ours {getattr(self.cfg, k)!r}, rank 0 {m.config.get(k)!r}" for k in keys
                 if m.config.get(k) != getattr(self.cfg, k)]
@@ -205,7 +210,8 @@ class Daemon:
         self._progress = None
 
     # --- control ---------------------------------------------------------------------------------------
-    async def handle(self, req) -> dict:
+    async def handle(self, req, client: str = "") -> dict:
+        """One validated control request (streamer.protocol) from `client`: the ZMQ socket and HTTP alike."""
         if isinstance(req, Status):
             return {"ok": True, **self.status()}
         if not self.loaded.is_set():
@@ -213,10 +219,15 @@ class Daemon:
         try:
             if isinstance(req, SetPrompt):
                 reply = await self.engine.request("set_prompt", prompt=req.prompt, mode=req.mode,
-                                                  blocks=req.blocks, at_block=req.at_block)
+                                                  blocks=req.blocks, at_block=req.at_block, client=client)
                 if reply.get("ok"):
                     self.publisher.send_event({"event": "prompt_accepted", **{k: reply[k] for k in
                                                ("epoch", "first_block", "mode")}, "prompt": req.prompt})
+                return reply
+            if isinstance(req, Cancel):
+                reply = await self.engine.request("cancel", epoch=req.epoch)
+                if reply.get("ok") and reply.get("cancelled"):
+                    self.publisher.send_event({"event": "prompt_cancelled", "epochs": reply["cancelled"]})
                 return reply
             if isinstance(req, (Pause, Resume)):
                 reply = await self.engine.request(req.cmd)
@@ -247,14 +258,15 @@ class Daemon:
     async def _bind(self):
         self.publisher = VideoPublisher(self.ctx, self.opts.publish)
         self.control = ControlServer(self.opts.control, self.handle, ctx=self.ctx,
-                                     on_error=lambda e: self.fail("control", e))
+                                     on_error=lambda e: self.fail("control", e), token=self.opts.token)
         if self.opts.http and self.opts.http != "off":
             host, _, port = self.opts.http.rpartition(":")
             from .web import WebFrontend
 
             self.web = WebFrontend(self, host or "127.0.0.1")
             app = build_app(self.fanout, self.web.status, self.metrics, index_html_path=_viewer_page(),
-                            extra_routes=self.web.routes(), on_error=lambda e: self.fail("http", e))
+                            extra_routes=self.web.routes(), on_error=lambda e: self.fail("http", e),
+                            middlewares=[self.web.guard])
             self.http_runner = await start_http(app, host or "127.0.0.1", int(port))
 
     async def _forward_video(self):

@@ -24,7 +24,8 @@ class ServeOptions:
     ice_username: str = DEFAULTS["ice_username"]
     ice_credential: str = DEFAULTS["ice_credential"]
     ice_hosts: str = DEFAULTS["ice_hosts"]
-    token: str = DEFAULTS["token"]
+    token: str = DEFAULTS["token"]  # resolved: --token, --token-file or $STREAMER_TOKEN (pipeline.settings)
+    allowed_hosts: str = DEFAULTS["allowed_hosts"]
     max_viewers: int = DEFAULTS["max_viewers"]
     progress: bool = True  # a spinner on a terminal while loading (not an option)
 

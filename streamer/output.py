@@ -19,6 +19,8 @@ from transports.y4m import stdout_y4m
 
 log = logging.getLogger("streamer.output")
 
+MAX_BACKLOG = 8  # blocks waiting for the encoder before the oldest is dropped
+
 
 class PartFailed(Exception):
     def __init__(self, part: str, cause: BaseException):
@@ -53,7 +55,8 @@ class EncoderStage:
         self.raw_sink = raw_sink  # callable(frames) for y4m output, or None
         self.on_published = on_published
         self.on_error = on_error
-        self.q: queue.Queue = queue.Queue()
+        self.q: queue.Queue = queue.Queue(maxsize=MAX_BACKLOG)
+        self.dropped_blocks = 0
         self.frames_out = 0
         self.blocks_out = 0
         self.encode_ms = 0.0
@@ -62,7 +65,24 @@ class EncoderStage:
         self._thread.start()
 
     def put(self, frames: np.ndarray, block: int, epoch: int) -> None:
-        self.q.put((frames, block, epoch))
+        """Queue a block for encoding. If MAX_BACKLOG blocks already wait (the encoder cannot keep up), the oldest
+        is dropped: the stream skips ahead (from a keyframe) rather than grow without bound or stall the caller."""
+        while True:
+            try:
+                self.q.put_nowait((frames, block, epoch))
+                return
+            except queue.Full:
+                try:
+                    old = self.q.get_nowait()
+                except queue.Empty:
+                    continue
+                if old is None:  # closing: keep the end marker, drop this block instead
+                    self.q.put_nowait(None)
+                    return
+                self.dropped_blocks += 1
+                self.enc.request_keyframe()
+                log.warning("encoder %d blocks behind: dropped block %d (%d dropped so far)", MAX_BACKLOG, old[1],
+                            self.dropped_blocks)
 
     def request_keyframe(self) -> None:
         """The next frame encoded is a keyframe (a new consumer, a viewer's PLI); any thread."""
@@ -70,7 +90,7 @@ class EncoderStage:
 
     def stats(self) -> dict:
         return {"codec": self.enc.codec_name, "backlog_blocks": self.backlog(), "encode_ms": round(self.encode_ms, 2),
-                "bytes": self.enc.bytes_out}
+                "dropped_blocks": self.dropped_blocks, "bytes": self.enc.bytes_out}
 
     def backlog(self) -> int:
         return self.q.qsize()
@@ -100,7 +120,10 @@ class EncoderStage:
                 self.on_error(f.part, f.cause)
 
     def close(self, timeout: float = 10.0) -> None:
-        self.q.put(None)
+        try:
+            self.q.put(None, timeout=timeout)
+        except queue.Full:  # a hung encoder: nothing more will be flushed anyway
+            return
         self._thread.join(timeout)
 
 

@@ -5,11 +5,15 @@ one-line message meant for the client; `encode_reply` turns a reply dict into st
 
 Requests:
     {"cmd": "set_prompt", "prompt": str, "mode": "soft|queue|blend|cut", "blocks": int, "at_block": int}
+    {"cmd": "cancel", "epoch": int}  {"cmd": "cancel", "all": true}   (scheduled changes not yet applied)
     {"cmd": "status"}  {"cmd": "pause"}  {"cmd": "resume"}
-Every request may carry "id" (a string of at most 128 characters, or an integer); the server echoes it back.
+Every request may carry "id" (a string of at most 128 characters, or an integer), which the server echoes back,
+and "token" (required by a daemon that has one). A ProtocolError's `status` is what HTTP answers with: 400 for
+bytes that are no JSON object, 413 for too many of them, 422 for a JSON object that is no valid request.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -30,38 +34,53 @@ class ProtocolError(ValueError):
     """A request that cannot be accepted. `message` is one line for the client; `id` is the request's id if it
     could be read (so the error reply can still echo it)."""
 
-    def __init__(self, message: str, id: str | int | None = None):
+    def __init__(self, message: str, id: str | int | None = None, status: int = 422):
         super().__init__(message)
         self.message = message
         self.id = id
+        self.status = status
+
+
+class _Request:
+    """What every request has: `cmd`, and the optional "id" and "token" fields."""
+
+    cmd: ClassVar[str] = ""
+
+    def to_dict(self) -> dict:
+        d = {"cmd": self.cmd}
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) is not None:
+                d[f.name] = getattr(self, f.name)
+        return d
 
 
 @dataclass(frozen=True)
-class SetPrompt:
+class SetPrompt(_Request):
     cmd: ClassVar[str] = "set_prompt"
     prompt: str
     mode: str = "soft"
     blocks: int | None = None  # blend length; always set (default 4) for mode "blend", None otherwise
     at_block: int | None = None  # schedule for this block index; None = now
     id: str | int | None = None
-
-    def to_dict(self) -> dict:
-        d = {"cmd": self.cmd, "prompt": self.prompt, "mode": self.mode}
-        for key in ("blocks", "at_block", "id"):
-            if getattr(self, key) is not None:
-                d[key] = getattr(self, key)
-        return d
+    token: str | None = None
 
 
 @dataclass(frozen=True)
-class _Bare:
+class Cancel(_Request):
+    """Withdraw scheduled prompt changes that have not taken effect: one by its epoch, or all of them."""
+    cmd: ClassVar[str] = "cancel"
+    epoch: int | None = None
+    all: bool | None = None
+    id: str | int | None = None
+    token: str | None = None
+
+
+@dataclass(frozen=True)
+class _Bare(_Request):
     """A command without arguments."""
 
-    cmd: ClassVar[str] = ""
     id: str | int | None = None
-
-    def to_dict(self) -> dict:
-        return {"cmd": self.cmd} if self.id is None else {"cmd": self.cmd, "id": self.id}
+    token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,25 +98,26 @@ class Resume(_Bare):
     cmd: ClassVar[str] = "resume"
 
 
-Request = Union[SetPrompt, Status, Pause, Resume]
+Request = Union[SetPrompt, Cancel, Status, Pause, Resume]
 _BARE = {c.cmd: c for c in (Status, Pause, Resume)}
 
 _FIELDS = {
-    "set_prompt": {"cmd", "id", "prompt", "mode", "blocks", "at_block"},
-    "status": {"cmd", "id"},
-    "pause": {"cmd", "id"},
-    "resume": {"cmd", "id"},
+    "set_prompt": {"cmd", "id", "token", "prompt", "mode", "blocks", "at_block"},
+    "cancel": {"cmd", "id", "token", "epoch", "all"},
+    "status": {"cmd", "id", "token"},
+    "pause": {"cmd", "id", "token"},
+    "resume": {"cmd", "id", "token"},
 }
 
 
 def _reject_constant(name: str):
-    raise ProtocolError(f"invalid JSON: {name} is not allowed")
+    raise ProtocolError(f"invalid JSON: {name} is not allowed", status=400)
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise ProtocolError(f"invalid JSON: number {text[:20]} is out of range")
+        raise ProtocolError(f"invalid JSON: number {text[:20]} is out of range", status=400)
     return value
 
 
@@ -105,7 +125,7 @@ def _no_duplicates(pairs: list) -> dict:
     out = {}
     for key, value in pairs:
         if key in out:
-            raise ProtocolError(f"duplicate field {key!r}")
+            raise ProtocolError(f"duplicate field {key!r}", status=400)
         out[key] = value
     return out
 
@@ -149,16 +169,16 @@ def _parse_id(data: dict):
 
 def _decode(raw) -> dict:
     if not isinstance(raw, (bytes, bytearray, memoryview)):
-        raise ProtocolError(f"request must be bytes, got {type(raw).__name__}")
+        raise ProtocolError(f"request must be bytes, got {type(raw).__name__}", status=400)
     raw = bytes(raw)
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"request too large: {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})")
+        raise ProtocolError(f"request too large: {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})", status=413)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ProtocolError(f"request is not valid UTF-8 (byte {e.start})") from None
+        raise ProtocolError(f"request is not valid UTF-8 (byte {e.start})", status=400) from None
     if not text.strip():
-        raise ProtocolError("empty request: expected a JSON object")
+        raise ProtocolError("empty request: expected a JSON object", status=400)
     try:
         data = json.loads(
             text, parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_no_duplicates
@@ -166,11 +186,12 @@ def _decode(raw) -> dict:
     except ProtocolError:
         raise
     except json.JSONDecodeError as e:
-        raise ProtocolError(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise ProtocolError(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}", status=400) from None
     except (ValueError, RecursionError) as e:  # e.g. integers with too many digits, absurd nesting
-        raise ProtocolError(f"invalid JSON: {str(e).splitlines()[0][:120] or type(e).__name__}") from None
+        raise ProtocolError(f"invalid JSON: {str(e).splitlines()[0][:120] or type(e).__name__}",
+                            status=400) from None
     if not isinstance(data, dict):
-        raise ProtocolError(f"request must be a JSON object, got {_type_name(data)}")
+        raise ProtocolError(f"request must be a JSON object, got {_type_name(data)}", status=400)
     return data
 
 
@@ -189,12 +210,27 @@ def parse_request(raw: bytes) -> Request:
     if unknown:
         names = ", ".join(repr(k[:40]) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
         raise ProtocolError(f"unknown field(s) for {cmd}: {names}", rid)
+    token = data.get("token")
+    if token is not None and not isinstance(token, str):
+        raise ProtocolError(f"'token' must be a string, got {_type_name(token)}", rid)
     if cmd == "set_prompt":
-        return _parse_set_prompt(data, rid)
-    return _BARE[cmd](id=rid)
+        return _parse_set_prompt(data, rid, token)
+    if cmd == "cancel":
+        return _parse_cancel(data, rid, token)
+    return _BARE[cmd](id=rid, token=token)
 
 
-def _parse_set_prompt(data: dict, rid) -> SetPrompt:
+def _parse_cancel(data: dict, rid, token) -> Cancel:
+    epoch = _int_field(data, "epoch", 1, MAX_ID_INT, rid)
+    everything = data.get("all")
+    if everything is not None and everything is not True:
+        raise ProtocolError("'all' must be true (or left out)", rid)
+    if (epoch is None) == (everything is None):
+        raise ProtocolError("cancel needs either 'epoch' or 'all': true", rid)
+    return Cancel(epoch=epoch, all=everything, id=rid, token=token)
+
+
+def _parse_set_prompt(data: dict, rid, token) -> SetPrompt:
     if "prompt" not in data:
         raise ProtocolError("set_prompt needs 'prompt'", rid)
     prompt = data["prompt"]
@@ -216,7 +252,7 @@ def _parse_set_prompt(data: dict, rid) -> SetPrompt:
     if mode == "blend" and blocks is None:
         blocks = DEFAULT_BLEND_BLOCKS
     at_block = _int_field(data, "at_block", 0, MAX_AT_BLOCK, rid)
-    return SetPrompt(prompt=prompt, mode=mode, blocks=blocks, at_block=at_block, id=rid)
+    return SetPrompt(prompt=prompt, mode=mode, blocks=blocks, at_block=at_block, id=rid, token=token)
 
 
 def error_reply(msg: str, id: str | int | None = None) -> dict:

@@ -1,15 +1,17 @@
-"""The browser side of the daemon's HTTP server: the viewer page's script, WebRTC offers and the control path.
+"""The browser side of the daemon's HTTP server: the viewer page's script, WebRTC offers, the control path, and the
+guards every route passes.
 
     POST /offer      {"sdp": "...", "type": "offer"} → {"sdp": "...", "type": "answer", "peer": ..., "codec": ...}
     POST /control    one control request (JSON, exactly as on the ZMQ socket) → the same reply object
     GET  /webrtc     {"iceServers": [...], "token_required": bool} for the page's RTCPeerConnection
     GET  /viewer.js  the page's script (clients/viewer.js)
 
-/control goes through `streamer.protocol.parse_request` and the daemon's `handle` coroutine, the very path the ZMQ
-ROUTER uses, so validation, acks and errors are identical. With a token configured (`--token` or the
-STREAMER_TOKEN environment variable) /offer and /control need `Authorization: Bearer <token>` (or an
-`X-Streamer-Token` header). Both also need `Content-Type: application/json` and refuse cross-origin requests, so a
-web page in the same browser cannot drive a loopback daemon behind the user's back.
+Guards, on every route: the Host header must name this daemon (loopback names, the bound address, --allowed-hosts;
+a guard against DNS rebinding), and an Origin, when sent, the same host. With a token (--token-file,
+STREAMER_TOKEN, --token) every route but the page, its script and /webrtc needs it: `Authorization: Bearer
+<token>`, `X-Streamer-Token`, or `?token=` (for players that cannot send headers). /control goes through the very
+path the ZMQ socket uses (`streamer.control.answer`), so validation, acks and errors are identical; protocol errors
+answer 400/413/422 with that JSON body.
 """
 from __future__ import annotations
 
@@ -18,18 +20,19 @@ import hmac
 import ipaddress
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
+
+from common.netaddr import host_of, is_loopback
 
 from transports.compat import aioice as aioice_compat
 from transports.compat import aiortc as aiortc_compat
 from transports.webrtc import (OfferError, WebRTCConfig, WebRTCHub, ice_servers_json, parse_ice_servers,
                                restrict_host_addresses)
 
-from .control import MAX_FRAME_BYTES, answer
+from .control import answer
 from .protocol import MAX_MESSAGE_BYTES, encode_reply, error_reply
 
 log = logging.getLogger("streamer.web")
@@ -37,20 +40,13 @@ log = logging.getLogger("streamer.web")
 CLIENTS_DIR = Path(__file__).resolve().parent.parent / "clients"
 MAX_OFFER_BYTES = 128 * 1024
 MAX_ACTIVE_CONTROL = 32
+BODY_TIMEOUT = 10.0  # seconds for a request body to arrive (slow uploads hold nothing longer)
+PUBLIC_PATHS = frozenset({"/", "/viewer.js", "/webrtc"})  # the page and its script hold no data; /webrtc only
+# says whether a token is needed (TURN credentials only with it)
 
 
 class WebSetupError(OSError):
     """Bad web/WebRTC settings: the daemon reports it as 'cannot start' and exits 2."""
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def resolve_ice_hosts(spec: str, http_host: str) -> list[str] | None:
@@ -70,21 +66,35 @@ def resolve_ice_hosts(spec: str, http_host: str) -> list[str] | None:
     return hosts
 
 
-async def answer_control(handler: Callable[[object], Awaitable[dict]], raw: bytes) -> dict:
-    """One control request → reply dict, exactly as the ZMQ control server answers it."""
-    return await answer(handler, raw)
-
-
 async def _read_body(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None when it is longer than `limit`."""
+    """The whole body, or None when it is longer than `limit`; a body that does not arrive within BODY_TIMEOUT
+    seconds ends the request (408)."""
     if request.content_length is not None and request.content_length > limit:
         return None
-    buf = bytearray()
-    while chunk := await request.content.read(limit + 1 - len(buf)):
-        buf += chunk
-        if len(buf) > limit:
-            return None
-    return bytes(buf)
+
+    async def read() -> bytes | None:
+        buf = bytearray()
+        while chunk := await request.content.read(limit + 1 - len(buf)):
+            buf += chunk
+            if len(buf) > limit:
+                return None
+        return bytes(buf)
+    try:
+        return await asyncio.wait_for(read(), BODY_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the request body did not arrive within {BODY_TIMEOUT:g} s\n") from None
+
+
+def allowed_hosts(http_host: str, extra: str) -> frozenset | None:
+    """The names the Host header may carry, or None (any) when serving beyond loopback without --allowed-hosts (the
+    token guards that case)."""
+    names = {h.strip().lower().strip("[]") for h in (extra or "").split(",") if h.strip()}
+    if not names and not is_loopback(http_host):
+        return None
+    names |= {"localhost", "127.0.0.1", "::1"}
+    if http_host and http_host not in ("0.0.0.0", "::"):
+        names.add(http_host.strip("[]").lower())
+    return frozenset(names)
 
 
 def _json(obj, status: int = 200) -> web.Response:
@@ -102,7 +112,8 @@ class WebFrontend:
             aioice_compat.self_test()
         except RuntimeError as e:
             raise WebSetupError(str(e)) from None
-        self.token = getattr(opts, "token", "") or os.environ.get("STREAMER_TOKEN", "")
+        self.token = opts.token  # resolved by pipeline.settings: --token, --token-file or $STREAMER_TOKEN
+        self.allowed_hosts = allowed_hosts(http_host, opts.allowed_hosts)
         try:
             ice = parse_ice_servers(getattr(opts, "ice_servers", ""), getattr(opts, "ice_username", ""),
                                     getattr(opts, "ice_credential", ""))
@@ -112,8 +123,8 @@ class WebFrontend:
         max_peers = int(getattr(opts, "max_viewers", 32))
         if max_peers < 1:
             raise WebSetupError("--max-viewers must be >= 1")
-        if not is_loopback(http_host) and not self.token:
-            log.warning("HTTP is bound to %s without --token: anyone who can reach it can watch and change the "
+        if not is_loopback(http_host) and not self.token:  # only with --allow-no-token (pipeline.settings)
+            log.warning("HTTP is bound to %s without a token: anyone who can reach it can watch and change the "
                         "prompt", http_host or "all interfaces")
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("aioice").setLevel(logging.WARNING)  # one INFO line per ICE check otherwise
@@ -127,22 +138,32 @@ class WebFrontend:
         if not self.token:
             return True
         auth = request.headers.get("Authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else request.headers.get("X-Streamer-Token", "")
+        given = (auth[7:].strip() if auth[:7].lower() == "bearer " else
+                 request.headers.get("X-Streamer-Token") or request.query.get("token", ""))
         return hmac.compare_digest(given.encode(), self.token.encode())
 
-    def _check(self, request: web.Request) -> web.Response | None:
-        if not self._authed(request):
-            return _json(error_reply("missing or wrong token"), 401)
+    @web.middleware
+    async def guard(self, request: web.Request, handler):
+        """Host, Origin and token, before any handler runs."""
+        if self.allowed_hosts is not None and host_of(request.host) not in self.allowed_hosts:
+            return _json(error_reply(f"Host {request.host[:80]!r} is not served here (see --allowed-hosts)"), 421)
         origin = request.headers.get("Origin")
-        if origin and origin.split("://", 1)[-1] != request.host:
-            return _json(error_reply("cross-origin requests are not accepted"), 403)
+        if origin is not None:
+            netloc = urlsplit(origin).netloc
+            if netloc != request.host or (self.allowed_hosts is not None and host_of(netloc) not in self.allowed_hosts):
+                return _json(error_reply("cross-origin requests are not accepted"), 403)
+        if request.path not in PUBLIC_PATHS and not self._authed(request):
+            return _json(error_reply("missing or wrong token"), 401)
+        return await handler(request)
+
+    def _json_post(self, request: web.Request) -> web.Response | None:
         if request.content_type != "application/json":
             return _json(error_reply("Content-Type must be application/json"), 415)
         return None
 
     # --- handlers ----------------------------------------------------------------------------------------------
     async def offer(self, request: web.Request) -> web.Response:
-        if (bad := self._check(request)) is not None:
+        if (bad := self._json_post(request)) is not None:
             return bad
         raw = await _read_body(request, MAX_OFFER_BYTES)
         if raw is None:
@@ -161,14 +182,14 @@ class WebFrontend:
         return _json(ans)
 
     async def control(self, request: web.Request) -> web.Response:
-        if (bad := self._check(request)) is not None:
+        if (bad := self._json_post(request)) is not None:
             return bad
-        raw = await _read_body(request, MAX_FRAME_BYTES)  # as the ZMQ socket: parse_request reports the 64 KiB limit
+        raw = await _read_body(request, MAX_MESSAGE_BYTES)
         if raw is None:
             return _json(error_reply(f"request too large (limit {MAX_MESSAGE_BYTES} bytes)"), 413)
         async with self._control_slots:
-            reply = await answer_control(self.daemon.handle, raw)
-        return _json(reply)
+            reply, status = await answer(self.daemon.handle, raw, client=f"http:{request.remote}")
+        return _json(reply, status)
 
     async def webrtc_config(self, request: web.Request) -> web.Response:
         servers = ice_servers_json(self.hub.config.ice_servers)

@@ -19,9 +19,10 @@ def free_port() -> int:
 class DaemonProc:
     """A real `streamer serve` subprocess on ephemeral loopback ports."""
 
-    def __init__(self, *extra, http=True, stdout=subprocess.DEVNULL, env=None, model="tiny"):
+    def __init__(self, *extra, http=True, stdout=subprocess.DEVNULL, env=None, model="tiny", token=""):
         if model and "--model" not in extra:  # the random tiny model keeps daemon tests fast (model=None: default)
             extra = ("--model", model, *extra)
+        self.token = token  # the daemon's, for the control requests made here
         self.control = f"tcp://127.0.0.1:{free_port()}"
         self.publish = f"tcp://127.0.0.1:{free_port()}"
         self.http_port = free_port()
@@ -39,7 +40,7 @@ class DaemonProc:
     def wait_streaming(self, timeout=90.0):
         from clients.client import ControlClient
 
-        c = ControlClient(self.control, timeout=2.0)
+        c = ControlClient(self.control, timeout=2.0, token=self.token)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
@@ -61,7 +62,7 @@ class DaemonProc:
         from clients.client import ControlClient
 
         deadline = time.monotonic() + timeout
-        with ControlClient(self.control, timeout=10.0) as c:
+        with ControlClient(self.control, timeout=10.0, token=self.token) as c:
             while True:
                 assert self.proc.poll() is None, f"daemon exited while waiting for {what}:\n{self.log()}"
                 st = c.status()

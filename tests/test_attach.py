@@ -15,10 +15,11 @@ def _torchrun(cfg_path, link, extra_env=None):
 
 
 def test_torchrun_ranks_attach_stream_and_stop_cleanly(tmp_path):
-    cfg = tmp_path / "s.toml"
-    cfg.write_text("model = \"tiny\"\nranks = 2\nsteps = 4\n")
+    (tmp_path / "token").write_text("attach-secret\n")
+    cfg = tmp_path / "s.toml"  # the same file on every host: rank 0 presents the token it names
+    cfg.write_text(f"model = \"tiny\"\nranks = 2\nsteps = 4\ntoken_file = \"{tmp_path / 'token'}\"\n")
     link = f"tcp://127.0.0.1:{free_port()}"
-    d = DaemonProc("--config", str(cfg), "--attach", link, http=False)
+    d = DaemonProc("--config", str(cfg), "--attach", link, http=False, token="attach-secret")
     ranks = _torchrun(cfg, link)
     try:
         st = d.wait_streaming(timeout=120)
@@ -43,6 +44,50 @@ def test_attached_rank_with_another_configuration_is_refused(tmp_path):
         assert rc == 2
         assert "another configuration" in d.log() and "steps" in d.log()
         ranks.wait(timeout=60)  # rank 0 is told to stop; torchrun ends
+    finally:
+        for p in (d.proc, ranks):
+            if p.poll() is None:
+                p.kill()
+        d.stop()
+
+
+def test_an_attached_peer_without_the_token_is_refused(tmp_path):
+    (tmp_path / "token").write_text("attach-secret\n")
+    ours, theirs = tmp_path / "a.toml", tmp_path / "b.toml"
+    ours.write_text(f"model = \"tiny\"\nranks = 2\nsteps = 4\ntoken_file = \"{tmp_path / 'token'}\"\n")
+    theirs.write_text("model = \"tiny\"\nranks = 2\nsteps = 4\n")
+    link = f"tcp://127.0.0.1:{free_port()}"
+    d = DaemonProc("--config", str(ours), "--attach", link, http=False)
+    ranks = _torchrun(theirs, link)
+    try:
+        rc = d.proc.wait(timeout=120)
+        assert rc == 2
+        assert "did not present the token" in d.log()
+        ranks.wait(timeout=60)
+    finally:
+        for p in (d.proc, ranks):
+            if p.poll() is None:
+                p.kill()
+        d.stop()
+
+
+def test_ranks_whose_daemon_dies_do_not_linger(tmp_path):
+    """Ranks started by torchrun have no death pipe: rank 0 leaves when the daemon falls silent (30 s), even with
+    its outgoing queue full, and the others follow when the ring breaks."""
+    import os
+    import signal
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text("model = \"tiny\"\nranks = 2\nsteps = 4\n")
+    link = f"tcp://127.0.0.1:{free_port()}"
+    d = DaemonProc("--config", str(cfg), "--attach", link, http=False)
+    ranks = _torchrun(cfg, link)
+    try:
+        d.wait_streaming(timeout=120)
+        os.kill(d.proc.pid, signal.SIGKILL)
+        rc = ranks.wait(timeout=180)  # about 30 s; the timeout only catches the hang this test is about
+        assert rc != 0
+        assert b"no word from the daemon" in ranks.stderr.read()
     finally:
         for p in (d.proc, ranks):
             if p.poll() is None:

@@ -45,3 +45,15 @@ def test_prompt_command_reports_refusals(daemon):
     r = subprocess.run([sys.executable, "-m", "clients", "prompt", "x", "--at-block", "0", "--control",
                         daemon.control], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "past" in r.stderr
+
+
+def test_cancel_withdraws_a_scheduled_change(daemon):
+    with ControlClient(daemon.control) as c:
+        head = c.status()["next_block"]
+        ack = c.set_prompt("a green circle moving up", mode="queue", at_block=head + 500)
+        assert ack["ok"], ack
+    run = [sys.executable, "-m", "clients", "cancel", "--control", daemon.control]
+    r = subprocess.run(run + [str(ack["epoch"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and f"cancelled: {ack['epoch']}" in r.stdout, r.stderr
+    r = subprocess.run(run + [str(ack["epoch"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no pending change" in r.stderr

@@ -25,7 +25,7 @@ class ServerThread:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
         self.serve_returned = False
 
-    async def handler(self, req):
+    async def handler(self, req, client=""):
         self.seen.append(req)
         if isinstance(req, Status):
             return {"ok": True, "block": len(self.seen), "fps": 8.0}
@@ -139,7 +139,7 @@ def test_bad_requests_get_error_replies(server, sock):
         (b'{"cmd":"set_prompt","prompt":"x","mode":"hard","id":"r1"}', "'mode' must be one of"),
         (b'{"cmd":"set_prompt","prompt":"x","at_block":true}', "'at_block' must be an integer"),
         (b'{"cmd":"status","extra":1}', "unknown field"),
-        (json.dumps({"cmd": "status", "pad": "x" * 70_000}).encode(), "too large"),
+        (json.dumps({"cmd": "status", "pad": "x" * 66_000}).encode(), "too large"),  # over 64 KiB, under the frame cap
     ]
     for raw, needle in cases:
         reply = req_roundtrip(s, raw)
@@ -207,12 +207,13 @@ def test_many_requests_in_a_row(server, sock):
 
 
 def test_pipelined_dealer_requests_keep_their_order(server, sock):
+    n = MAX_PENDING_PER_PEER  # as many as one peer may have waiting
     d = sock(zmq.DEALER, server.address)
-    for i in range(100):
+    for i in range(n):
         d.send_multipart([b"", json.dumps({"cmd": "set_prompt", "prompt": f"p{i}", "id": i}).encode()])
-    ids = [json.loads(recv(d)[1])["id"] for _ in range(100)]
-    assert ids == list(range(100))
-    assert [r.prompt for r in server.seen] == [f"p{i}" for i in range(100)]
+    ids = [json.loads(recv(d)[1])["id"] for _ in range(n)]
+    assert ids == list(range(n))
+    assert [r.prompt for r in server.seen] == [f"p{i}" for i in range(n)]
 
 
 def test_slow_peer_does_not_block_others_and_is_bounded(server, sock):
@@ -252,3 +253,22 @@ def test_bind_error_is_clear():
             c.term()
 
     asyncio.run(main())
+
+
+def test_oversized_frames_cost_the_sender_its_connection_not_the_server(server, sock):
+    """libzmq drops a peer whose frame is over MAX_FRAME_BYTES before buffering it; the others are served."""
+    from zmq.utils.monitor import recv_monitor_message
+
+    from streamer.control import MAX_FRAME_BYTES
+
+    big = sock(zmq.DEALER, server.address)
+    mon = big.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+    big.send_multipart([b"", b'{"cmd":"status","pad":"' + b"x" * (MAX_FRAME_BYTES + 10) + b'"}'])
+    events = []
+    while zmq.EVENT_DISCONNECTED not in events:
+        assert mon.poll(30_000), f"no disconnect after an oversized frame: {events}"
+        events.append(recv_monitor_message(mon)["event"])
+    big.disable_monitor()
+    mon.close(linger=0)
+    assert req_roundtrip(sock(zmq.REQ, server.address), {"cmd": "status"})["ok"] is True
+    assert len(server.seen) == 1  # the handler saw the good request only

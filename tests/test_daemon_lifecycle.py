@@ -138,3 +138,66 @@ def test_two_ranks_prompt_change_pause_resume_and_clean_stop():
     finally:
         rc = d.stop()
     assert rc == 0, d.log()
+
+
+def test_a_second_daemon_on_the_same_ports_exits_at_once(daemon):
+    for args in (["--control", daemon.control], ["--publish", daemon.publish],
+                 ["--http", f"127.0.0.1:{daemon.http_port}"], ["--publish", "garbage"]):
+        d2 = DaemonProc(*args, http=False)
+        try:
+            rc = d2.proc.wait(timeout=60)  # within seconds; the timeout only catches a hang
+        finally:
+            d2.stop()
+        assert rc == 2, (args, d2.log())
+        lines = [ln for ln in d2.log().splitlines() if "ERROR" in ln]
+        assert len(lines) == 1 and "cannot start" in lines[0], (args, d2.log())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--http", "0.0.0.0:0"], "--http 0.0.0.0:0 is reachable from other machines"),
+    (["--control", "tcp://0.0.0.0:5599"], "--control tcp://0.0.0.0:5599 is reachable"),
+    (["--control", "tcp://*:5599"], "set a token"),
+    (["--token-file", "/nonexistent/token"], "--token-file '/nonexistent/token'"),
+])
+def test_exposure_without_a_token_is_refused(args, needle):
+    r = subprocess.run([sys.executable, "-m", "streamer", "serve", "--model", "tiny", *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60, env={**os.environ, "STREAMER_TOKEN": ""})
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+
+
+def test_token_from_a_file_guards_control_and_http(tmp_path):
+    from clients.client import ControlClient
+
+    (tmp_path / "t").write_text("file-secret\n")
+    d = DaemonProc("--token-file", str(tmp_path / "t"), token="file-secret")
+    try:
+        d.wait_streaming()
+        with ControlClient(d.control, token="") as c:
+            assert c.status() == {"ok": False, "error": "missing or wrong token"}
+        with ControlClient(d.control, token="file-secret") as c:
+            assert c.status()["ok"] is True
+        import urllib.error
+        import urllib.request
+        base = f"http://127.0.0.1:{d.http_port}"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + "/status", timeout=30)
+        assert e.value.code == 401
+        with urllib.request.urlopen(base + "/status?token=file-secret", timeout=30) as r:
+            assert json.loads(r.read())["blocks_emitted"] >= 1
+        assert "file-secret" not in " ".join(psutil.Process(d.proc.pid).cmdline())  # not in `ps`
+    finally:
+        assert d.stop() == 0, d.log()
+
+
+def test_stdout_reader_going_away_ends_the_daemon_with_one_line():
+    head = subprocess.Popen(["head", "-c", "20000"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    d = DaemonProc("--stdout", "mpegts", http=False, stdout=head.stdin)
+    head.stdin.close()  # the daemon holds the pipe's write end now
+    try:
+        rc = d.proc.wait(timeout=120)  # head exits after 20 kB; the next write fails
+    finally:
+        d.stop()
+        head.wait(timeout=30)
+    assert rc == 1, d.log()
+    errors = [ln for ln in d.log().splitlines() if " ERROR " in ln]
+    assert len(errors) == 1 and "stdout failed" in errors[0] and "went away" in errors[0], d.log()

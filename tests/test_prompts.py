@@ -103,3 +103,39 @@ def test_epochs_increase_and_unknown_mode_is_rejected():
     assert b.epoch == a.epoch + 1
     with pytest.raises(PromptError):
         s.p.submit("d", "sideways")
+
+
+def test_scheduled_changes_are_bounded_but_immediate_ones_always_land():
+    from pipeline.prompts import MAX_AHEAD, MAX_PER_CLIENT, MAX_SCHEDULED
+
+    s = PromptSchedule("a")
+    s.set_boundary(10, 14)
+    with pytest.raises(PromptError, match=f"more than {MAX_AHEAD} blocks ahead"):
+        s.submit("x", "soft", at_block=10 + MAX_AHEAD + 1)
+    for i in range(MAX_PER_CLIENT):
+        s.submit(f"p{i}", "soft", at_block=100 + i, client="mallory")
+    with pytest.raises(PromptError, match="this client has"):
+        s.submit("one more", "soft", at_block=500, client="mallory")
+    s.submit("another client", "soft", at_block=500, client="alice")
+    for i in range(MAX_SCHEDULED - MAX_PER_CLIENT - 1):
+        s.submit(f"q{i}", "soft", at_block=600, client=f"c{i}")
+    with pytest.raises(PromptError, match=f"{MAX_SCHEDULED} scheduled changes are pending"):
+        s.submit("full", "queue", at_block=700, client="bob")
+    for mode in ("soft", "cut", "queue", "blend"):  # a full schedule never blocks a change for now
+        assert s.submit("now", mode, client="mallory").epoch > 0
+
+
+def test_cancel_withdraws_pending_changes_only():
+    s = PromptSchedule("a")
+    s.set_boundary(0, 0)
+    a = s.submit("x", "soft", at_block=5)
+    b = s.submit("y", "queue", at_block=6)
+    now = s.submit("z", "soft")
+    assert s.cancel(a.epoch) == [a.epoch]
+    with pytest.raises(PromptError, match=f"no pending change has epoch {a.epoch}"):
+        s.cancel(a.epoch)
+    assert s.cancel() == [b.epoch]  # every scheduled one; the immediate change stays
+    assert [p.epoch for p in s.pending] == [now.epoch]
+    s.begin_tick(0, 0)
+    with pytest.raises(PromptError):
+        s.cancel(now.epoch)  # it took effect

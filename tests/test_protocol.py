@@ -190,3 +190,20 @@ def test_encode_reply_is_strict_json():
     assert json.loads(raw) == {"ok": True, "fps": None, "lag": None, "ranks": [{"ms": None}], "p": "é"}
     with pytest.raises(TypeError):
         encode_reply({"ok": True, "obj": object()})
+
+
+def test_cancel_and_token_fields_and_http_statuses():
+    from streamer.protocol import Cancel
+
+    assert parse_request(b'{"cmd":"cancel","epoch":3,"id":1}') == Cancel(epoch=3, id=1)
+    assert parse_request(b'{"cmd":"cancel","all":true,"token":"t"}') == Cancel(all=True, token="t")
+    assert Cancel(all=True, token="t").to_dict() == {"cmd": "cancel", "all": True, "token": "t"}
+    for raw, status, needle in ((b'{"cmd":"cancel"}', 422, "either 'epoch' or 'all'"),
+                                (b'{"cmd":"cancel","epoch":1,"all":true}', 422, "either"),
+                                (b'{"cmd":"cancel","all":false}', 422, "'all' must be true"),
+                                (b'{"cmd":"status","token":7}', 422, "'token' must be a string"),
+                                (b"{nope", 400, "invalid JSON"), (b"[]", 400, "JSON object"),
+                                (b"x" * 70_000, 413, "too large")):
+        with pytest.raises(ProtocolError) as e:
+            parse_request(raw)
+        assert e.value.status == status and needle in e.value.message, raw[:30]

@@ -321,7 +321,7 @@ class _FakeDaemon:
         self.encoder = None
         self.requests = []
 
-    async def handle(self, req):
+    async def handle(self, req, client=""):
         self.requests.append(req)
         return {"ok": True, "epoch": 1, "first_block": 5}
 
@@ -342,9 +342,10 @@ def test_token_origin_and_content_type_guards():
         d = _FakeDaemon(token="s3cret", ice_servers="stun:stun.example.org:3478,turn:turn.example.org:3478",
                         ice_username="u", ice_credential="pw")
         front = WebFrontend(d, "127.0.0.1")
-        app = build_app(d.fanout, front.status, lambda: "", extra_routes=front.routes())
+        app = build_app(d.fanout, front.status, lambda: "", extra_routes=front.routes(), middlewares=[front.guard])
         runner = await start_http(app, "127.0.0.1", 0)
-        base = f"http://127.0.0.1:{bound_port(runner)}"
+        port = bound_port(runner)
+        base = f"http://127.0.0.1:{port}"
         body = json.dumps({"cmd": "set_prompt", "prompt": "a fox", "mode": "cut"})
         good = {"Content-Type": "application/json", "Authorization": "Bearer s3cret"}
         try:
@@ -374,8 +375,20 @@ def test_token_origin_and_content_type_guards():
                     assert len((await r.json())["iceServers"]) == 2
                 async with s.get(base + "/viewer.js") as r:
                     assert r.status == 200 and "RTCPeerConnection" in await r.text()
-                async with s.get(base + "/status") as r:
+                for path in ("/status", "/metrics", "/stream.ts"):  # data routes need the token too
+                    async with s.get(base + path) as r:
+                        assert r.status == 401, path
+                async with s.get(base + "/status?token=s3cret") as r:  # players that cannot send headers
                     assert (await r.json())["webrtc"]["viewers"] == 0
+                # DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends its own Host and Origin
+                rebound = {**good, "Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+                async with s.post(base + "/control", data=body, headers=rebound) as r:
+                    assert r.status == 421 and "evil.example" in (await r.json())["error"]
+                async with s.get(base + "/status", headers={"Host": f"evil.example:{port}", **good}) as r:
+                    assert r.status == 421
+                async with s.get(base + "/status", headers={"Host": f"localhost:{port}", **good}) as r:
+                    assert r.status == 200
+                assert len(d.requests) == 1
         finally:
             await front.close()
             await runner.cleanup()
@@ -423,13 +436,16 @@ def test_daemon_offer_control_and_status(daemon):
                 async with s.get(base + "/status") as r:
                     st = await r.json()
                 assert st["webrtc"]["viewers"] == 1 and st["webrtc"]["peers"][0]["sent"] >= 30
-                # the control path: the same replies as the ZMQ socket, good and bad
-                for raw in (b'{"cmd":"set_prompt","prompt":"   "}', b"not json", b'{"cmd":"nope","id":3}',
-                            b'{"cmd":"set_prompt","prompt":"x","mode":"soft","blocks":2}', b"[1]",
-                            b'{"cmd":"status","extra":1}', b'{"cmd":"status","id":"' + b"x" * 70_000 + b'"}'):
+                # the control path: the same replies as the ZMQ socket, good and bad; HTTP statuses by kind
+                for raw, want in ((b'{"cmd":"set_prompt","prompt":"   "}', 422), (b"not json", 400),
+                                  (b'{"cmd":"nope","id":3}', 422),
+                                  (b'{"cmd":"set_prompt","prompt":"x","mode":"soft","blocks":2}', 422),
+                                  (b"[1]", 400), (b'{"cmd":"status","extra":1}', 422),
+                                  (b'{"cmd":"status","id":"' + b"x" * 65_600 + b'"}', 413)):
                     status, reply = await post(s, "/control", raw)
-                    assert status == 200 and reply["ok"] is False
-                    assert reply == _zmq_raw(daemon.control, raw), raw
+                    assert status == want and reply["ok"] is False, (raw[:40], status, reply)
+                    zmq_reply = _zmq_raw(daemon.control, raw)
+                    assert reply == zmq_reply or (status == 413 and "limit 65536" in reply["error"]), raw[:40]
                 status, ack = await post(s, "/control", json.dumps(
                     {"cmd": "set_prompt", "prompt": "a green square from the browser", "mode": "soft",
                      "id": "web-1"}).encode())
@@ -447,5 +463,39 @@ def test_daemon_offer_control_and_status(daemon):
                 await v.wait_frames(n + 8)  # the stream goes on across the change
             finally:
                 await v.close()
+
+    asyncio.run(main())
+
+
+def test_mangled_offers_are_refused_without_taking_a_slot_and_one_client_cannot_hoard_them():
+    async def main():
+        hub = WebRTCHub(FanOut(), lambda: None, WebRTCConfig(max_pending_per_client=2))
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        good = pc.localDescription.sdp
+        mangled = {
+            "no fingerprint": "\r\n".join(ln for ln in good.split("\r\n") if not ln.startswith("a=fingerprint")),
+            "no ice-pwd": "\r\n".join(ln for ln in good.split("\r\n") if not ln.startswith("a=ice-pwd")),
+            "sendonly": good.replace("a=recvonly", "a=sendonly"),
+            "two videos": good + good[good.index("m=video"):],
+            "no media": good[:good.index("m=video")],
+        }
+        try:
+            for why, sdp in mangled.items():
+                with pytest.raises(OfferError) as e:
+                    await hub.answer(sdp, remote="10.0.0.9")
+                assert e.value.status == 400, why
+            assert hub.peers == {}  # none of them took a slot
+            for _ in range(2):
+                await hub.answer(good, remote="10.0.0.9")
+            with pytest.raises(OfferError) as e:
+                await hub.answer(good, remote="10.0.0.9")
+            assert e.value.status == 429 and "not yet connected" in str(e.value)
+            await hub.answer(good, remote="10.0.0.10")  # another client is still served
+            assert len(hub.peers) == 3
+        finally:
+            await pc.close()
+            await hub.close()
 
     asyncio.run(main())

@@ -30,7 +30,8 @@ class WebRTCConfig:
     max_peers: int = 32
     queue_size: int = 512  # packets per peer before it is restarted at a keyframe
     max_lag: float = 1.0  # seconds behind before skipping to the newest keyframe
-    connect_timeout: float = 20.0  # offer → connected
+    connect_timeout: float = 8.0  # offer → connected; a peer that never connects frees its slot after this
+    max_pending_per_client: int = 4  # offers from one address not yet connected
     stall_timeout: float = 10.0  # packets waiting but not pulled for this long → drop the peer
     keyframe_min_interval: float = 0.5  # PLI/FIR → encoder keyframe, at most this often (shared encoder)
     meta_interval: float = 0.5  # per-peer metadata messages on the "meta" data channel
@@ -109,6 +110,10 @@ class WebRTCHub:
             raise OfferError("the offer has no video section (add a recvonly video transceiver)")
         if len(self.peers) >= self.config.max_peers:
             raise OfferError(f"too many viewers (limit {self.config.max_peers})", 503)
+        pending = sum(1 for p in self.peers.values() if p.remote == remote and p.connected_at is None)
+        if remote and pending >= self.config.max_pending_per_client:
+            raise OfferError(f"too many offers from {remote} not yet connected (limit "
+                             f"{self.config.max_pending_per_client})", 429)
         sdp = strip_mdns_candidates(sdp)
         codecs = offered_video_codecs(sdp)
         if "H264" in codecs:

@@ -66,18 +66,32 @@ def strip_mdns_candidates(sdp: str) -> str:
     return "".join(kept)
 
 
+MAX_MEDIA = 8  # m= sections an offer may have (the page sends a video and a data channel)
+
+
 def offered_video_codecs(sdp: str) -> list[str]:
     """Names of the video codecs both the offer and aiortc can use (for H.264: packetization mode 1, the
-    baseline profiles aiortc negotiates), e.g. ['VP8', 'H264']. Raises OfferError on unparsable SDP."""
+    baseline profiles aiortc negotiates), e.g. ['VP8', 'H264']. Raises OfferError unless the SDP is an offer we can
+    answer: it parses, has at most MAX_MEDIA sections, exactly one video section that receives (recvonly or
+    sendrecv), and every section carries ICE credentials and a DTLS fingerprint."""
     try:
         desc = SessionDescription.parse(sdp)
     except Exception as e:  # aiortc raises assorted errors on malformed SDP
         raise OfferError(f"cannot parse the SDP offer: {type(e).__name__}: {str(e)[:200]}") from None
-    names = []
+    if not desc.media or len(desc.media) > MAX_MEDIA:
+        raise OfferError(f"the offer must have 1 to {MAX_MEDIA} media sections, it has {len(desc.media)}")
+    video = [m for m in desc.media if m.kind == "video"]
+    if len(video) != 1:
+        raise OfferError(f"the offer must have exactly one video section, it has {len(video)}")
+    if video[0].direction not in ("recvonly", "sendrecv"):
+        raise OfferError(f"the video section must receive (recvonly or sendrecv), not {video[0].direction}")
     for m in desc.media:
-        if m.kind == "video":
-            names += [c.name.upper() for c in common_codecs(m.rtp.codecs)]
-    return names
+        ice, dtls = m.ice, m.dtls
+        if not (ice and ice.usernameFragment and ice.password):
+            raise OfferError(f"the {m.kind} section has no ICE credentials (a=ice-ufrag / a=ice-pwd)")
+        if not (dtls and dtls.fingerprints):
+            raise OfferError(f"the {m.kind} section has no DTLS fingerprint (a=fingerprint)")
+    return [c.name.upper() for c in common_codecs(video[0].rtp.codecs)]
 
 
 def codec_prefs(name: str):
