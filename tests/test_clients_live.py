@@ -57,3 +57,40 @@ def test_cancel_withdraws_a_scheduled_change(daemon):
     assert r.returncode == 0 and f"cancelled: {ack['epoch']}" in r.stdout, r.stderr
     r = subprocess.run(run + [str(ack["epoch"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "no pending change" in r.stderr
+
+
+def test_record_goes_on_across_a_daemon_restart(tmp_path):
+    """`streamer record` keeps its file while the daemon is away; ZMQ reconnects, timestamps keep increasing."""
+    import threading
+
+    from conftest import DaemonProc, free_port
+
+    out = tmp_path / "across.mp4"
+    publish = f"tcp://127.0.0.1:{free_port()}"
+    first = DaemonProc("--publish", publish, http=False)
+    stop, result = threading.Event(), {}
+    rec = threading.Thread(target=lambda: result.update(n=record(str(out), publish, stop_event=stop)))
+    try:
+        start = first.wait_streaming()["frames_published"]
+        rec.start()
+        before = first.wait_status(lambda s: s["blocks_published"] >= 5, "blocks before the restart")
+        assert first.stop() == 0
+        second = DaemonProc("--publish", publish, http=False)
+        try:
+            second.wait_status(lambda s: s["blocks_published"] >= 8, "blocks after the restart")
+        finally:
+            stop.set()
+            rec.join(timeout=60)
+            assert second.stop() == 0
+    finally:
+        stop.set()
+        if first.proc.poll() is None:
+            first.stop()
+    r = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "packet=pts", "-of", "json", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    pts = [p["pts"] for p in json.loads(r.stdout)["packets"]]
+    assert result["n"] == len(pts)
+    # more than the first daemon can have given (its frames while recording, and two blocks of slack for the ones
+    # published between the last status and its stop): the second daemon's frames are in the file too
+    assert len(pts) > before["frames_published"] - start + 16, (len(pts), before["frames_published"], start)
+    assert all(b > a for a, b in zip(pts, pts[1:]))  # one timeline across both daemons

@@ -69,3 +69,28 @@ def test_sub_receives_decodable_packets_and_events():
         sub.close(0)
         pub.close()
         ctx.term()
+
+
+def test_a_subscriber_that_never_reads_costs_drops_not_blocking():
+    ctx = zmq.Context()
+    pub = VideoPublisher(ctx, "tcp://127.0.0.1:*", sndhwm=10)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.setsockopt(zmq.RCVHWM, 10)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(pub.endpoint)
+    try:
+        while not sub.poll(50):  # the subscription has propagated once one message arrives
+            pub.send_event({"type": "hello"})
+        for i in range(20_000):  # with no reader, ZMQ drops what is past the high-water marks
+            pub.send_event({"type": "flood", "i": i, "pad": "x" * 64})
+        assert pub.sent + pub.dropped >= 20_000  # every send returned (none blocked)
+        got = 0
+        while sub.poll(100):
+            sub.recv_multipart()
+            got += 1
+        assert got < 20_000 // 10  # the slow reader lost most of them: dropped, never back-pressure
+    finally:
+        sub.close()
+        pub.close()
+        ctx.term()
