@@ -5,7 +5,7 @@
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.hash.slice(1) || location.search.slice(1));
   const v = {
-    connection: "new", pc: null, channel: null, peer: null, codec: null,
+    connection: "new", pc: null, channel: null, peer: null, codec: null, whep: null,
     meta: null, status: null, ack: null, error: null,
     framesDecoded: 0, framesPresented: 0, decodedFps: 0, latencyMs: null, jitterMs: null, rttMs: null,
   };
@@ -71,25 +71,28 @@
     };
     await pc.setLocalDescription(await pc.createOffer());
     await waitGathering(pc, 3000);
-    let r, ans;
+    // WHEP: the offer as application/sdp; 201 Created with the answer (every candidate in it) and a Location
+    let r, text;
     try {
-      r = await fetch("offer", {
-        method: "POST", headers: authHeaders(true),
-        body: JSON.stringify({ sdp: pc.localDescription.sdp, type: pc.localDescription.type }),
-      });
-      ans = await r.json();
+      const headers = authHeaders(false);
+      headers["Content-Type"] = "application/sdp";
+      r = await fetch("whep", { method: "POST", headers, body: pc.localDescription.sdp });
+      text = await r.text();
     } catch (e) {
       setState("error"); showError("cannot reach the daemon: " + e); reconnect(3000); return;
     }
-    if (!r.ok) {
-      setState("error"); showError(ans.error || ("HTTP " + r.status));
+    if (r.status !== 201) {
+      let msg = text.trim();
+      try { msg = JSON.parse(text).error || msg; } catch (e) { /* a plain-text WHEP error */ }
+      setState("error"); showError(msg || ("HTTP " + r.status));
       pc.close();
       if (r.status === 401) askToken(); else reconnect(5000);
       return;
     }
-    v.peer = ans.peer;
-    v.codec = ans.codec;
-    await pc.setRemoteDescription({ sdp: ans.sdp, type: ans.type });
+    v.peer = r.headers.get("X-Streamer-Peer");
+    v.codec = r.headers.get("X-Streamer-Codec");
+    v.whep = r.headers.get("Location");
+    await pc.setRemoteDescription({ sdp: text, type: "answer" });
   }
 
   function reconnect(ms) {
@@ -203,6 +206,7 @@
 
   window.addEventListener("pagehide", () => {
     try { if (v.channel && v.channel.readyState === "open") v.channel.send("bye"); } catch (e) { /* closing */ }
+    if (v.whep) fetch(v.whep, { method: "DELETE", headers: authHeaders(false), keepalive: true }).catch(() => {});
     if (v.pc) v.pc.close();
   });
 

@@ -88,6 +88,10 @@ OPTIONS = (
     _o("crf", int, 23, "x264 quality (0..51)", "daemon"),
     _o("nvenc", bool, False, "use NVENC where present", "daemon"),
     _o("log_level", str, "info", "log level", "daemon", choices=("debug", "info", "warning", "error")),
+    _o("push", list, [], "push the stream to a media server: rtmp://, rtmps:// (FLV) or srt:// (MPEG-TS); "
+       "repeatable (a list in --config)", "daemon"),
+    _o("push_audio", bool, False, "add a silent AAC track to pushed streams (ingests that insist on audio)",
+       "daemon"),
     _o("ice_servers", str, "", "comma-separated STUN/TURN URLs for WebRTC (default: none, host candidates only)",
        "web"),
     _o("ice_username", str, "", "TURN username", "web"),
@@ -133,6 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         helptext = f"{o.help} (default: {o.default!r})" if shown else o.help
         if o.type is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
+        elif o.type is list:
+            parser.add_argument(flag, action="append", default=None, metavar="URL", help=helptext)
         else:
             parser.add_argument(flag, type=o.type, default=None, help=helptext,
                                 choices=[c for c in o.choices if c] or None)
@@ -149,8 +155,10 @@ def check(data: dict, allowed: dict, where: str) -> dict:
         typ = allowed[k]
         if typ is float and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
-        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-            raise ConfigError(f"{where}: {k} must be {typ.__name__}, got {v!r}")
+        if not isinstance(v, typ) or (typ is int and isinstance(v, bool)) or (
+                typ is list and not all(isinstance(x, str) for x in v)):
+            raise ConfigError(f"{where}: {k} must be {'a list of strings' if typ is list else typ.__name__}, "
+                              f"got {v!r}")
         if k in OPTION and OPTION[k].choices and v not in OPTION[k].choices:
             raise ConfigError(f"{where}: {k} must be one of {', '.join(c for c in OPTION[k].choices if c)}")
         out[k] = v
@@ -185,7 +193,7 @@ def resolve(given: dict):
         raise ConfigError(f"--gpus must be >= 1, got {given['gpus']}")
     from_file = load_toml(given["config"]) if given.get("config") else {}
     model = given.get("model") or from_file.get("model") or DEFAULTS["model"]
-    values = dict(DEFAULTS)
+    values = {k: list(v) if isinstance(v, list) else v for k, v in DEFAULTS.items()}
     values.update(model_defaults(model, MODEL_KEYS))
     preset = given.get("preset") or from_file.pop("preset", None)
     if preset:
@@ -253,6 +261,7 @@ def _check_daemon(values: dict, cfg) -> None:
         raise ConfigError("--keyframe-interval must be > 0")
     if not 0 <= values["crf"] <= 51:
         raise ConfigError("--crf must be in 0..51")
+
     if values["split"]:
         counts = str(values["split"]).split(",")
         if len(counts) != cfg.ranks or not all(c.strip().isdigit() and int(c) > 0 for c in counts):

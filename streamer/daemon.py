@@ -27,12 +27,14 @@ from pipeline import wire
 from pipeline.config import EngineConfig
 from transports.fanout import FanOut
 from transports.http import build_app, start_http
+from transports.push import Pusher, push_format
 from transports.zmq_pub import VideoPublisher
 
 from .control import ControlServer
 from .engine_link import EngineDied, EngineLink
 from .options import ServeOptions
 from .output import EncoderStage, StdoutTs, y4m_sink
+from .progress import StartupProgress
 from .protocol import Cancel, Pause, Resume, SetPrompt, Status
 from .sdnotify import Notifier
 from .stats import StreamStats
@@ -52,6 +54,7 @@ class Daemon:
         self.fanout = FanOut(on_subscribe=lambda sub: self.request_keyframe())
         self.encoder: EncoderStage | None = None
         self.stdout_ts: StdoutTs | None = None
+        self.pushers: list[Pusher] = []
         self.engine: EngineLink | None = engine
         self.publisher: VideoPublisher | None = None
         self.control: ControlServer | None = None
@@ -61,7 +64,7 @@ class Daemon:
         self.exit_code = 0
         self.exit_reason = ""
         self.loaded = asyncio.Event()
-        self._progress = None
+        self.progress: StartupProgress | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: dict[asyncio.Task, str] = {}
         self._stopping = False
@@ -88,12 +91,12 @@ class Daemon:
         self.stats.on_engine_stats(m.snapshot)
         if self.stats.health.blocks == 0 and "ticks" in m.snapshot:
             t, s = m.snapshot["ticks"], self.cfg.steps
-            self._loading(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block",
-                          m.snapshot.get("tick_ms", 0.0) / 1e3)
+            self.progress.update(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block",
+                                 m.snapshot.get("tick_ms", 0.0) / 1e3)
 
     def _progress_msg(self, m: wire.Progress) -> None:
         log.info("engine: %s", m.msg)
-        self._loading(m.msg)
+        self.progress.update(m.msg)
         if m.done:
             self.loaded.set()
             self.stats.health.on_loaded(time.monotonic())
@@ -124,7 +127,7 @@ class Daemon:
         """A block's packets went to every consumer (event loop thread)."""
         self.stats.on_published(frames, time.monotonic())
         if self.stats.health.blocks == 1:
-            self._end_progress()
+            self.progress.end()
             self.notifier.ready(f"streaming, first block {block}")
             log.info("first block published: streaming")
 
@@ -164,14 +167,6 @@ class Daemon:
         self.fail(component, exc if exc is not None else "stopped unexpectedly")
 
     # --- health --------------------------------------------------------------------------------------------
-    def _loading(self, msg: str, tick_s: float = 0.0) -> None:
-        """Start-up progress: the spinner, systemd's STATUS, and more start time while progress is made (a
-        hung load stops asking, and systemd's TimeoutStartSec ends it)."""
-        if self._progress is not None and msg:
-            self._progress(msg)
-        self.notifier.status(msg)
-        self.notifier.extend_timeout(max(120.0, 4 * tick_s))
-
     async def _health(self) -> None:
         """Ping the watchdog only while blocks are published; say so once when output stalls."""
         stalled = False
@@ -191,23 +186,6 @@ class Daemon:
             return not stalled
 
         await self.notifier.watchdog_loop(healthy)
-
-    def _start_progress(self):
-        """A live spinner on an interactive terminal while the model loads and the pipeline fills."""
-        if not (self.opts.progress and sys.stderr.isatty()):
-            return
-        from rich.console import Console
-
-        status = Console(stderr=True).status("starting the engine")
-        status.start()
-        self._status = status
-        self._progress = status.update
-
-    def _end_progress(self):
-        if getattr(self, "_status", None) is not None:
-            self._status.stop()
-            self._status = None
-        self._progress = None
 
     # --- control ---------------------------------------------------------------------------------------
     async def handle(self, req, client: str = "") -> dict:
@@ -245,6 +223,7 @@ class Daemon:
         if self.encoder is not None:
             s["encoder"] = {k: v for k, v in self.encoder.stats().items() if k != "bytes"}
         s["loaded"] = self.loaded.is_set()
+        s["push"] = [p.stats() for p in self.pushers]
         s["watchdog"] = {"interval_s": self.notifier.watchdog_interval(), "pings": self.notifier.pings,
                          "health_checks": self.notifier.checks}
         return s
@@ -256,6 +235,11 @@ class Daemon:
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def _bind(self):
+        for url in self.opts.push:  # a push URL we cannot use is a start-up error, like a port we cannot bind
+            try:
+                push_format(url)
+            except ValueError as e:
+                raise OSError(str(e)) from None
         self.publisher = VideoPublisher(self.ctx, self.opts.publish)
         self.control = ControlServer(self.opts.control, self.handle, ctx=self.ctx,
                                      on_error=lambda e: self.fail("control", e), token=self.opts.token)
@@ -298,7 +282,9 @@ class Daemon:
                                     on_error=self.fail_threadsafe)
         if self.opts.stdout == "mpegts":
             self.stdout_ts = StdoutTs(self.fanout, c.width, c.height, c.fps, on_error=self.fail_threadsafe)
-        self._start_progress()
+        self.pushers = [Pusher(url, self.fanout, c.width, c.height, c.fps, silent_audio=self.opts.push_audio,
+                               on_error=self.fail_threadsafe) for url in self.opts.push]
+        self.progress = StartupProgress(self.notifier, self.opts.progress)
         if self.engine is None:
             self.engine = EngineLink(c, self.ctx, self.on_engine, attach=self.opts.attach)
             self.engine.start()
@@ -311,7 +297,7 @@ class Daemon:
         stop = asyncio.ensure_future(self.stop_event.wait())
         log.info("engine starting: model=%s %dx%d steps=%d block=%d context=%d ranks=%d", c.model, c.height, c.width,
                  c.steps, c.block_frames, c.context_frames, c.ranks)
-        self._loading("loading model")
+        self.progress.update("loading model")
         done, _ = await asyncio.wait({watch, stop}, return_when=asyncio.FIRST_COMPLETED)
         if watch in done:
             self.fail(*watch.result())
@@ -326,7 +312,7 @@ class Daemon:
             log.error("%s; shutting down", self.exit_reason)
         watch.cancel()
         stop.cancel()
-        self._end_progress()
+        self.progress.end()
         self.notifier.stopping(self.exit_reason or None)
         await self._shutdown()
         return self.exit_code
@@ -349,6 +335,8 @@ class Daemon:
             await asyncio.to_thread(self.encoder.close, 1.0 if failed else 10.0)
         if self.stdout_ts is not None:
             await asyncio.to_thread(self.stdout_ts.close, 1.0 if failed else 5.0)
+        for p in self.pushers:
+            await asyncio.to_thread(p.stop, 1.0 if failed else 5.0)
         await self._close()
 
     async def _close(self):

@@ -27,6 +27,8 @@ class ServeOptions:
     token: str = DEFAULTS["token"]  # resolved: --token, --token-file or $STREAMER_TOKEN (pipeline.settings)
     allowed_hosts: str = DEFAULTS["allowed_hosts"]
     max_viewers: int = DEFAULTS["max_viewers"]
+    push: list = dataclasses.field(default_factory=list)  # media-server URLs (transports/push.py)
+    push_audio: bool = DEFAULTS["push_audio"]
     progress: bool = True  # a spinner on a terminal while loading (not an option)
 
     @classmethod

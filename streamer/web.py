@@ -5,6 +5,10 @@ guards every route passes.
     POST /control    one control request (JSON, exactly as on the ZMQ socket) → the same reply object
     GET  /webrtc     {"iceServers": [...], "token_required": bool} for the page's RTCPeerConnection
     GET  /viewer.js  the page's script (clients/viewer.js)
+    WHEP (draft-ietf-wish-whep; WHIP's HTTP shape, RFC 9725), what the page, OBS, GStreamer and media servers use:
+    POST   /whep          application/sdp offer → 201 Created, Location: /whep/<session>, the answer (with every
+                          candidate: no trickle)
+    DELETE /whep/<session> ends that viewer;  PATCH → 405;  OPTIONS → CORS preflight (Accept-Post)
 
 Guards, on every route: the Host header must name this daemon (loopback names, the bound address, --allowed-hosts;
 a guard against DNS rebinding), and an Origin, when sent, the same host. With a token (--token-file,
@@ -20,6 +24,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -97,6 +102,10 @@ def allowed_hosts(http_host: str, extra: str) -> frozenset | None:
     return frozenset(names)
 
 
+def _text(msg: str, status: int) -> web.Response:
+    return web.Response(status=status, text=msg + "\n")
+
+
 def _json(obj, status: int = 200) -> web.Response:
     return web.Response(body=encode_reply(obj), status=status, content_type="application/json")
 
@@ -131,6 +140,7 @@ class WebFrontend:
         self.hub = WebRTCHub(daemon.fanout, daemon.request_keyframe,
                              WebRTCConfig(ice_servers=ice, max_peers=max_peers), on_error=daemon.fail_threadsafe)
         self._control_slots = asyncio.Semaphore(MAX_ACTIVE_CONTROL)
+        self._whep: dict[str, str] = {}  # WHEP session (unguessable) → the hub's peer id
 
 
     # --- guards -------------------------------------------------------------------------------------------------
@@ -148,13 +158,32 @@ class WebFrontend:
         if self.allowed_hosts is not None and host_of(request.host) not in self.allowed_hosts:
             return _json(error_reply(f"Host {request.host[:80]!r} is not served here (see --allowed-hosts)"), 421)
         origin = request.headers.get("Origin")
+        whep = request.path == "/whep" or request.path.startswith("/whep/")
         if origin is not None:
             netloc = urlsplit(origin).netloc
-            if netloc != request.host or (self.allowed_hosts is not None and host_of(netloc) not in self.allowed_hosts):
+            if not (whep and self._cors_allowed(netloc)) and (
+                    netloc != request.host or
+                    (self.allowed_hosts is not None and host_of(netloc) not in self.allowed_hosts)):
                 return _json(error_reply("cross-origin requests are not accepted"), 403)
-        if request.path not in PUBLIC_PATHS and not self._authed(request):
+        preflight = whep and request.method == "OPTIONS"
+        if request.path not in PUBLIC_PATHS and not preflight and not self._authed(request):
             return _json(error_reply("missing or wrong token"), 401)
-        return await handler(request)
+        response = await handler(request)
+        if whep and origin is not None:
+            response.headers.update(self._cors_headers(origin))
+        return response
+
+    def _cors_allowed(self, netloc: str) -> bool:
+        """WHEP players on another origin: allowed when the token guards WHEP, or the origin's host is one this
+        daemon answers to (loopback names, the bound address, --allowed-hosts)."""
+        return bool(self.token) or self.allowed_hosts is None or host_of(netloc) in self.allowed_hosts
+
+    @staticmethod
+    def _cors_headers(origin: str) -> dict:
+        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                "Access-Control-Allow-Methods": "OPTIONS, POST, DELETE, PATCH",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Expose-Headers": "Location, Accept-Post"}
 
     def _json_post(self, request: web.Request) -> web.Response | None:
         if request.content_type != "application/json":
@@ -204,9 +233,49 @@ class WebFrontend:
         return web.FileResponse(path, headers={"Content-Type": "text/javascript; charset=utf-8",
                                                "Cache-Control": "no-cache"})
 
+    # --- WHEP ---------------------------------------------------------------------------------------------------
+    async def whep_post(self, request: web.Request) -> web.Response:
+        if request.content_type != "application/sdp":
+            return _text("Content-Type must be application/sdp", 415)
+        raw = await _read_body(request, MAX_OFFER_BYTES)
+        if raw is None:
+            return _text(f"offer too large (limit {MAX_OFFER_BYTES} bytes)", 413)
+        try:
+            sdp = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return _text("the offer is not UTF-8", 400)
+        try:
+            ans = await self.hub.answer(sdp, "offer", remote=request.remote or "")
+        except OfferError as e:
+            return _text(str(e), e.status)
+        session = secrets.token_urlsafe(12)
+        self._whep = {k: v for k, v in self._whep.items() if v in self.hub.peers}  # peers that left on their own
+        self._whep[session] = ans["peer"]
+        return web.Response(status=201, body=ans["sdp"].encode(),
+                            headers={"Content-Type": "application/sdp", "Location": f"/whep/{session}",
+                                     "X-Streamer-Peer": ans["peer"], "X-Streamer-Codec": ans["codec"]})
+
+    async def whep_delete(self, request: web.Request) -> web.Response:
+        peer_id = self._whep.pop(request.match_info["session"], None)
+        peer = self.hub.peers.get(peer_id) if peer_id else None
+        if peer is None:
+            return _text("no such WHEP session", 404)
+        await self.hub.drop(peer, "whep delete")
+        return _text("ended", 200)
+
+    async def whep_patch(self, request: web.Request) -> web.Response:
+        return web.Response(status=405, text="trickle ICE is not supported: the answer carries every candidate\n",
+                            headers={"Allow": "DELETE"})
+
+    async def whep_options(self, request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={"Accept-Post": "application/sdp", "Allow": "OPTIONS, POST"})
+
     def routes(self) -> list:
         return [web.post("/offer", self.offer), web.post("/control", self.control),
-                web.get("/webrtc", self.webrtc_config), web.get("/viewer.js", self.viewer_js)]
+                web.get("/webrtc", self.webrtc_config), web.get("/viewer.js", self.viewer_js),
+                web.post("/whep", self.whep_post), web.options("/whep", self.whep_options),
+                web.delete("/whep/{session}", self.whep_delete), web.patch("/whep/{session}", self.whep_patch),
+                web.options("/whep/{session}", self.whep_options)]
 
     def status(self) -> dict:
         s = self.daemon.status()

@@ -499,3 +499,46 @@ def test_mangled_offers_are_refused_without_taking_a_slot_and_one_client_cannot_
             await hub.close()
 
     asyncio.run(main())
+
+
+def test_whep_client_plays_the_stream_and_ends_its_session(daemon):
+    """A WHEP player (aiortc as the peer) does only WHEP's HTTP exchange, and decodes the daemon's video."""
+    base = f"http://127.0.0.1:{daemon.http_port}"
+
+    async def main():
+        async with aiohttp.ClientSession() as s:
+            async with s.options(base + "/whep", headers={"Origin": "http://localhost:9999"}) as r:
+                assert r.status == 204 and r.headers["Accept-Post"] == "application/sdp"
+                assert r.headers["Access-Control-Allow-Origin"] == "http://localhost:9999"
+                assert "Location" in r.headers["Access-Control-Expose-Headers"]
+            async with s.post(base + "/whep", data="v=0", headers={"Content-Type": "text/plain"}) as r:
+                assert r.status == 415
+            async with s.post(base + "/whep", data="v=0\r\nnot sdp", headers={"Content-Type": "application/sdp"}) as r:
+                assert r.status == 400 and "video section" in await r.text()
+
+            async def whep(sdp, typ):
+                async with s.post(base + "/whep", data=sdp, headers={"Content-Type": "application/sdp"}) as r:
+                    assert r.status == 201, await r.text()
+                    assert r.headers["Content-Type"].startswith("application/sdp")
+                    location = r.headers["Location"]
+                    assert location.startswith("/whep/") and len(location) > 12
+                    return {"sdp": await r.text(), "type": "answer", "location": location}
+            v = Viewer()
+            try:
+                await v.connect(whep)
+                cands = [ln for ln in v.answer["sdp"].splitlines() if ln.startswith("a=candidate:")]
+                assert cands, "the answer carries its candidates (no trickle)"
+                await v.wait_frames(30, timeout=60)
+                session = base + v.answer["location"]
+                async with s.patch(session, data="a=end-of-candidates") as r:
+                    assert r.status == 405
+                async with s.delete(session) as r:
+                    assert r.status == 200
+                async with s.delete(session) as r:
+                    assert r.status == 404
+                async with s.get(base + "/status") as r:
+                    assert (await r.json())["webrtc"]["dropped"].get("whep delete") == 1
+            finally:
+                await v.close()
+
+    asyncio.run(main())

@@ -35,7 +35,10 @@ class MpegTsWriter:
     """
 
     def __init__(self, write_fn: Callable[[bytes], object] | None, width: int, height: int, fps,
-                 format: str = "mpegts", rebase: bool = True, *, path: str | None = None):
+                 format: str = "mpegts", rebase: bool = True, *, path: str | None = None,
+                 options: dict | None = None, silent_audio: bool = False):
+        """path: a file or a URL (rtmp://, srt://, ...) with FFmpeg `options` for it; silent_audio: add a silent
+        AAC track (some ingest servers insist on audio)."""
         self.width, self.height = int(width), int(height)
         self.fps: Fraction = as_fraction(fps)
         self.format = format
@@ -46,7 +49,7 @@ class MpegTsWriter:
         self.packets = 0
         self.skipped = 0
         if path is not None:
-            self._container = av.open(path, "w", format=format)
+            self._container = av.open(path, "w", format=format, options=options or {})
         else:
             if write_fn is None:
                 raise ValueError("need write_fn or path")
@@ -56,6 +59,7 @@ class MpegTsWriter:
         self._stream = self._container.add_mux_stream(
             "h264", rate=self.fps, width=self.width, height=self.height)
         self._stream.time_base = 1 / self.fps
+        self._audio = _SilentAac(self._container) if silent_audio else None
 
     def write(self, pkt: EncodedPacket) -> None:
         if self._closed:
@@ -78,6 +82,8 @@ class MpegTsWriter:
         p.is_keyframe = pkt.keyframe
         self._container.mux(p)
         self.packets += 1
+        if self._audio is not None:  # silence up to the end of this frame
+            self._audio.until(float((ts + 1) * pkt.time_base))
 
     def write_many(self, pkts) -> None:
         for p in pkts:
@@ -95,6 +101,37 @@ class MpegTsWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _SilentAac:
+    """A silent stereo AAC track: one frame of silence encoded once, muxed again and again at 48 kHz."""
+
+    RATE, SAMPLES = 48_000, 1024
+
+    def __init__(self, container):
+        import numpy as np
+
+        self._stream = container.add_stream("aac", rate=self.RATE, layout="stereo")
+        enc = self._stream.codec_context
+        frame = av.AudioFrame.from_ndarray(np.zeros((2, self.SAMPLES), np.float32), format="fltp", layout="stereo")
+        frame.sample_rate = self.RATE
+        packets = []
+        for pts in range(0, 4 * self.SAMPLES, self.SAMPLES):  # the encoder's priming: keep a steady-state frame
+            frame.pts = pts
+            packets += enc.encode(frame)
+        self._payload = bytes(packets[-1]) if packets else b""
+        self._container = container
+        self._next = 0  # samples written
+
+    def until(self, seconds: float) -> None:
+        while self._payload and self._next / self.RATE < seconds:
+            p = av.Packet(self._payload)
+            p.stream = self._stream
+            p.time_base = Fraction(1, self.RATE)
+            p.pts = p.dts = self._next
+            p.duration = self.SAMPLES
+            self._container.mux(p)
+            self._next += self.SAMPLES
 
 
 def open_file(path: str, width: int, height: int, fps, fmt: str = "mp4") -> MpegTsWriter:
