@@ -47,6 +47,7 @@ class EngineConfig:
     decode_chunk: int = D["decode_chunk"]
     compile: bool = D["compile"]
     quant: str = D["quant"]
+    lora: list = field(default_factory=list)  # 'PATH[:SCALE]' each (pipeline/lora.py)
     extra: dict = field(default_factory=dict)  # pace, split, scratch (the daemon's per-run folder)
 
     @classmethod

@@ -15,6 +15,7 @@ from .config import ConfigError, EngineConfig
 from .engine import DTYPES
 from .compat import diffusers as diffusers_compat
 from .compile import compile_blocks
+from .lora import apply_loras
 from .quant import quantize_blocks
 from .sdpa import apply_backend, preferred_kernel
 from .shard import load_transformer_slice
@@ -84,6 +85,8 @@ def load_rank_slice(cfg: EngineConfig, rank: int, world: int, device):
     layers = layer_split(cfg, num_layers, world)[rank]
     model = load_transformer_slice(source, layers, first=rank == 0, last=rank == world - 1, device=device,
                                    dtype=DTYPES[cfg.dtype])
+    if cfg.lora:
+        apply_loras(model, cfg.lora, layers, first=rank == 0, last=rank == world - 1)
     apply_backend(model, cfg.attention_backend, device, DTYPES[cfg.dtype])
     return source, model, layers
 

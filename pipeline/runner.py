@@ -24,6 +24,7 @@ from .ranks import dist_env, init_dist, load_rank_slice
 from . import wire
 from .compat import diffusers as diffusers_compat
 from .compile import compile_blocks
+from .lora import apply_loras
 from .quant import quantize_blocks
 from .sdpa import apply_backend, preferred_kernel
 from .text import PromptEncoder
@@ -182,6 +183,9 @@ class Runner:
                                     vae_dtype=DTYPES[cfg.vae_dtype])
             transformer, layers = comps.transformer, None
             apply_backend(transformer, cfg.attention_backend, device, DTYPES[cfg.dtype])
+        if cfg.lora and world == 1:  # (a rank's slice gets its share in load_rank_slice)
+            self._progress(f"fusing {len(cfg.lora)} LoRA(s)")
+            apply_loras(transformer, cfg.lora)
         if cfg.quant == "fp8":
             quantize_blocks(transformer.blocks[slice(*layers) if layers else slice(None)], device)
         self._progress("encoding prompts")

@@ -35,6 +35,7 @@ class Option:
     scope: str  # engine | ranks | daemon | web
     choices: tuple = ()
     field: str = ""  # the EngineConfig field, where it differs from the name
+    metavar: str | None = None
 
 
 def _o(name, typ, default, help_, scope, **kw) -> Option:
@@ -73,6 +74,9 @@ OPTIONS = (
        "float16", "engine"),
     _o("decode_chunk", int, 0, "latent frames per VAE decoder call (0 = auto: a whole block on GPU, 1 on CPU)",
        "engine"),
+    _o("lora", list, [], "a LoRA to fuse into the transformer at SCALE (default 1): diffusers or original Wan "
+       "format (distilled few-step checkpoints ship so); repeatable (a list in --config)", "engine",
+       metavar="PATH[:SCALE]"),
     _o("pace", bool, True, "hold a fast engine to real time (--no-pace: as fast as it goes)", "engine"),
     _o("gpus", int, 0, "number of GPUs (engine ranks, one process each)", "ranks"),
     _o("ranks", int, 1, "number of engine ranks on CPU (gloo), for testing", "ranks"),
@@ -89,7 +93,7 @@ OPTIONS = (
     _o("nvenc", bool, False, "use NVENC where present", "daemon"),
     _o("log_level", str, "info", "log level", "daemon", choices=("debug", "info", "warning", "error")),
     _o("push", list, [], "push the stream to a media server: rtmp://, rtmps:// (FLV) or srt:// (MPEG-TS); "
-       "repeatable (a list in --config)", "daemon"),
+       "repeatable (a list in --config)", "daemon", metavar="URL"),
     _o("push_audio", bool, False, "add a silent AAC track to pushed streams (ingests that insist on audio)",
        "daemon"),
     _o("ice_servers", str, "", "comma-separated STUN/TURN URLs for WebRTC (default: none, host candidates only)",
@@ -138,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if o.type is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helptext)
         elif o.type is list:
-            parser.add_argument(flag, action="append", default=None, metavar="URL", help=helptext)
+            parser.add_argument(flag, action="append", default=None, metavar=o.metavar, help=helptext)
         else:
             parser.add_argument(flag, type=o.type, default=None, help=helptext,
                                 choices=[c for c in o.choices if c] or None)
