@@ -279,7 +279,7 @@ def test_vp8_fallback_stalled_peer_pli_and_bad_offers():
             # the limit holds
             with pytest.raises(OfferError) as e:
                 await hub.answer(h264.pc.localDescription.sdp, "offer")
-            assert e.value.status == 503
+            assert e.value.status == 429
             # a PLI from the H.264 viewer reaches the shared encoder
             peer = hub.peers[h264.answer["peer"]]
             before = prod.keyframe_requests

@@ -109,7 +109,7 @@ class WebRTCHub:
         if not isinstance(sdp, str) or "m=video" not in sdp:
             raise OfferError("the offer has no video section (add a recvonly video transceiver)")
         if len(self.peers) >= self.config.max_peers:
-            raise OfferError(f"too many viewers (limit {self.config.max_peers})", 503)
+            raise OfferError(f"too many viewers (limit {self.config.max_peers})", 429)  # a 4xx: the client may retry
         pending = sum(1 for p in self.peers.values() if p.remote == remote and p.connected_at is None)
         if remote and pending >= self.config.max_pending_per_client:
             raise OfferError(f"too many offers from {remote} not yet connected (limit "
