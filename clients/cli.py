@@ -1,24 +1,15 @@
-"""The `streamer` program: the daemon (`serve`) and the client commands (prompt, status, record, timeline, watch)."""
+"""The `streamer` program: the daemon (`serve`) and the client commands (prompt, cancel, status, record, timeline,
+watch)."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from clients.commands import add_client_commands
-from streamer.cli import add_serve
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="streamer", description="Endless video streamer (DualParal on Wan)")
-    sub = ap.add_subparsers(dest="command", required=True)
-    add_serve(sub)
-    add_client_commands(sub)
-    return ap
+from streamer.cli import main as streamer_main
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    return streamer_main(argv, add_client_commands)
 
 
 if __name__ == "__main__":

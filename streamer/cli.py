@@ -62,14 +62,18 @@ def _setup_logging(level: str):
     logging.basicConfig(level=level.upper(), format=fmt, handlers=[handler])
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*more) -> argparse.ArgumentParser:
+    """`serve`, and the subcommands that each of `more` (add(subparsers)) registers."""
     ap = argparse.ArgumentParser(prog="streamer", description="Endless video streamer (DualParal on Wan)")
-    add_serve(ap.add_subparsers(dest="command", required=True))
+    sub = ap.add_subparsers(dest="command", required=True)
+    add_serve(sub)
+    for add in more:
+        add(sub)
     return ap
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, *more) -> int:
+    args = build_parser(*more).parse_args(argv)
     return args.func(args)
 
 

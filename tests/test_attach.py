@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT, DaemonProc, free_port
 
 
@@ -32,38 +34,24 @@ def test_torchrun_ranks_attach_stream_and_stop_cleanly(tmp_path):
                 p.kill()
 
 
-def test_attached_rank_with_another_configuration_is_refused(tmp_path):
-    ours, theirs = tmp_path / "a.toml", tmp_path / "b.toml"
-    ours.write_text("model = \"tiny\"\nranks = 2\nsteps = 4\n")
-    theirs.write_text("model = \"tiny\"\nranks = 2\nsteps = 6\n")
-    link = f"tcp://127.0.0.1:{free_port()}"
-    d = DaemonProc("--config", str(ours), "--attach", link, http=False)
-    ranks = _torchrun(theirs, link)
-    try:
-        rc = d.proc.wait(timeout=120)
-        assert rc == 2
-        assert "another configuration" in d.log() and "steps" in d.log()
-        ranks.wait(timeout=60)  # rank 0 is told to stop; torchrun ends
-    finally:
-        for p in (d.proc, ranks):
-            if p.poll() is None:
-                p.kill()
-        d.stop()
-
-
-def test_an_attached_peer_without_the_token_is_refused(tmp_path):
+@pytest.mark.parametrize("theirs_extra, ours_extra, needle", [
+    ("steps = 6\n", "", "another configuration"),  # another configuration
+    ("", "token_file = \"{token}\"\n", "did not present the token"),  # our settings have a token, theirs none
+])
+def test_an_attached_rank_that_does_not_match_is_refused(tmp_path, theirs_extra, ours_extra, needle):
     (tmp_path / "token").write_text("attach-secret\n")
+    base = "model = \"tiny\"\nranks = 2\n"
     ours, theirs = tmp_path / "a.toml", tmp_path / "b.toml"
-    ours.write_text(f"model = \"tiny\"\nranks = 2\nsteps = 4\ntoken_file = \"{tmp_path / 'token'}\"\n")
-    theirs.write_text("model = \"tiny\"\nranks = 2\nsteps = 4\n")
+    ours.write_text(base + "steps = 4\n" + ours_extra.format(token=tmp_path / "token"))
+    theirs.write_text(base + (theirs_extra or "steps = 4\n"))
     link = f"tcp://127.0.0.1:{free_port()}"
     d = DaemonProc("--config", str(ours), "--attach", link, http=False)
     ranks = _torchrun(theirs, link)
     try:
         rc = d.proc.wait(timeout=120)
         assert rc == 2
-        assert "did not present the token" in d.log()
-        ranks.wait(timeout=60)
+        assert needle in d.log(), d.log()
+        ranks.wait(timeout=60)  # rank 0 is told to stop; torchrun ends
     finally:
         for p in (d.proc, ranks):
             if p.poll() is None:
