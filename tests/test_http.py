@@ -113,3 +113,18 @@ def test_stream_status_metrics_index(tmp_path):
     assert "\nstreamer_blocks_total 42\n" in text
     assert res["index"] == (200, "<html>viewer</html>")
     assert res["no_index"] == 404
+
+
+def test_a_client_leaving_mid_request_costs_one_log_line_not_a_traceback(daemon):
+    import socket as _socket
+    import time as _time
+
+    with _socket.create_connection(("127.0.0.1", daemon.http_port)) as s:
+        s.sendall(b"POST /control HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"cmd\"")
+    deadline = _time.monotonic() + 60
+    while "went away" not in daemon.log():  # the daemon notices the closed connection
+        assert _time.monotonic() < deadline, daemon.log()
+        _time.sleep(0.1)
+    assert "Traceback" not in daemon.log()
+    assert daemon.proc.poll() is None
