@@ -4,7 +4,7 @@
   `base` (eager, PyTorch's default attention), `reuse` (--reuse-context), `fp8` (--quant fp8), `cudnn`
   (cuDNN attention preferred), `compile` (torch.compile of every transformer block), and `+`-joined combinations;
 - decode: seconds per block of the streaming Wan VAE decoder for --decode-variants: dtype, latent frames per
-  decoder call, cuDNN autotuning (`bench`), channels-last memory (`cl`), e.g. `float32/1`, `bfloat16/8/bench`;
+  decoder call, cuDNN autotuning (`bench`), channels-last memory (`cl`), torch.compile (`compile`), e.g. `float32/1`, `bfloat16/8/bench`;
 - overlap: ticks of the base engine while a second thread decodes every finished block on its own CUDA stream, as
   the daemon does, against the two run one after the other.
 Writes JSON to --out as it goes. Usage: python benchmarks/levers_gpu.py --out levers.json
@@ -85,7 +85,7 @@ def decode_variant(name: str, a, dev) -> dict:
     vae = random_wan_vae(device=dev, dtype=getattr(torch, dtype))
     if "cl" in flags:
         vae = vae.to(memory_format=torch.channels_last_3d)
-    dec = StreamingDecoder(vae, chunk_frames=int(chunk))
+    dec = StreamingDecoder(vae, chunk_frames=int(chunk), compile_backend="inductor" if "compile" in flags else None)
     g = torch.Generator().manual_seed(0)
     blocks = [torch.randn(1, 16, a.block_frames, a.height // 8, a.width // 8, generator=g).to(dev) for _ in range(5)]
     times = []

@@ -1,4 +1,5 @@
-"""`--compile`: torch.compile of every transformer block of this rank, with a persistent compile cache.
+"""`--compile`: torch.compile of every transformer block of this rank (and of the VAE decoder, in
+`decode.StreamingDecoder`), with a persistent compile cache.
 
 The window shapes are fixed by the configuration (a few variants: with or without predecessor and successor
 context), so each block compiles a handful of graphs once; the feature cache's bookkeeping stays eager
@@ -17,15 +18,20 @@ def cache_dir() -> str:
     return os.path.join(base, "inductor")
 
 
+def allow_shape_variants(n: int = 64) -> None:
+    """Let dynamo keep up to n graphs per function (its default, 8, is too few: the transformer blocks share their
+    code across window shapes, the VAE decoder's up-blocks across resolutions and the stream's three call shapes)."""
+    import torch
+
+    torch._dynamo.config.cache_size_limit = max(n, torch._dynamo.config.cache_size_limit)
+
+
 def compile_blocks(blocks) -> str:
     """Compile each block in place (compilation happens at the first forward of each shape). Returns the cache
     directory used."""
-    import torch
-
     path = os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir())  # the worker sets it before importing torch
     os.makedirs(path, exist_ok=True)
-    # blocks share their code: one graph per window shape, not per layer; leave room for the shape variants
-    torch._dynamo.config.cache_size_limit = max(64, torch._dynamo.config.cache_size_limit)
+    allow_shape_variants()
     for blk in blocks:
         blk.compile(dynamic=False)
     return path

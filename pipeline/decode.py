@@ -10,6 +10,20 @@ import numpy as np
 import torch
 
 from .compat.diffusers import WanCausalConv3d
+from .compile import allow_shape_variants
+from .vae_trace import traceable
+
+
+def _canonical(t: torch.Tensor) -> torch.Tensor:
+    """The same values with row-major strides (also for size-1 dimensions, whose strides are free); a view when the
+    tensor is already contiguous."""
+    t = t.contiguous()
+    strides, acc = [], 1
+    for n in reversed(t.shape):
+        strides.append(acc)
+        acc *= n
+    strides.reverse()
+    return t if list(t.stride()) == strides else t.as_strided(t.shape, strides)
 
 
 class StreamingDecoder:
@@ -18,9 +32,13 @@ class StreamingDecoder:
     chunk_frames: latent frames per decoder call after the stream's first frame (None: the rest of the block at
     once). 1 (default) is bit-identical to vae.decode, needs the least memory and was the fastest on CPU; larger
     chunks agree to ~3e-6 and trade memory for fewer kernel launches.
+
+    compile_backend: torch.compile the decoder with this backend ("inductor" under `--compile`; None: eager). The
+    graphs are specialised to the three call shapes of a stream (its first frame, the rest of its first block, a
+    whole block); the cache list's updates are replayed by dynamo, so compiled decoding equals eager decoding.
     """
 
-    def __init__(self, vae, chunk_frames: int | None = 1):
+    def __init__(self, vae, chunk_frames: int | None = 1, compile_backend: str | None = None):
         if chunk_frames is not None and chunk_frames < 1:
             raise ValueError("chunk_frames must be >= 1 or None")
         self.vae = vae
@@ -29,6 +47,12 @@ class StreamingDecoder:
         if cfg.get("patch_size") is not None:
             raise ValueError("StreamingDecoder supports the Wan 2.1 VAE (no patch_size)")
         self._n_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
+        self._decoder = vae.decoder
+        self.compiled = bool(compile_backend)
+        if compile_backend:
+            allow_shape_variants()
+            traceable(vae.decoder)
+            self._decoder = torch.compile(vae.decoder, backend=compile_backend, dynamic=False)
         p = next(vae.parameters())
         self._device, self._dtype = p.device, p.dtype
         shape = (1, cfg.z_dim, 1, 1, 1)
@@ -42,8 +66,24 @@ class StreamingDecoder:
         self._cache = [None] * self._n_convs
         self._first = True
 
+    def warm_up(self, block_frames: int, lat_h: int, lat_w: int) -> None:
+        """Decode two blocks of zeros (a stream's first block, then a whole one): compiles the graphs and tunes the
+        kernels before the first real block, then starts a new stream."""
+        z = torch.zeros(1, self.vae.config.z_dim, block_frames, lat_h, lat_w, device=self._device, dtype=self._dtype)
+        self.reset()
+        self.decode_block_float(z)
+        self.decode_block_float(z)
+        self.reset()
+
     def _run(self, x: torch.Tensor, first_chunk: bool) -> torch.Tensor:
-        return self.vae.decoder(x, feat_cache=self._cache, feat_idx=[0], first_chunk=first_chunk)
+        if not self.compiled:
+            return self._decoder(x, feat_cache=self._cache, feat_idx=[0], first_chunk=first_chunk)
+        out = self._decoder(_canonical(x), feat_cache=self._cache, feat_idx=[0], first_chunk=first_chunk)
+        # Dynamo guards on strides, even of size-1 dimensions, which compiled graphs leave arbitrary on the cache
+        # tensors they return: canonical strides keep every later call on the same graph (else each block
+        # recompiled, 25 s apiece on an H200).
+        self._cache = [_canonical(c) if isinstance(c, torch.Tensor) else c for c in self._cache]
+        return out
 
     @torch.inference_mode()
     def decode_block_float(self, latents: torch.Tensor) -> torch.Tensor:

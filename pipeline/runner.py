@@ -3,6 +3,7 @@ answer commands. Sockets live in `worker.Link`; this only calls `link.send`.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
@@ -43,18 +44,29 @@ class ComponentFailed(Exception):
 
 
 class Decoder:
-    """Decodes finished blocks in order on its own thread (and CUDA stream), so decode never stalls the ring.
-    on_error(exc) is called on its thread if decoding fails; the thread then stops."""
+    """Decodes finished blocks in order on its own thread (and CUDA stream), so the ring never waits for a decode.
+    on_error(exc) is called on its thread if decoding fails; the thread then stops.
 
-    def __init__(self, vae, cfg: EngineConfig, on_frames, on_error):
-        self.dec = StreamingDecoder(vae, chunk_frames=cfg.decode_chunk)
+    take_turns: the engine waits (wait_turn) until every block handed over is decoded, so decode and ticks run one
+    after the other. Under --compile both are compiled, and dynamo's tracing in one thread is not safe while another
+    thread calls compiled code (on an H200 the engine's compiled blocks failed that way while the decoder compiled).
+    On one saturated card this costs little: decode and ticks share the card either way.
+    """
+
+    def __init__(self, vae, cfg: EngineConfig, on_frames, on_error, take_turns: bool = False):
+        self.dec = StreamingDecoder(vae, chunk_frames=cfg.decode_chunk,
+                                    compile_backend="inductor" if cfg.compile else None)
         self.cfg = cfg
         self.on_frames = on_frames
         self.on_error = on_error
+        self.take_turns = take_turns
         self.q: queue.Queue = queue.Queue()
         self.device = next(vae.parameters()).device
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.decode_ms = 0.0
+        self._turn = threading.Condition()
+        self._pending = 1 if self.dec.compiled else 0  # the warm-up (compilation) is the decoder's first turn
+        self._dead = False
         self.thread = threading.Thread(target=self._loop, name="decode", daemon=True)
         self.thread.start()
 
@@ -63,25 +75,48 @@ class Decoder:
         if self.stream is not None:
             event = torch.cuda.Event()
             event.record()
+        with self._turn:
+            self._pending += 1
         self.q.put((fb, event))
+
+    def wait_turn(self) -> None:
+        """With take_turns: return once every block handed over is decoded (or the decoder has stopped)."""
+        if self.take_turns:
+            with self._turn:
+                self._turn.wait_for(lambda: self._pending == 0 or self._dead)
+
+    def _done(self, n: int = 1) -> None:
+        with self._turn:
+            self._pending -= n
+            self._turn.notify_all()
+
+    def _on_stream(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     def _loop(self):
         try:
+            if self.dec.compiled:  # compile before the engine's first tick, not when the first block is due
+                with self._on_stream():
+                    self.dec.warm_up(self.cfg.block_frames, self.cfg.latent_height, self.cfg.latent_width)
+                self._done()
             while (item := self.q.get()) is not None:
                 fb, event = item
                 t0 = time.perf_counter()
                 faults.point("decoder")
-                if self.stream is not None:
-                    with torch.cuda.stream(self.stream):
+                with self._on_stream():
+                    if event is not None:
                         self.stream.wait_event(event)
-                        frames = self.dec.decode_block(fb.latents, new_shot=fb.shot_start)
-                else:
                     frames = self.dec.decode_block(fb.latents, new_shot=fb.shot_start)
                 self.decode_ms = (time.perf_counter() - t0) * 1e3
                 self.on_frames(fb, frames)
+                self._done()
         except Exception as e:  # noqa: BLE001 - reported to the runner, which ends the engine
             traceback.print_exc(file=sys.stderr)
             self.on_error(e)
+        finally:
+            with self._turn:
+                self._dead = True
+                self._turn.notify_all()
 
     def close(self):
         self.q.put(None)
@@ -196,7 +231,8 @@ class Runner:
                              layers=layers)
         if cfg.compile:
             self._progress(f"compiling the transformer blocks (cache: {compile_blocks(self.engine.stage.blocks)})")
-        self.decoder = Decoder(comps.vae, cfg, self._emit, on_error=lambda e: self._failed("decoder", e))
+        self.decoder = Decoder(comps.vae, cfg, self._emit, on_error=lambda e: self._failed("decoder", e),
+                               take_turns=cfg.compile)  # compiled: decode and ticks take turns (see Decoder)
         threading.Thread(target=self._prompts, name="prompts", daemon=True).start()
         last = [0.0]
 
@@ -261,6 +297,9 @@ class Runner:
                     self._wait(min(d, 0.5))
                     self.link.send(wire.Pacing())
                     continue
+            self.decoder.wait_turn()
+            if self.stop.is_set():
+                break
             faults.point("engine")
             res = self.engine.tick()
             for ch in res.applied:

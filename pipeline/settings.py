@@ -66,8 +66,8 @@ OPTIONS = (
     _o("reuse_context", bool, False, "take the previous block's context frames as the keys/values its own forward "
        "cached one tick earlier instead of recomputing them (about half the FLOPs when context = block frames; "
        "approximate)", "engine"),
-    _o("compile", bool, False, "torch.compile the transformer blocks (slower start; compiled graphs are cached "
-       "across restarts)", "engine"),
+    _o("compile", bool, False, "torch.compile the transformer blocks and the VAE decoder (slower start; compiled "
+       "graphs are cached across restarts)", "engine"),
     _o("quant", str, "", "fp8: float8 linear layers in the transformer blocks (GPUs with fp8 units)", "engine",
        choices=("", "fp8")),
     _o("vae_dtype", str, "auto", "VAE decoder dtype: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, "

@@ -3,21 +3,23 @@
 - `transformer_wan._get_qkv_projections(attn, hidden, encoder_hidden)`: the Wan attention's q/k/v projections
   (fused or not), which our feature-cache processor (pipeline/attention.py) computes exactly as the stock one;
 - the Wan VAE decoder's causal cache calling convention `decoder(x, feat_cache=list, feat_idx=[0],
-  first_chunk=bool)` and its `WanCausalConv3d` layers (pipeline/decode.py's streaming decode).
+  first_chunk=bool)` and its `WanCausalConv3d` layers (pipeline/decode.py's streaming decode);
+- `WanResample` (mode, time_conv, resample) and the cache depth `CACHE_T`, for the traceable temporal upsampler
+  that `--compile` swaps in (pipeline/vae_trace.py).
 """
 from __future__ import annotations
 
 import inspect
 
 import diffusers
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanDecoder3d
+from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalConv3d, WanDecoder3d, WanResample
 from diffusers.models.transformers.transformer_wan import _get_qkv_projections
 
 from common.versions import check_version
 
 LOWEST, BELOW = "0.35", "0.50"
 
-__all__ = ["WanCausalConv3d", "qkv_projections", "self_test"]
+__all__ = ["CACHE_T", "WanCausalConv3d", "WanResample", "qkv_projections", "self_test"]
 
 
 def qkv_projections(attn, hidden_states):
@@ -34,3 +36,5 @@ def self_test() -> None:
     params = inspect.signature(WanDecoder3d.forward).parameters
     if not {"feat_cache", "feat_idx", "first_chunk"} <= set(params):
         raise RuntimeError("diffusers: the Wan VAE decoder no longer takes feat_cache/feat_idx/first_chunk")
+    if list(inspect.signature(WanResample.forward).parameters) != ["self", "x", "feat_cache", "feat_idx"]:
+        raise RuntimeError("diffusers: WanResample.forward(x, feat_cache, feat_idx) changed")

@@ -1,0 +1,60 @@
+"""The runner's decode thread taking turns with the engine (one GPU, or --compile): wait_turn returns only once
+every block handed over is decoded, and never hangs when the decoder has failed."""
+import threading
+
+import pytest
+import torch
+
+from pipeline.config import EngineConfig
+from pipeline.engine import FinishedBlock
+from pipeline.prompts import Cond
+from pipeline.runner import Decoder
+from pipeline.tiny import build_tiny_components
+
+HANG = 120  # seconds: only to catch a hang
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return build_tiny_components(0)["vae"]
+
+
+def block(i: int) -> FinishedBlock:
+    lat = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(i))
+    return FinishedBlock(index=i, latents=lat, cond=Cond(parts=(("a", 1.0),), epoch=0), tick=i)
+
+
+def in_thread(fn) -> None:
+    t = threading.Thread(target=fn, daemon=True)
+    t.start()
+    t.join(HANG)
+    assert not t.is_alive(), "wait_turn hung"
+
+
+def test_wait_turn_returns_after_every_block_is_decoded(vae):
+    got, errors = [], []
+    dec = Decoder(vae, EngineConfig(decode_chunk=1), lambda fb, frames: got.append((fb.index, frames.shape)),
+                  errors.append, take_turns=True)
+    try:
+        for i in range(3):
+            dec.put(block(i))
+        in_thread(dec.wait_turn)
+        # nothing waited for but the turn itself: all three are out, in order, with their frames
+        assert [g[0] for g in got] == [0, 1, 2]
+        assert [g[1][0] for g in got] == [5, 8, 8]  # 4F-3 frames for a stream's first block, then 4F
+        assert not errors
+    finally:
+        dec.close()
+
+
+def test_wait_turn_does_not_hang_on_a_failed_decoder(vae):
+    errors = []
+
+    def boom(fb, frames):
+        raise RuntimeError("sink broke")
+    dec = Decoder(vae, EngineConfig(decode_chunk=1), boom, errors.append, take_turns=True)
+    dec.put(block(0))
+    dec.put(block(1))  # never decoded: the thread stopped at the first
+    in_thread(dec.wait_turn)
+    assert [str(e) for e in errors] == ["sink broke"]
+    dec.close()
