@@ -32,6 +32,7 @@ from transports.zmq_pub import VideoPublisher
 
 from .control import ControlServer
 from .engine_link import EngineDied, EngineLink
+from .metrics import Metrics
 from .options import ServeOptions
 from .output import EncoderStage, StdoutTs, y4m_sink
 from .progress import StartupProgress
@@ -51,6 +52,7 @@ class Daemon:
         self.ctx = engine.ctx if engine is not None else zmq.asyncio.Context()
         self.notifier = Notifier.from_env(unset=True)
         self.stats = StreamStats(cfg)
+        self._metrics = Metrics(self._metric_rows)
         self.fanout = FanOut(on_subscribe=lambda sub: self.request_keyframe())
         self.encoder: EncoderStage | None = None
         self.stdout_ts: StdoutTs | None = None
@@ -228,10 +230,13 @@ class Daemon:
                          "health_checks": self.notifier.checks}
         return s
 
+    def _metric_rows(self) -> list:
+        return self.stats.metric_rows(viewers=len(self.fanout.subscribers),
+                                      dropped=sum(s["dropped"] for s in self.fanout.stats()),
+                                      encoder_bytes=self.encoder.stats()["bytes"] if self.encoder else 0)
+
     def metrics(self) -> str:
-        return self.stats.prometheus(viewers=len(self.fanout.subscribers),
-                                     dropped=sum(s["dropped"] for s in self.fanout.stats()),
-                                     encoder_bytes=self.encoder.stats()["bytes"] if self.encoder else 0)
+        return self._metrics.render()
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def _bind(self):

@@ -82,7 +82,9 @@ class StreamStats:
                        "seed": self.cfg.seed, "ranks": self.cfg.ranks},
         }
 
-    def prometheus(self, viewers: int, dropped: int, encoder_bytes: int, now: float | None = None) -> str:
+    def metric_rows(self, viewers: int, dropped: int, encoder_bytes: int, now: float | None = None) -> list:
+        """/metrics' figures as (name, kind, help, value) rows; value is a number, or {rank: number} for the
+        per-rank rows (label `rank`). streamer/metrics.py renders them through prometheus_client."""
         e = self.engine
         now = time.monotonic() if now is None else now
         h = self.health
@@ -110,14 +112,10 @@ class StreamStats:
             ("streamer_dropped_packets_total", "counter", "Packets skipped for slow consumers", dropped),
             ("streamer_encoded_bytes_total", "counter", "H.264 bytes produced", encoder_bytes),
         ]
-        out = []
-        for name, kind, help_, value in rows:
-            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}", f"{name} {value}"]
-        per_rank = [("streamer_rank_compute_seconds_total", "compute_s", 1, "counter", "Compute time on the rank"),
-                    ("streamer_rank_wait_seconds_total", "wait_s", 1, "counter", "Time the rank waited for input"),
-                    ("streamer_rank_peak_memory_bytes", "peak_mem_gib", 2**30, "gauge", "Peak GPU memory of the rank")]
-        for name, key, scale, kind, help_ in per_rank:
-            out += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-            out += [f'{name}{{rank="{r.get("rank", i)}"}} {r.get(key, 0.0) * scale}'
-                    for i, r in enumerate(e.get("ranks", []))]
-        return "\n".join(out) + "\n"
+        ranks = e.get("ranks", [])
+        for name, key, scale, kind, help_ in (
+                ("streamer_rank_compute_seconds_total", "compute_s", 1, "counter", "Compute time on the rank"),
+                ("streamer_rank_wait_seconds_total", "wait_s", 1, "counter", "Time the rank waited for input"),
+                ("streamer_rank_peak_memory_bytes", "peak_mem_gib", 2**30, "gauge", "Peak GPU memory of the rank")):
+            rows.append((name, kind, help_, {r.get("rank", i): r.get(key, 0.0) * scale for i, r in enumerate(ranks)}))
+        return rows

@@ -141,7 +141,7 @@ def test_a_hung_component_stalls_the_output_and_starves_the_watchdog(tmp_path):
     assert status["state"] == "stalled" and status["fps"] == 0.0, status
     assert status["last_block_age_s"] > status["stall_after_s"] > 0, status
     assert status["blocks_emitted"] > status["blocks_published"] == 2, status
-    assert "\nstreamer_stalled 1\n" in metrics
+    assert "\nstreamer_stalled 1.0\n" in metrics
     assert later["watchdog"]["pings"] == status["watchdog"]["pings"] > 0, (status["watchdog"], later["watchdog"])
     assert not any("WATCHDOG=1" in m for m in after), after
     assert "output stalled: no block published" in d.log()

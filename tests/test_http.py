@@ -4,6 +4,7 @@ import subprocess
 import threading
 
 import aiohttp
+import prometheus_client
 
 from transports.encoder import H264Encoder
 from transports.fanout import FanOut
@@ -109,7 +110,7 @@ def test_stream_status_metrics_index(tmp_path):
     assert res["subs_after"] == 0
     assert res["status"] == (200, "application/json; charset=utf-8", {"ok": True, "block": 42})
     code, ctype, text = res["metrics"]
-    assert code == 200 and ctype.startswith("text/plain; version=0.0.4")
+    assert code == 200 and ctype == prometheus_client.CONTENT_TYPE_LATEST
     assert "\nstreamer_blocks_total 42\n" in text
     assert res["index"] == (200, "<html>viewer</html>")
     assert res["no_index"] == 404

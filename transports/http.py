@@ -14,6 +14,7 @@ import os
 from typing import Callable, Iterable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from common import faults
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 FANOUT_KEY = web.AppKey("fanout", FanOut)
 STREAM_SUBS_KEY = web.AppKey("stream_subs", set)
-PROMETHEUS_CT = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS_CT = CONTENT_TYPE_LATEST  # the text format prometheus_client writes (streamer/metrics.py)
 
 
 async def _call(fn):
