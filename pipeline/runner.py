@@ -85,9 +85,9 @@ class Decoder:
             with self._turn:
                 self._turn.wait_for(lambda: self._pending == 0 or self._dead)
 
-    def _done(self, n: int = 1) -> None:
+    def _done(self) -> None:
         with self._turn:
-            self._pending -= n
+            self._pending -= 1
             self._turn.notify_all()
 
     def _on_stream(self):

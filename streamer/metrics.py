@@ -1,4 +1,4 @@
-"""/metrics through prometheus_client: the daemon's figures (`Stats.metric_rows`) as metric families in a
+"""/metrics through prometheus_client: the daemon's figures (`StreamStats.metric_rows`) as metric families in a
 registry of the daemon's own (never the process-wide default one), written in Prometheus' text format by the
 library, so the exposition stays valid whatever the names, help texts and label values hold."""
 from __future__ import annotations
