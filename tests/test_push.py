@@ -51,6 +51,24 @@ def test_push_reaches_a_server_and_comes_back_after_it_restarts(tmp_path):
     assert streams["audio"]["codec_name"] == "aac"
 
 
+def test_a_failing_pusher_ends_the_daemon_and_is_named(tmp_path):
+    """A push failure that is not the network's (here an injected fault while streaming) ends the daemon with one
+    line naming it, as every other component's (tests/test_failures.py)."""
+    port = free_port()
+    server = _server(port, tmp_path / "a.flv")
+    d = DaemonProc("--push", f"rtmp://127.0.0.1:{port}/live/s", http=False, env={"STREAMER_FAULTS": "push:12"})
+    try:
+        rc = d.proc.wait(timeout=180)  # connects (with back-off until ffmpeg listens), streams, fails
+    finally:
+        d.stop()
+        server.kill()
+        server.wait(timeout=30)
+    log = d.log()
+    errors = [ln for ln in log.splitlines() if " ERROR " in ln]
+    assert rc == 1 and len(errors) == 1, log
+    assert "push failed: InjectedFault: injected fault" in errors[0], log
+
+
 @pytest.mark.parametrize("url", ["http://example.org/x", "rtmp://", "file:///tmp/x"])
 def test_a_push_url_we_cannot_use_is_a_start_up_error(url):  # (srt:// too where FFmpeg lacks libsrt: see below)
     d = DaemonProc("--push", url, http=False)
