@@ -37,6 +37,11 @@ def _module_of(key: str) -> str:
     return key.rsplit(".", 1)[0]
 
 
+def _brief(e: BaseException) -> str:
+    """An exception on one line of at most ~200 characters, for a start-up error message."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
 def apply_loras(transformer, specs, layers: tuple[int, int] | None = None, first: bool = True,
                 last: bool = True) -> int:
     """Fuse every LoRA of `specs` ('PATH[:SCALE]') into `transformer` (a whole model, or a rank's slice: `layers`,
@@ -45,6 +50,7 @@ def apply_loras(transformer, specs, layers: tuple[int, int] | None = None, first
 
     from .shard import owned
 
+    modules = {name for name, _ in transformer.named_modules()}  # the model's own, before any adapter is added
     names = []
     for i, spec in enumerate(specs):
         path, scale = parse_spec(spec)
@@ -53,11 +59,9 @@ def apply_loras(transformer, specs, layers: tuple[int, int] | None = None, first
         try:
             state = WanPipeline.lora_state_dict(path)
         except Exception as e:  # noqa: BLE001 - any failure to read is the file's
-            raise ConfigError(f"--lora {spec!r}: cannot read it as a LoRA: {type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:200]}") from None
+            raise ConfigError(f"--lora {spec!r}: cannot read it as a LoRA: {_brief(e)}") from None
         state = state[0] if isinstance(state, tuple) else state
-        modules = dict(transformer.named_modules())
-        unknown = sorted({_module_of(k) for k in state} - set(modules))
+        unknown = sorted({_module_of(k) for k in state} - modules)
         if unknown:
             raise ConfigError(f"--lora {spec!r} does not fit this model: it changes {len(unknown)} module(s) the "
                               f"model does not have, e.g. {unknown[0]!r} (another architecture?)")
@@ -69,8 +73,7 @@ def apply_loras(transformer, specs, layers: tuple[int, int] | None = None, first
         try:
             transformer.load_lora_adapter(mine, adapter_name=name, prefix=None)
         except Exception as e:  # noqa: BLE001 - shapes or layouts that do not fit
-            raise ConfigError(f"--lora {spec!r} does not fit this model: {type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:200]}") from None
+            raise ConfigError(f"--lora {spec!r} does not fit this model: {_brief(e)}") from None
         names.append((name, scale, len({_module_of(k) for k in mine})))
     if not names:
         return 0

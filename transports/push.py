@@ -7,6 +7,7 @@ pusher reconnects with growing back-off (1 s up to 30 s) and starts again at a k
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from urllib.parse import urlsplit
@@ -28,10 +29,11 @@ IO_TIMEOUT_US = "5000000"  # FFmpeg's rw_timeout: a server that stops reading is
 def push_format(url: str) -> str:
     """The container for a push URL; ValueError for a scheme we cannot push to (srt:// also when this PyAV's FFmpeg
     was built without libsrt, as PyPI's wheels are)."""
-    scheme = urlsplit(url).scheme.lower()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     if scheme not in FORMATS:
         raise ValueError(f"--push {url!r}: the scheme must be one of {', '.join(sorted(FORMATS))}")
-    if not urlsplit(url).hostname:
+    if not parts.hostname:
         raise ValueError(f"--push {url!r}: no host")
     if scheme == "srt" and not _has_protocol("srt"):
         raise ValueError(f"--push {url!r}: this PyAV's FFmpeg has no srt protocol (built without libsrt); push "
@@ -39,9 +41,11 @@ def push_format(url: str) -> str:
     return FORMATS[scheme]
 
 
+@functools.lru_cache(maxsize=None)
 def _has_protocol(scheme: str) -> bool:
     """Whether FFmpeg (through PyAV) knows the protocol: opening a URL that names no server fails at once with
-    ProtocolNotFoundError when it does not, and with a connection error when it does."""
+    ProtocolNotFoundError when it does not, and with a connection error when it does. Asked once per process (the
+    daemon checks its URLs at start, then each Pusher checks its own)."""
     try:
         av.open(f"{scheme}://127.0.0.1:9?mode=caller&connect_timeout=100000", "w", format="mpegts",
                 timeout=0.5).close()
