@@ -63,6 +63,15 @@ def build_model(path: str, arch: str) -> float:
     return time.perf_counter() - t0
 
 
+def build_tiny_vae(path: str) -> None:
+    """A random-weight tiny decoder checkpoint in the TAEHV layout (`--tiny-vae random`)."""
+    from safetensors.torch import save_file
+
+    from pipeline.archs import random_tiny_decoder, tiny_decoder_checkpoint
+
+    save_file(tiny_decoder_checkpoint(random_tiny_decoder(16)), path)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -174,6 +183,8 @@ def main():
     ap.add_argument("--block-frames", type=int, default=8)
     ap.add_argument("--context-frames", type=int, default=8)
     ap.add_argument("--fps", type=float, default=16.0)
+    ap.add_argument("--tiny-vae", default="", help="decode with this tiny decoder checkpoint ('random': random "
+                    "weights in the TAEHV layout, built once in --model-dir)")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of /stream.ts recorded after its first byte")
     ap.add_argument("--start-timeout", type=float, default=300.0, help="seconds allowed until the first frame")
     ap.add_argument("--out", default="daemon_gpu.json")
@@ -187,6 +198,12 @@ def main():
     if not os.path.isfile(os.path.join(model_dir, "model_index.json")):
         os.makedirs(a.model_dir, exist_ok=True)
         res["build_model_s"] = round(build_model(model_dir, a.arch), 1)
+    if a.tiny_vae == "random":
+        a.tiny_vae = os.path.join(a.model_dir, "taew2_1_random.safetensors")
+        if not os.path.isfile(a.tiny_vae):
+            build_tiny_vae(a.tiny_vae)
+    if a.tiny_vae:
+        serve_extra = ["--tiny-vae", a.tiny_vae, *serve_extra]
     http, control, publish = free_port(), free_port(), free_port()
     cmd = [sys.executable, "-m", "streamer", "serve", "--model", model_dir, "--height", str(a.height),
            "--width", str(a.width), "--steps", str(a.steps), "--guidance", str(a.guidance),

@@ -4,7 +4,8 @@
   `base` (eager, PyTorch's default attention), `reuse` (--reuse-context), `fp8` (--quant fp8), `cudnn`
   (cuDNN attention preferred), `compile` (torch.compile of every transformer block), and `+`-joined combinations;
 - decode: seconds per block of the streaming Wan VAE decoder for --decode-variants: dtype, latent frames per
-  decoder call, cuDNN autotuning (`bench`), channels-last memory (`cl`), torch.compile (`compile`), e.g. `float32/1`, `bfloat16/8/bench`;
+  decoder call, cuDNN autotuning (`bench`), channels-last memory (`cl`), torch.compile (`compile`), e.g.
+  `float32/1`, `bfloat16/8/bench`; `tiny/DTYPE/...` is the tiny decoder (`--tiny-vae`, random weights);
 - overlap: ticks of the base engine while a second thread decodes every finished block on its own CUDA stream, as
   the daemon does, against the two run one after the other.
 Writes JSON to --out as it goes. Usage: python benchmarks/levers_gpu.py --out levers.json
@@ -25,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
-from pipeline.archs import random_transformer, random_wan_vae  # noqa: E402
+from pipeline.archs import random_tiny_decoder, random_transformer, random_wan_vae  # noqa: E402
 from pipeline.compile import compile_blocks  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decode import StreamingDecoder  # noqa: E402
@@ -33,6 +34,7 @@ from pipeline.engine import Engine  # noqa: E402
 from pipeline.quant import quantize_blocks  # noqa: E402
 from pipeline.sdpa import preferred_kernel  # noqa: E402
 from pipeline.tiny import wan_scheduler  # noqa: E402
+from pipeline.tiny_vae import StreamingTinyDecoder  # noqa: E402
 
 
 def sync():
@@ -79,13 +81,25 @@ def engine_variant(name: str, a, cfg: EngineConfig, dev, dtype, encode) -> dict:
     return out
 
 
-def decode_variant(name: str, a, dev) -> dict:
-    dtype, chunk, *flags = name.split("/")
+def make_decoder(name: str, dev):
+    """A streaming decoder from a variant name: DTYPE/CHUNK/flags (the Wan VAE) or tiny/DTYPE/flags."""
+    kind, dtype, *flags = name.split("/") if name.startswith("tiny/") else ["wan", *name.split("/")]
     torch.backends.cudnn.benchmark = "bench" in flags
+    backend = "inductor" if "compile" in flags else None
+    if kind == "tiny":
+        net = random_tiny_decoder(16).to(dev, getattr(torch, dtype))
+        if "cl" in flags:
+            net = net.to(memory_format=torch.channels_last)
+        return StreamingTinyDecoder(net, compile_backend=backend)
+    chunk, *flags = flags
     vae = random_wan_vae(device=dev, dtype=getattr(torch, dtype))
     if "cl" in flags:
         vae = vae.to(memory_format=torch.channels_last_3d)
-    dec = StreamingDecoder(vae, chunk_frames=int(chunk), compile_backend="inductor" if "compile" in flags else None)
+    return StreamingDecoder(vae, chunk_frames=int(chunk), compile_backend=backend)
+
+
+def decode_variant(name: str, a, dev) -> dict:
+    dec = make_decoder(name, dev)
     g = torch.Generator().manual_seed(0)
     blocks = [torch.randn(1, 16, a.block_frames, a.height // 8, a.width // 8, generator=g).to(dev) for _ in range(5)]
     times = []
@@ -96,18 +110,21 @@ def decode_variant(name: str, a, dev) -> dict:
         sync()
         times.append(time.perf_counter() - t)
     torch.backends.cudnn.benchmark = False
-    del vae, dec
+    del dec
     torch.cuda.empty_cache()
     return {"first_s": times[0], "median_s": statistics.median(times[1:]), "blocks_s": times}
 
 
 def overlap(a, cfg: EngineConfig, dev, dtype, encode, decode_name: str) -> dict:
-    """Ticks with a decode thread (own stream) vs ticks and decodes in turn, for the same blocks."""
-    dtype_v, chunk, *flags = decode_name.split("/")
-    torch.backends.cudnn.benchmark = "bench" in flags
+    """Ticks with a decode thread (own stream) vs ticks and decodes in turn, for the same blocks; the engine is
+    --overlap-engine's variant (base, reuse, compile, reuse+compile)."""
+    parts = set(a.overlap_engine.split("+"))
     model = random_transformer(a.arch, device=dev, dtype=dtype)
-    vae = random_wan_vae(device=dev, dtype=getattr(torch, dtype_v))
-    dec = StreamingDecoder(vae, chunk_frames=int(chunk))
+    dec = make_decoder(decode_name, dev)
+    cfg = copy.copy(cfg)
+    cfg.reuse_context = "reuse" in parts
+    if "compile" in parts:
+        compile_blocks(model.blocks)
     res = {}
     for mode in ("serial", "concurrent"):
         eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev)
@@ -165,11 +182,12 @@ def main():
     ap.add_argument("--decode-variants", default="float32/1,bfloat16/1,bfloat16/8,bfloat16/8/bench,"
                                                  "bfloat16/8/bench/cl,bfloat16/4/bench")
     ap.add_argument("--overlap-decode", default="bfloat16/8/bench")
+    ap.add_argument("--overlap-engine", default="base", help="engine variant of the overlap test")
     a = ap.parse_args()
     dev = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
-    res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__, "args": vars(a),
-           "engine": {}, "decode": {}}
+    res = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "torch": torch.__version__,
+           "args": vars(a), "engine": {}, "decode": {}}
 
     def save():
         with open(a.out, "w") as f:

@@ -45,6 +45,7 @@ class EngineConfig:
     reuse_context: bool = D["reuse_context"]
     vae_dtype: str = D["vae_dtype"]
     decode_chunk: int = D["decode_chunk"]
+    tiny_vae: str = D["tiny_vae"]
     compile: bool = D["compile"]
     quant: str = D["quant"]
     lora: list = field(default_factory=list)  # 'PATH[:SCALE]' each (pipeline/lora.py)

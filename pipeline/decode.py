@@ -61,6 +61,10 @@ class StreamingDecoder:
         self._inv_std = 1.0 / torch.tensor(cfg.latents_std).view(shape).to(self._device, self._dtype)
         self.reset()
 
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
     def reset(self) -> None:
         """Start a new stream: the next block's first latent frame decodes to a single video frame."""
         self._cache = [None] * self._n_convs

@@ -17,6 +17,7 @@ from common import faults
 
 from .config import EngineConfig
 from .decode import StreamingDecoder
+from .tiny_vae import StreamingTinyDecoder, load_tiny_decoder
 from .engine import DTYPES, Engine, FinishedBlock
 from .models import load_components
 from .pacing import Pacer
@@ -53,15 +54,14 @@ class Decoder:
     On one saturated card this costs little: decode and ticks share the card either way.
     """
 
-    def __init__(self, vae, cfg: EngineConfig, on_frames, on_error, take_turns: bool = False):
-        self.dec = StreamingDecoder(vae, chunk_frames=cfg.decode_chunk,
-                                    compile_backend="inductor" if cfg.compile else None)
+    def __init__(self, dec, cfg: EngineConfig, on_frames, on_error, take_turns: bool = False):
+        self.dec = dec  # a StreamingDecoder or StreamingTinyDecoder (open_decoder)
         self.cfg = cfg
         self.on_frames = on_frames
         self.on_error = on_error
         self.take_turns = take_turns
         self.q: queue.Queue = queue.Queue()
-        self.device = next(vae.parameters()).device
+        self.device = dec.device
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.decode_ms = 0.0
         self._turn = threading.Condition()
@@ -121,6 +121,15 @@ class Decoder:
     def close(self):
         self.q.put(None)
         self.thread.join(timeout=30)
+
+
+def open_decoder(cfg: EngineConfig, vae, latent_channels: int, device):
+    """The model's own VAE decoder, or with --tiny-vae the tiny one (the model's VAE is then not loaded)."""
+    backend = "inductor" if cfg.compile else None
+    if cfg.tiny_vae:
+        net = load_tiny_decoder(cfg.tiny_vae, latent_channels).to(device, DTYPES[cfg.vae_dtype])
+        return StreamingTinyDecoder(net, compile_backend=backend)
+    return StreamingDecoder(vae, chunk_frames=cfg.decode_chunk, compile_backend=backend)
 
 
 class Runner:
@@ -210,12 +219,14 @@ class Runner:
             self._progress(f"loading rank 0 of {world}: model {cfg.model!r} on {device} ({cfg.dtype})")
             source, transformer, layers = load_rank_slice(cfg, rank, world, device)
             comps = load_components("tiny" if cfg.model == "tiny" else source, device=device,
-                                    dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift, parts=("vae", "text"),
+                                    dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift,
+                                    parts=("text",) if cfg.tiny_vae else ("vae", "text"),
                                     vae_dtype=DTYPES[cfg.vae_dtype])
         else:
             self._progress(f"loading model {cfg.model!r} on {device} ({cfg.dtype})")
             comps = load_components(cfg.model, device=device, dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift,
-                                    vae_dtype=DTYPES[cfg.vae_dtype])
+                                    vae_dtype=DTYPES[cfg.vae_dtype],
+                                    parts=("transformer", "text") if cfg.tiny_vae else ("transformer", "vae", "text"))
             transformer, layers = comps.transformer, None
             apply_backend(transformer, cfg.attention_backend, device, DTYPES[cfg.dtype])
         if cfg.lora and world == 1:  # (a rank's slice gets its share in load_rank_slice)
@@ -231,7 +242,8 @@ class Runner:
                              layers=layers)
         if cfg.compile:
             self._progress(f"compiling the transformer blocks (cache: {compile_blocks(self.engine.stage.blocks)})")
-        self.decoder = Decoder(comps.vae, cfg, self._emit, on_error=lambda e: self._failed("decoder", e),
+        dec = open_decoder(cfg, comps.vae, transformer.config.in_channels, device)
+        self.decoder = Decoder(dec, cfg, self._emit, on_error=lambda e: self._failed("decoder", e),
                                take_turns=cfg.compile)  # compiled: decode and ticks take turns (see Decoder)
         threading.Thread(target=self._prompts, name="prompts", daemon=True).start()
         last = [0.0]

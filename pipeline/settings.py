@@ -72,6 +72,9 @@ OPTIONS = (
        choices=("", "fp8")),
     _o("vae_dtype", str, "auto", "VAE decoder dtype: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, "
        "float16", "engine"),
+    _o("tiny_vae", str, "", "decode with a tiny autoencoder in TAEHV format instead of the model's VAE (Wan 2.1 "
+       "latents: taew2_1.safetensors or .pth): ~30x fewer FLOPs per block, lower picture quality", "engine",
+       metavar="PATH"),
     _o("decode_chunk", int, 0, "latent frames per VAE decoder call (0 = auto: a whole block on GPU, 1 on CPU)",
        "engine"),
     _o("lora", list, [], "a LoRA to fuse into the transformer at SCALE (default 1): diffusers or original Wan "
@@ -257,6 +260,8 @@ def _check_daemon(values: dict, cfg) -> None:
             raise ConfigError(f"--model {model!r}: no such directory")
         if not os.path.isfile(os.path.join(path, "model_index.json")):
             raise ConfigError(f"--model {model!r}: not a diffusers pipeline folder (no model_index.json)")
+    if values["tiny_vae"] and not os.path.isfile(os.path.expanduser(values["tiny_vae"])):
+        raise ConfigError(f"--tiny-vae {values['tiny_vae']!r}: no such file")
     if values["http"] not in ("", "off"):
         host, sep, port = values["http"].rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pipeline.config import EngineConfig
+from pipeline.decode import StreamingDecoder
 from pipeline.engine import FinishedBlock
 from pipeline.prompts import Cond
 from pipeline.runner import Decoder
@@ -33,8 +34,8 @@ def in_thread(fn) -> None:
 
 def test_wait_turn_returns_after_every_block_is_decoded(vae):
     got, errors = [], []
-    dec = Decoder(vae, EngineConfig(decode_chunk=1), lambda fb, frames: got.append((fb.index, frames.shape)),
-                  errors.append, take_turns=True)
+    dec = Decoder(StreamingDecoder(vae), EngineConfig(decode_chunk=1),
+                  lambda fb, frames: got.append((fb.index, frames.shape)), errors.append, take_turns=True)
     try:
         for i in range(3):
             dec.put(block(i))
@@ -52,7 +53,7 @@ def test_wait_turn_does_not_hang_on_a_failed_decoder(vae):
 
     def boom(fb, frames):
         raise RuntimeError("sink broke")
-    dec = Decoder(vae, EngineConfig(decode_chunk=1), boom, errors.append, take_turns=True)
+    dec = Decoder(StreamingDecoder(vae), EngineConfig(decode_chunk=1), boom, errors.append, take_turns=True)
     dec.put(block(0))
     dec.put(block(1))  # never decoded: the thread stopped at the first
     in_thread(dec.wait_turn)

@@ -1,0 +1,202 @@
+"""A tiny streaming decoder for Wan 2.1 latents, in the TAEHV checkpoint format (`--tiny-vae`).
+
+TAEHV ("tiny autoencoder for Hunyuan video", whose `taew2_1` weights are trained for the Wan 2.1 latent space) is
+a stack of 2D convolutions: per latent frame, 3 stages of 3 memory blocks (each sees its input of this frame and of
+the previous one), nearest 2x upsampling in space and 2x growth in time (channels -> frames) between them. It
+decodes a block with about 4 TFLOP at 480x832 where the Wan VAE decoder needs about 140, at lower quality.
+
+This is our own implementation of that architecture; its module layout is the checkpoint's (`decoder.N.*`), so the
+published files load as they are (.safetensors, or .pth read with weights_only). It takes the latents the
+transformer produces (no latents_mean/std: TAEHV was trained on them as they are) and gives frames in [0, 1].
+
+Streaming: a whole block is processed at once per layer; each memory block keeps the last frame of its input for
+the next block, so decoding block after block equals decoding the whole sequence at once. Like the Wan decoder, a
+stream's first latent frame gives one video frame (the first 3 of the first 4 are dropped), later ones 4.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.errors import ConfigError
+
+CHANNELS = (256, 128, 64, 64)  # decoder widths, stage by stage
+TIME_GROW = (1, 2, 2)  # frames per frame after each stage (Wan: 4x in time)
+
+
+def _conv(n_in: int, n_out: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(n_in, n_out, 3, padding=1, bias=bias)
+
+
+class SoftClamp(nn.Module):
+    """Limits latents to about +-3 smoothly (3 tanh(x / 3))."""
+
+    def forward(self, x):
+        return torch.tanh(x / 3) * 3
+
+
+class MemoryBlock(nn.Module):
+    """Residual block over this frame's input and the previous frame's (`past`), channel-concatenated."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.conv = nn.Sequential(_conv(2 * n, n), nn.ReLU(), _conv(n, n), nn.ReLU(), _conv(n, n))
+
+    def forward(self, x, past):
+        return torch.relu(self.conv(torch.cat([x, past], 1)) + x)
+
+
+class TimeGrow(nn.Module):
+    """Each frame becomes `stride` frames: a 1x1 convolution to stride x C channels, read as consecutive frames."""
+
+    def __init__(self, n: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(n, n * stride, 1, bias=False)
+
+    def forward(self, x):
+        t, c, h, w = x.shape
+        return self.conv(x).reshape(t * self.stride, c, h, w)
+
+
+class TinyDecoderNet(nn.Module):
+    """The decoder stack; `decoder[i]` has the checkpoint's index i. forward(x [F, z, h, w], pasts) -> (frames
+    [4F, 3, 8h, 8w] in about [0, 1], the inputs' last frames of each memory block, for the next call)."""
+
+    def __init__(self, latent_channels: int = 16):
+        super().__init__()
+        c = CHANNELS
+        layers: list[nn.Module] = [SoftClamp(), _conv(latent_channels, c[0]), nn.ReLU()]
+        for stage in range(3):
+            n = c[stage]
+            layers += [MemoryBlock(n), MemoryBlock(n), MemoryBlock(n), nn.Upsample(scale_factor=2),
+                       TimeGrow(n, TIME_GROW[stage]), _conv(n, c[stage + 1], bias=False)]
+        layers += [nn.ReLU(), _conv(c[3], 3)]
+        self.decoder = nn.Sequential(*layers)
+        self.latent_channels = latent_channels
+
+    def memory_shapes(self, lat_h: int, lat_w: int) -> list[tuple[int, ...]]:
+        """The shape of each memory block's remembered frame for latents of lat_h x lat_w."""
+        shapes, h, w = [], lat_h, lat_w
+        for layer in self.decoder:
+            if isinstance(layer, MemoryBlock):
+                shapes.append((1, layer.conv[0].out_channels, h, w))
+            elif isinstance(layer, nn.Upsample):
+                h, w = 2 * h, 2 * w
+        return shapes
+
+    def forward(self, x: torch.Tensor, pasts: list[torch.Tensor]):
+        lasts, k = [], 0
+        for layer in self.decoder:
+            if isinstance(layer, MemoryBlock):
+                lasts.append(x[-1:])
+                x = layer(x, torch.cat([pasts[k], x[:-1]], 0))
+                k += 1
+            else:
+                x = layer(x)
+        return x, lasts
+
+
+def _read(path: str) -> dict:
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"--tiny-vae {path!r}: no such file")
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
+    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
+        raise ConfigError(f"--tiny-vae {path!r}: cannot read it as a checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load_tiny_decoder(path: str, latent_channels: int) -> TinyDecoderNet:
+    """A TAEHV-format checkpoint's decoder (its encoder's weights are ignored), checked against the model's latent
+    width. Raises ConfigError naming the file for anything that is not such a decoder."""
+    sd = _read(path)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ConfigError(f"--tiny-vae {path!r}: not a state dict of tensors")
+    dec = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
+    if not dec:
+        raise ConfigError(f"--tiny-vae {path!r}: no decoder weights (no 'decoder.*' keys)")
+    first = dec.get("1.weight")
+    if first is None or first.ndim != 4:
+        raise ConfigError(f"--tiny-vae {path!r}: not a TAEHV decoder (no 3x3 input convolution 'decoder.1')")
+    if first.shape[1] != latent_channels:
+        raise ConfigError(f"--tiny-vae {path!r}: decodes {first.shape[1]}-channel latents, the model's have "
+                          f"{latent_channels} (taew2_1 is the Wan 2.1 one)")
+    net = TinyDecoderNet(latent_channels)
+    own = net.decoder.state_dict()
+    for i, layer in enumerate(net.decoder):
+        key = f"{i}.conv.weight"
+        if isinstance(layer, TimeGrow) and key in dec and dec[key].shape[0] > own[key].shape[0]:
+            # trained with more time growth here than this decoder uses: keep the last frame's channels
+            dec[key] = dec[key][-own[key].shape[0]:]
+    missing = sorted(set(own) - set(dec))
+    unexpected = sorted(set(dec) - set(own))
+    wrong = sorted(k for k in set(own) & set(dec) if own[k].shape != dec[k].shape)
+    if missing or unexpected or wrong:
+        parts = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
+        raise ConfigError(f"--tiny-vae {path!r}: not the Wan 2.1 TAEHV decoder layout ({'; '.join(parts)})")
+    net.decoder.load_state_dict(dec)
+    return net.eval().requires_grad_(False)
+
+
+class StreamingTinyDecoder:
+    """The Wan StreamingDecoder's interface (reset, warm_up, decode_block) over a TinyDecoderNet."""
+
+    TRIM = 3  # a stream's first latent frame gives 4 frames of which the last is its picture
+
+    def __init__(self, net: TinyDecoderNet, compile_backend: str | None = None):
+        self.net = net
+        p = next(net.parameters())
+        self._device, self._dtype = p.device, p.dtype
+        self.compiled = bool(compile_backend)
+        self._forward = torch.compile(net, backend=compile_backend, dynamic=False) if compile_backend else net
+        self.reset()
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def reset(self) -> None:
+        """Start a new stream (empty memories; the first 3 frames of the next block are dropped)."""
+        self._pasts: list[torch.Tensor] | None = None
+        self._first = True
+
+    def warm_up(self, block_frames: int, lat_h: int, lat_w: int) -> None:
+        """Decode two blocks of zeros (compiles the graph when compiled), then start a new stream."""
+        z = torch.zeros(1, self.net.latent_channels, block_frames, lat_h, lat_w, device=self._device,
+                        dtype=self._dtype)
+        self.reset()
+        self.decode_block_float(z)
+        self.decode_block_float(z)
+        self.reset()
+
+    @torch.inference_mode()
+    def decode_block_float(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [1, z, F, h, w] as the transformer gives them -> frames [T, 3, 8h, 8w] in [0, 1] (T = 4F, 4F-3
+        for a stream's first block)."""
+        if latents.ndim != 5 or latents.shape[0] != 1 or latents.shape[2] < 1:
+            raise ValueError(f"expected latents [1, C, F>=1, h, w], got {tuple(latents.shape)}")
+        x = latents[0].transpose(0, 1).to(self._device, self._dtype).contiguous()  # [F, z, h, w]
+        if self._pasts is None:
+            self._pasts = [x.new_zeros(s) for s in self.net.memory_shapes(x.shape[2], x.shape[3])]
+        out, lasts = self._forward(x, self._pasts)
+        self._pasts = [t.clone() for t in lasts]  # compiled graphs may return views of their buffers
+        if self._first:
+            out = out[self.TRIM:]
+            self._first = False
+        return out.clamp_(0.0, 1.0)
+
+    def decode_block(self, latents: torch.Tensor, new_shot: bool = False) -> np.ndarray:
+        """Latents [1, z, F, h, w] -> uint8 RGB frames [T, H, W, 3]; `new_shot` starts a new stream first."""
+        if new_shot:
+            self.reset()
+        frames = self.decode_block_float(latents)
+        with torch.inference_mode():
+            return (frames * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()

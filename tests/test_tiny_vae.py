@@ -1,0 +1,159 @@
+"""The tiny streaming decoder (`--tiny-vae`, TAEHV checkpoint layout): block-by-block decoding equals a frame-by-
+frame evaluation of the network's recurrence, checkpoints in the published layout load (.pth and .safetensors,
+encoder weights ignored, a wider time-growth layer cut to the last frame's channels), bad files are refused by
+name, and the daemon streams through it."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from common.errors import ConfigError
+from conftest import ROOT, DaemonProc
+from pipeline.archs import random_tiny_decoder, tiny_decoder_checkpoint
+from pipeline.tiny_vae import MemoryBlock, StreamingTinyDecoder, TimeGrow, TinyDecoderNet, load_tiny_decoder
+from test_daemon_ranks_equal import y4m_frames
+
+
+@pytest.fixture(scope="module")
+def net():
+    return random_tiny_decoder(16)
+
+
+def latents(frames: int, seed: int) -> torch.Tensor:
+    return torch.randn(1, 16, frames, 4, 6, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def frame_by_frame(net: TinyDecoderNet, lat: torch.Tensor) -> torch.Tensor:
+    """The recurrence written out one frame at a time: a memory block sees its input of the previous frame (zeros
+    before the first); time growth turns a frame's channel groups into consecutive frames; the first 3 of the
+    stream's frames are dropped."""
+    xs = [f[None] for f in lat[0].transpose(0, 1)]  # [1, z, h, w] per latent frame
+    for layer in net.decoder:
+        if isinstance(layer, MemoryBlock):
+            prev, out = torch.zeros_like(xs[0]), []
+            for x in xs:
+                out.append(layer(x, prev))
+                prev = x
+            xs = out
+        elif isinstance(layer, TimeGrow):
+            xs = [g for x in xs for g in layer.conv(x).chunk(layer.stride, dim=1)]
+        else:
+            xs = [layer(x) for x in xs]
+    return torch.cat(xs[3:]).clamp(0, 1)
+
+
+def stream(dec: StreamingTinyDecoder, blocks) -> torch.Tensor:
+    return torch.cat([dec.decode_block_float(b) for b in blocks])
+
+
+def test_blocks_decode_as_the_frame_by_frame_recurrence(net):
+    blocks = [latents(2, i) for i in range(3)]
+    ref = frame_by_frame(net, torch.cat(blocks, dim=2))
+    out = stream(StreamingTinyDecoder(net), blocks)
+    assert out.shape == (4 * 6 - 3, 3, 32, 48)  # 4 frames per latent frame, the stream's first gives 1
+    assert 0.9 < ((out > 0) & (out < 1)).float().mean() and out.std() > 0.1  # a picture, not a clamped constant
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # the memories matter: the third block decoded without its predecessors differs
+    assert (out[-5:] - StreamingTinyDecoder(net).decode_block_float(blocks[2])).abs().mean() > 0.01
+
+
+def test_uint8_frames_and_new_shot(net):
+    a, b = latents(2, 10), latents(2, 11)
+    dec = StreamingTinyDecoder(net)
+    first = dec.decode_block(a)
+    assert first.shape == (5, 32, 48, 3) and first.dtype.name == "uint8"
+    cont = dec.decode_block(b)
+    assert cont.shape == (8, 32, 48, 3)
+    shot = StreamingTinyDecoder(net)
+    shot.decode_block(a)
+    fresh = shot.decode_block(b, new_shot=True)  # a cut: decoded like a stream's first block
+    assert (fresh == StreamingTinyDecoder(net).decode_block(b)).all()
+    assert fresh.shape[0] == 5 and not (cont[-5:] == fresh).all()
+
+
+def published_layout(net: TinyDecoderNet) -> dict:
+    """The decoder's weights as a TAEHV checkpoint holds them: encoder weights beside them, and the first time-
+    growth layer trained with 2 frames per frame (its last 256 rows are the ones a Wan decoder uses)."""
+    sd = tiny_decoder_checkpoint(net)
+    sd["encoder.0.weight"] = torch.randn(64, 3, 3, 3)
+    sd["encoder.0.bias"] = torch.randn(64)
+    grow = sd["decoder.7.conv.weight"]
+    sd["decoder.7.conv.weight"] = torch.cat([torch.randn_like(grow), grow])
+    return sd
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_published_layout_loads(net, tmp_path, suffix):
+    path = str(tmp_path / f"taew2_1{suffix}")
+    sd = published_layout(net)
+    if suffix == ".pth":
+        torch.save(sd, path)
+    else:
+        save_file(sd, path)
+    loaded = load_tiny_decoder(path, 16)
+    blocks = [latents(2, 20), latents(2, 21)]
+    assert torch.equal(stream(StreamingTinyDecoder(loaded), blocks), stream(StreamingTinyDecoder(net), blocks))
+
+
+def test_bad_checkpoints_are_refused_by_name(net, tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_tiny_decoder(str(tmp_path / "missing.pth"), 16)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="junk.pth.*cannot read"):
+        load_tiny_decoder(str(junk), 16)
+    enc_only = tmp_path / "enc.safetensors"
+    save_file({"encoder.0.weight": torch.zeros(1)}, str(enc_only))
+    with pytest.raises(ConfigError, match="no decoder weights"):
+        load_tiny_decoder(str(enc_only), 16)
+    wide = tmp_path / "taew2_2.safetensors"
+    save_file(tiny_decoder_checkpoint(TinyDecoderNet(48)), str(wide))
+    with pytest.raises(ConfigError, match="48-channel latents, the model's have 16"):
+        load_tiny_decoder(str(wide), 16)
+    holed = {k: v for k, v in published_layout(net).items() if k != "decoder.10.conv.2.weight"}
+    path = tmp_path / "holed.safetensors"
+    save_file(holed, str(path))
+    with pytest.raises(ConfigError, match=r"missing: 10\.conv\.2\.weight"):
+        load_tiny_decoder(str(path), 16)
+
+
+def test_the_daemon_streams_through_the_tiny_decoder(net, tmp_path):
+    """One rank and two (rank 0 then loads no Wan VAE at all): the same frames, and not the Wan decoder's."""
+    ckpt = tmp_path / "taew2_1.safetensors"
+    save_file(published_layout(net), str(ckpt))
+    frames = {}
+    runs = (("tiny", ("--tiny-vae", str(ckpt))), ("tiny2", ("--tiny-vae", str(ckpt), "--ranks", "2")), ("wan", ()))
+    for name, extra in runs:
+        out = tmp_path / f"{name}.y4m"
+        with open(out, "wb") as f:
+            d = DaemonProc("--stdout", "y4m", *extra, http=False, stdout=f)
+            d.wait_streaming()
+            d.wait_status(lambda s: s["blocks_published"] >= 3, "3 published blocks")
+            assert d.stop() == 0, d.log()
+        frames[name] = y4m_frames(out.read_bytes())
+    n = min(len(f) for f in frames.values())
+    assert n >= 5 + 8  # the tiny model's blocks: 2 latent frames -> 5 video frames, then 8
+    assert len(set(frames["tiny"][:n])) > 1
+    assert frames["tiny"][:n] == frames["tiny2"][:n]
+    assert all(a != b for a, b in zip(frames["tiny"][:n], frames["wan"][:n]))  # decoded by the other decoder
+
+
+def test_a_missing_tiny_vae_file_fails_fast():
+    r = subprocess.run([sys.executable, "-m", "streamer", "serve", "--tiny-vae", "/nonexistent/taew2_1.pth"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--tiny-vae '/nonexistent/taew2_1.pth': no such file" in lines[0], r.stderr
+
+
+def test_a_checkpoint_of_the_wrong_latent_width_ends_the_daemon(tmp_path):
+    wide = tmp_path / "taew2_2.safetensors"
+    save_file(tiny_decoder_checkpoint(TinyDecoderNet(48)), str(wide))
+    d = DaemonProc("--tiny-vae", str(wide), http=False)
+    rc = d.proc.wait(timeout=120)
+    d.stop()
+    assert rc == 2, d.log()
+    assert "48-channel latents" in d.log()
