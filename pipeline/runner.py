@@ -48,10 +48,11 @@ class Decoder:
     """Decodes finished blocks in order on its own thread (and CUDA stream), so the ring never waits for a decode.
     on_error(exc) is called on its thread if decoding fails; the thread then stops.
 
-    take_turns: the engine waits (wait_turn) until every block handed over is decoded, so decode and ticks run one
-    after the other. Under --compile both are compiled, and dynamo's tracing in one thread is not safe while another
-    thread calls compiled code (on an H200 the engine's compiled blocks failed that way while the decoder compiled).
-    On one saturated card this costs little: decode and ticks share the card either way.
+    take_turns: the engine waits (wait_turn) until every block handed over is decoded (not until its frames are
+    delivered: on_frames runs after the turn is given back), so decode and ticks run one after the other. Under
+    --compile both are compiled, and dynamo's tracing in one thread is not safe while another thread calls compiled
+    code (on an H200 the engine's compiled blocks failed that way while the decoder compiled). On one saturated card
+    this costs little: decode and ticks share the card either way.
     """
 
     def __init__(self, dec, cfg: EngineConfig, on_frames, on_error, take_turns: bool = False):
@@ -108,8 +109,8 @@ class Decoder:
                         self.stream.wait_event(event)
                     frames = self.dec.decode_block(fb.latents, new_shot=fb.shot_start)
                 self.decode_ms = (time.perf_counter() - t0) * 1e3
+                self._done()  # the card is free again: the engine need not wait while the frames are sent on
                 self.on_frames(fb, frames)
-                self._done()
         except Exception as e:  # noqa: BLE001 - reported to the runner, which ends the engine
             traceback.print_exc(file=sys.stderr)
             self.on_error(e)

@@ -33,18 +33,28 @@ def in_thread(fn) -> None:
 
 
 def test_wait_turn_returns_after_every_block_is_decoded(vae):
+    """...and does not wait for the frames' delivery: the sink of the last block is held until wait_turn has
+    returned (with the old order, decoded then delivered then the turn given back, this hung)."""
     got, errors = [], []
-    dec = Decoder(StreamingDecoder(vae), EngineConfig(decode_chunk=1),
-                  lambda fb, frames: got.append((fb.index, frames.shape)), errors.append, take_turns=True)
+    release = threading.Event()
+
+    def sink(fb, frames):
+        got.append((fb.index, frames.shape))
+        if fb.index == 2:
+            assert release.wait(HANG), "the last sink was never released"
+    dec = Decoder(StreamingDecoder(vae), EngineConfig(decode_chunk=1), sink, errors.append, take_turns=True)
     try:
         for i in range(3):
             dec.put(block(i))
         in_thread(dec.wait_turn)
-        # nothing waited for but the turn itself: all three are out, in order, with their frames
+        release.set()
+        dec.close()
+        # all three decoded and delivered, in order, with their frames
         assert [g[0] for g in got] == [0, 1, 2]
         assert [g[1][0] for g in got] == [5, 8, 8]  # 4F-3 frames for a stream's first block, then 4F
         assert not errors
     finally:
+        release.set()
         dec.close()
 
 
