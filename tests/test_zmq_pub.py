@@ -89,7 +89,9 @@ def test_a_subscriber_that_never_reads_costs_drops_not_blocking():
         while sub.poll(100):
             sub.recv_multipart()
             got += 1
-        assert got < 20_000 // 10  # the slow reader lost most of them: dropped, never back-pressure
+        # the slow reader lost most of them: dropped, never back-pressure (libzmq's high-water marks are approximate:
+        # with its batching and I/O threads ~2,500-3,000 of the 20,000 got through marks of 10 on a 2-core machine)
+        assert got < 20_000 // 4
     finally:
         sub.close()
         pub.close()
