@@ -134,6 +134,26 @@ def load_components(
     return Components(transformer, vae, text_encoder, tokenizer, scheduler, max_len)
 
 
+def vae_configs(model: str) -> tuple[dict | None, dict]:
+    """(the model's VAE config, or None for the in-code tiny model; diffusers' defaults for AutoencoderKLWan, which
+    are the Wan 2.1 VAE's), without loading any weights."""
+    import inspect
+
+    from diffusers import AutoencoderKLWan
+
+    wan = {k: p.default for k, p in inspect.signature(AutoencoderKLWan.__init__).parameters.items()
+           if p.default is not inspect.Parameter.empty}
+    if model == "tiny":
+        return None, wan
+    source = resolve_model(model)
+    if _is_local(source):
+        source = os.path.abspath(os.path.expanduser(source))
+    try:
+        return dict(AutoencoderKLWan.load_config(source, subfolder="vae")), wan
+    except Exception as e:  # noqa: BLE001 - a model without a readable VAE config is a configuration problem
+        raise ConfigError(f"could not read the VAE config of model {model!r}: {type(e).__name__}: {e}") from e
+
+
 def save_components(components: Components, path) -> None:
     """Write a diffusers WanPipeline folder (model_index.json + one subfolder per component)."""
     from diffusers import WanPipeline

@@ -17,9 +17,9 @@ from common import faults
 
 from .config import EngineConfig
 from .decode import StreamingDecoder
-from .tiny_vae import StreamingTinyDecoder, load_tiny_decoder
+from .tiny_vae import StreamingTinyDecoder, check_latent_space, load_tiny_decoder
 from .engine import DTYPES, Engine, FinishedBlock
-from .models import load_components
+from .models import load_components, vae_configs
 from .pacing import Pacer
 from .prompts import PromptError
 from .ranks import dist_env, init_dist, load_rank_slice
@@ -211,6 +211,8 @@ class Runner:
     def load(self):
         cfg = self.cfg
         diffusers_compat.self_test()
+        if cfg.tiny_vae:  # before any weights load: a model with its own VAE cannot use it
+            check_latent_space(*vae_configs(cfg.model), cfg.model)
         device = torch.device(cfg.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)

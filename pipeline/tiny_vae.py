@@ -146,6 +146,22 @@ def load_tiny_decoder(path: str, latent_channels: int) -> TinyDecoderNet:
     return net.eval().requires_grad_(False)
 
 
+def check_latent_space(vae_config: dict | None, wan_config: dict, model: str) -> None:
+    """A TAEHV decoder for Wan 2.1 decodes only the Wan 2.1 VAE's latent space: refuse a model whose VAE has other
+    latent statistics (e.g. the toy-world model's own VAE). None: a model without a VAE config (the in-code tiny
+    model, which uses Wan 2.1's)."""
+    if vae_config is None:
+        return
+    for key in ("z_dim", "latents_mean", "latents_std"):
+        ours, wan = vae_config.get(key), wan_config.get(key)
+        same = ours == wan if not isinstance(wan, (list, tuple)) else (
+            isinstance(ours, (list, tuple)) and len(ours) == len(wan)
+            and all(abs(float(a) - float(b)) < 1e-4 for a, b in zip(ours, wan)))
+        if not same:
+            raise ConfigError(f"--tiny-vae: the model {model!r} has its own VAE ({key} differs from the Wan 2.1 "
+                              "VAE's), and a TAEHV decoder for Wan 2.1 latents would not decode its latents")
+
+
 class StreamingTinyDecoder:
     """The Wan StreamingDecoder's interface (reset, warm_up, decode_block) over a TinyDecoderNet."""
 

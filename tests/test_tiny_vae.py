@@ -157,3 +157,14 @@ def test_a_checkpoint_of_the_wrong_latent_width_ends_the_daemon(tmp_path):
     d.stop()
     assert rc == 2, d.log()
     assert "48-channel latents" in d.log()
+
+
+def test_a_model_with_its_own_vae_is_refused(net, tmp_path):
+    """The default model (toy world) has its own VAE: a decoder for Wan 2.1 latents would decode garbage."""
+    ckpt = tmp_path / "taew2_1.safetensors"
+    save_file(published_layout(net), str(ckpt))
+    d = DaemonProc("--tiny-vae", str(ckpt), http=False, model=None)
+    rc = d.proc.wait(timeout=120)
+    d.stop()
+    assert rc == 2, d.log()
+    assert "model 'toyworld' has its own VAE (latents_mean differs" in d.log()
