@@ -6,9 +6,9 @@ own list (not vae._feat_map), so one VAE object can be shared with other users.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from .block_decoder import BlockDecoder
 from .compat.diffusers import WanCausalConv3d
 from .compile import allow_shape_variants
 from .vae_trace import traceable
@@ -26,7 +26,7 @@ def _canonical(t: torch.Tensor) -> torch.Tensor:
     return t if list(t.stride()) == strides else t.as_strided(t.shape, strides)
 
 
-class StreamingDecoder:
+class StreamingDecoder(BlockDecoder):
     """decode_block(latents) turns each finished block into frames; reset() starts a new stream.
 
     chunk_frames: latent frames per decoder call after the stream's first frame (None: the rest of the block at
@@ -44,6 +44,7 @@ class StreamingDecoder:
         self.vae = vae
         self.chunk_frames = chunk_frames
         cfg = vae.config
+        self.latent_channels = cfg.z_dim
         if cfg.get("patch_size") is not None:
             raise ValueError("StreamingDecoder supports the Wan 2.1 VAE (no patch_size)")
         self._n_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
@@ -61,23 +62,10 @@ class StreamingDecoder:
         self._inv_std = 1.0 / torch.tensor(cfg.latents_std).view(shape).to(self._device, self._dtype)
         self.reset()
 
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
     def reset(self) -> None:
         """Start a new stream: the next block's first latent frame decodes to a single video frame."""
         self._cache = [None] * self._n_convs
         self._first = True
-
-    def warm_up(self, block_frames: int, lat_h: int, lat_w: int) -> None:
-        """Decode two blocks of zeros (a stream's first block, then a whole one): compiles the graphs and tunes the
-        kernels before the first real block, then starts a new stream."""
-        z = torch.zeros(1, self.vae.config.z_dim, block_frames, lat_h, lat_w, device=self._device, dtype=self._dtype)
-        self.reset()
-        self.decode_block_float(z)
-        self.decode_block_float(z)
-        self.reset()
 
     def _run(self, x: torch.Tensor, first_chunk: bool) -> torch.Tensor:
         if not self.compiled:
@@ -109,12 +97,5 @@ class StreamingDecoder:
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
         return out.clamp_(-1.0, 1.0)
 
-    def decode_block(self, latents: torch.Tensor, new_shot: bool = False) -> np.ndarray:
-        """Normalised latents [1, z, F, h, w] -> uint8 RGB frames [T, H, W, 3]. `new_shot`: the block starts a
-        new shot (after a cut), so it is decoded like a stream's first block (reset() first)."""
-        if new_shot:
-            self.reset()
-        video = self.decode_block_float(latents)
-        with torch.inference_mode():
-            frames = ((video[0] + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-            return frames.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+    def _frames(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.decode_block_float(latents)[0].transpose(0, 1)  # [1, 3, T, H, W] -> [T, 3, H, W]

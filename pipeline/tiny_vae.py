@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 from torch import nn
 
 from common.errors import ConfigError
+
+from .block_decoder import BlockDecoder
 
 CHANNELS = (256, 128, 64, 64)  # decoder widths, stage by stage
 TIME_GROW = (1, 2, 2)  # frames per frame after each stage (Wan: 4x in time)
@@ -162,36 +163,25 @@ def check_latent_space(vae_config: dict | None, wan_config: dict, model: str) ->
                               "VAE's), and a TAEHV decoder for Wan 2.1 latents would not decode its latents")
 
 
-class StreamingTinyDecoder:
+class StreamingTinyDecoder(BlockDecoder):
     """The Wan StreamingDecoder's interface (reset, warm_up, decode_block) over a TinyDecoderNet."""
 
+    LOW = 0.0  # frames in [0, 1]
     TRIM = 3  # a stream's first latent frame gives 4 frames of which the last is its picture
 
     def __init__(self, net: TinyDecoderNet, compile_backend: str | None = None):
         self.net = net
+        self.latent_channels = net.latent_channels
         p = next(net.parameters())
         self._device, self._dtype = p.device, p.dtype
         self.compiled = bool(compile_backend)
         self._forward = torch.compile(net, backend=compile_backend, dynamic=False) if compile_backend else net
         self.reset()
 
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
     def reset(self) -> None:
         """Start a new stream (empty memories; the first 3 frames of the next block are dropped)."""
         self._pasts: list[torch.Tensor] | None = None
         self._first = True
-
-    def warm_up(self, block_frames: int, lat_h: int, lat_w: int) -> None:
-        """Decode two blocks of zeros (compiles the graph when compiled), then start a new stream."""
-        z = torch.zeros(1, self.net.latent_channels, block_frames, lat_h, lat_w, device=self._device,
-                        dtype=self._dtype)
-        self.reset()
-        self.decode_block_float(z)
-        self.decode_block_float(z)
-        self.reset()
 
     @torch.inference_mode()
     def decode_block_float(self, latents: torch.Tensor) -> torch.Tensor:
@@ -208,11 +198,3 @@ class StreamingTinyDecoder:
             out = out[self.TRIM:]
             self._first = False
         return out.clamp_(0.0, 1.0)
-
-    def decode_block(self, latents: torch.Tensor, new_shot: bool = False) -> np.ndarray:
-        """Latents [1, z, F, h, w] -> uint8 RGB frames [T, H, W, 3]; `new_shot` starts a new stream first."""
-        if new_shot:
-            self.reset()
-        frames = self.decode_block_float(latents)
-        with torch.inference_mode():
-            return (frames * 255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
