@@ -13,6 +13,8 @@ class BlockDecoder:
 
     LOW = -1.0
     latent_channels: int
+    compiled = False  # torch.compile'd: the first calls trace (not while another thread runs compiled code)
+    graphed = False  # replays captured CUDA graphs: no Python, no dynamo per block (safe beside compiled code)
 
     @property
     def device(self) -> torch.device:
@@ -32,8 +34,8 @@ class BlockDecoder:
         kernels before the first real block, then starts a new stream."""
         z = torch.zeros(1, self.latent_channels, block_frames, lat_h, lat_w, device=self._device, dtype=self._dtype)
         self.reset()
-        self.decode_block_float(z)
-        self.decode_block_float(z)
+        self.decode_block(z)
+        self.decode_block(z)
         self.reset()
 
     def decode_block(self, latents: torch.Tensor, new_shot: bool = False) -> np.ndarray:
@@ -41,8 +43,12 @@ class BlockDecoder:
         cut), so it is decoded like a stream's first block (reset() first)."""
         if new_shot:
             self.reset()
-        frames = self._frames(latents)
         with torch.inference_mode():
-            scale = 255.0 / (1.0 - self.LOW)
-            frames = ((frames - self.LOW) * scale).round_().clamp_(0, 255).to(torch.uint8)
-            return frames.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+            return to_uint8_rgb(self._frames(latents), self.LOW).cpu().numpy()
+
+
+def to_uint8_rgb(frames: torch.Tensor, low: float) -> torch.Tensor:
+    """Float frames [T, 3, H, W] between `low` and 1 -> uint8 RGB [T, H, W, 3] on the same device."""
+    scale = 255.0 / (1.0 - low)
+    frames = ((frames - low) * scale).round_().clamp_(0, 255).to(torch.uint8)
+    return frames.permute(0, 2, 3, 1).contiguous()

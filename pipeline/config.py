@@ -45,6 +45,7 @@ class EngineConfig:
     reuse_context: bool = D["reuse_context"]
     vae_dtype: str = D["vae_dtype"]
     decode_chunk: int = D["decode_chunk"]
+    decode_overlap: bool = D["decode_overlap"]
     tiny_vae: str = D["tiny_vae"]
     compile: bool = D["compile"]
     quant: str = D["quant"]

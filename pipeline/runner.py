@@ -17,6 +17,7 @@ from common import faults
 
 from .config import EngineConfig
 from .decode import StreamingDecoder
+from .tiny_graph import GraphedTinyDecoder
 from .tiny_vae import StreamingTinyDecoder, check_latent_space, load_tiny_decoder
 from .engine import DTYPES, Engine, FinishedBlock
 from .models import load_components, vae_configs
@@ -49,10 +50,11 @@ class Decoder:
     on_error(exc) is called on its thread if decoding fails; the thread then stops.
 
     take_turns: the engine waits (wait_turn) until every block handed over is decoded (not until its frames are
-    delivered: on_frames runs after the turn is given back), so decode and ticks run one after the other. Under
-    --compile both are compiled, and dynamo's tracing in one thread is not safe while another thread calls compiled
-    code (on an H200 the engine's compiled blocks failed that way while the decoder compiled). On one saturated card
-    this costs little: decode and ticks share the card either way.
+    delivered: on_frames runs after the turn is given back), so decode and ticks run one after the other. A
+    compiled decoder must: dynamo's tracing in one thread is not safe while another thread calls compiled code (on
+    an H200 the engine's compiled blocks failed that way while the decoder compiled). A decoder that replays CUDA
+    graphs (`graphed`) never traces after its warm-up, so it can decode beside the ticks. Either way the warm-up
+    (compilation, capture) is done before the engine's first tick.
     """
 
     def __init__(self, dec, cfg: EngineConfig, on_frames, on_error, take_turns: bool = False):
@@ -66,7 +68,9 @@ class Decoder:
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self.decode_ms = 0.0
         self._turn = threading.Condition()
-        self._pending = 1 if self.dec.compiled else 0  # the warm-up (compilation) is the decoder's first turn
+        # the warm-up (compilation, graph capture) is the decoder's first turn, taken before the engine's first tick
+        self._warming = dec.compiled or dec.graphed
+        self._pending = 1 if self._warming else 0
         self._dead = False
         self.thread = threading.Thread(target=self._loop, name="decode", daemon=True)
         self.thread.start()
@@ -81,14 +85,15 @@ class Decoder:
         self.q.put((fb, event))
 
     def wait_turn(self) -> None:
-        """With take_turns: return once every block handed over is decoded (or the decoder has stopped)."""
-        if self.take_turns:
-            with self._turn:
-                self._turn.wait_for(lambda: self._pending == 0 or self._dead)
+        """Return once the decoder has warmed up and, with take_turns, every block handed over is decoded (or once
+        the decoder has stopped)."""
+        with self._turn:
+            self._turn.wait_for(lambda: (self._pending == 0 if self.take_turns else not self._warming) or self._dead)
 
     def _done(self) -> None:
         with self._turn:
             self._pending -= 1
+            self._warming = False
             self._turn.notify_all()
 
     def _on_stream(self):
@@ -96,7 +101,7 @@ class Decoder:
 
     def _loop(self):
         try:
-            if self.dec.compiled:  # compile before the engine's first tick, not when the first block is due
+            if self._warming:  # compile/capture before the engine's first tick, not when the first block is due
                 with self._on_stream():
                     self.dec.warm_up(self.cfg.block_frames, self.cfg.latent_height, self.cfg.latent_width)
                 self._done()
@@ -129,6 +134,8 @@ def open_decoder(cfg: EngineConfig, vae, latent_channels: int, device):
     backend = "inductor" if cfg.compile else None
     if cfg.tiny_vae:
         net = load_tiny_decoder(cfg.tiny_vae, latent_channels).to(device, DTYPES[cfg.vae_dtype])
+        if device.type == "cuda":
+            return GraphedTinyDecoder(net, compile_backend=backend)
         return StreamingTinyDecoder(net, compile_backend=backend)
     return StreamingDecoder(vae, chunk_frames=cfg.decode_chunk, compile_backend=backend)
 
@@ -246,8 +253,9 @@ class Runner:
         if cfg.compile:
             self._progress(f"compiling the transformer blocks (cache: {compile_blocks(self.engine.stage.blocks)})")
         dec = open_decoder(cfg, comps.vae, transformer.config.in_channels, device)
-        self.decoder = Decoder(dec, cfg, self._emit, on_error=lambda e: self._failed("decoder", e),
-                               take_turns=cfg.compile)  # compiled: decode and ticks take turns (see Decoder)
+        # a compiled decoder takes turns with the ticks (see Decoder); a graph-replayed one need not
+        turns = not cfg.decode_overlap or (dec.compiled and not dec.graphed)
+        self.decoder = Decoder(dec, cfg, self._emit, on_error=lambda e: self._failed("decoder", e), take_turns=turns)
         threading.Thread(target=self._prompts, name="prompts", daemon=True).start()
         last = [0.0]
 
@@ -274,7 +282,7 @@ class Runner:
         t, h, w, _ = frames.shape
         self.link.send(wire.Frames(block=fb.index, epoch=fb.cond.epoch, prompt=fb.cond.prompt, frames=t, height=h,
                                    width=w, tick=fb.tick, decode_ms=round(self.decoder.decode_ms, 2),
-                                   payload=frames.tobytes()))
+                                   payload=memoryview(frames).cast("B")))  # sent without a copy
 
     # --- the loop --------------------------------------------------------------------------------------
     def _wait(self, seconds: float):

@@ -75,6 +75,9 @@ OPTIONS = (
     _o("tiny_vae", str, "", "decode with a tiny autoencoder in TAEHV format instead of the model's VAE (Wan 2.1 "
        "latents: taew2_1.safetensors or .pth): ~30x fewer FLOPs per block, lower picture quality", "engine",
        metavar="PATH"),
+    _o("decode_overlap", bool, True, "decode beside the engine's ticks on a stream of its own where that is safe "
+       "(not while torch.compile'd code traces: the tiny decoder's CUDA graphs are; the compiled Wan decoder takes "
+       "turns); --no-decode-overlap: decode and ticks always take turns", "engine"),
     _o("decode_chunk", int, 0, "latent frames per VAE decoder call (0 = auto: a whole block on GPU, 1 on CPU)",
        "engine"),
     _o("lora", list, [], "a LoRA to fuse into the transformer at SCALE (default 1): diffusers or original Wan "

@@ -183,13 +183,17 @@ class StreamingTinyDecoder(BlockDecoder):
         self._pasts: list[torch.Tensor] | None = None
         self._first = True
 
+    def _input(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [1, z, F, h, w] -> the network's input [F, z, h, w] on its device and in its dtype."""
+        if latents.ndim != 5 or latents.shape[0] != 1 or latents.shape[2] < 1:
+            raise ValueError(f"expected latents [1, C, F>=1, h, w], got {tuple(latents.shape)}")
+        return latents[0].transpose(0, 1).to(self._device, self._dtype).contiguous()
+
     @torch.inference_mode()
     def decode_block_float(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents [1, z, F, h, w] as the transformer gives them -> frames [T, 3, 8h, 8w] in [0, 1] (T = 4F, 4F-3
         for a stream's first block)."""
-        if latents.ndim != 5 or latents.shape[0] != 1 or latents.shape[2] < 1:
-            raise ValueError(f"expected latents [1, C, F>=1, h, w], got {tuple(latents.shape)}")
-        x = latents[0].transpose(0, 1).to(self._device, self._dtype).contiguous()  # [F, z, h, w]
+        x = self._input(latents)
         if self._pasts is None:
             self._pasts = [x.new_zeros(s) for s in self.net.memory_shapes(x.shape[2], x.shape[3])]
         out, lasts = self._forward(x, self._pasts)

@@ -47,7 +47,8 @@ class Ready:
 
 @dataclass
 class Frames:
-    """One decoded block: `payload` is uint8 RGB [frames, height, width, 3]."""
+    """One decoded block: `payload` is uint8 RGB [frames, height, width, 3] (bytes when received; the sender may
+    give any C-contiguous buffer, which is sent without a copy and must not change afterwards)."""
     kind: ClassVar[bytes] = b"frames"
     block: int
     epoch: int

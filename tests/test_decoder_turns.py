@@ -1,5 +1,6 @@
 """The runner's decode thread taking turns with the engine (one GPU, or --compile): wait_turn returns only once
-every block handed over is decoded, and never hangs when the decoder has failed."""
+every block handed over is decoded, and never hangs when the decoder has failed; a decoder that warms up (compiles
+or captures) does so before the engine's first tick even when it decodes beside the ticks."""
 import threading
 
 import pytest
@@ -10,7 +11,9 @@ from pipeline.decode import StreamingDecoder
 from pipeline.engine import FinishedBlock
 from pipeline.prompts import Cond
 from pipeline.runner import Decoder
+from pipeline.archs import random_tiny_decoder
 from pipeline.tiny import build_tiny_components
+from pipeline.tiny_vae import StreamingTinyDecoder
 
 HANG = 120  # seconds: only to catch a hang
 
@@ -69,3 +72,29 @@ def test_wait_turn_does_not_hang_on_a_failed_decoder(vae):
     in_thread(dec.wait_turn)
     assert [str(e) for e in errors] == ["sink broke"]
     dec.close()
+
+
+class WarmingDecoder(StreamingTinyDecoder):
+    """The tiny decoder torch.compile'd with dynamo's eager backend (tracing, no codegen), which says when its
+    warm-up has finished."""
+
+    def __init__(self):
+        super().__init__(random_tiny_decoder(16), compile_backend="eager")
+        self.warmed = threading.Event()
+
+    def warm_up(self, *shape):
+        super().warm_up(*shape)
+        self.warmed.set()
+
+
+@pytest.mark.parametrize("take_turns", [True, False])
+def test_the_engine_waits_for_the_warm_up_either_way(take_turns):
+    errors = []
+    dec = WarmingDecoder()
+    d = Decoder(dec, EngineConfig(block_frames=2, height=32, width=48), lambda fb, f: None, errors.append,
+                take_turns=take_turns)
+    try:
+        in_thread(d.wait_turn)
+        assert dec.warmed.is_set() and not errors
+    finally:
+        d.close()

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from common.errors import ConfigError
 from conftest import ROOT, DaemonProc
 from pipeline.archs import random_tiny_decoder, tiny_decoder_checkpoint
+from pipeline.tiny_graph import GraphedTinyDecoder
 from pipeline.tiny_vae import MemoryBlock, StreamingTinyDecoder, TimeGrow, TinyDecoderNet, load_tiny_decoder
 from test_daemon_ranks_equal import y4m_frames
 
@@ -72,6 +73,27 @@ def test_uint8_frames_and_new_shot(net):
     fresh = shot.decode_block(b, new_shot=True)  # a cut: decoded like a stream's first block
     assert (fresh == StreamingTinyDecoder(net).decode_block(b)).all()
     assert fresh.shape[0] == 5 and not (cont[-5:] == fresh).all()
+
+
+def test_the_graphed_decoders_static_buffers_give_the_same_frames(net):
+    """GraphedTinyDecoder's bookkeeping (static input, memories updated in place, a new shot zeroing them, the
+    stream's first frames dropped on the host) without capture on CPU: its frames equal StreamingTinyDecoder's over
+    blocks with a cut among them, after a warm-up on zeros, and what it returned earlier is not overwritten."""
+    blocks = [latents(2, 20 + i) for i in range(5)]
+    ref, graphed = StreamingTinyDecoder(net), GraphedTinyDecoder(net)
+    assert not graphed.graphed  # nothing to capture on a CPU
+    ref.warm_up(2, 4, 6)
+    graphed.warm_up(2, 4, 6)
+    outs = []
+    for i, b in enumerate(blocks):
+        want, got = ref.decode_block(b, new_shot=i == 3), graphed.decode_block(b, new_shot=i == 3)
+        assert got.shape == want.shape == ((5 if i in (0, 3) else 8), 32, 48, 3)
+        assert (got == want).all(), f"block {i}"
+        outs.append((got, got.copy()))
+    assert all((kept == copy).all() for kept, copy in outs)
+    assert not (outs[1][0] == outs[2][0]).all()  # the memories carry on: blocks differ
+    with pytest.raises(NotImplementedError):
+        graphed.decode_block_float(blocks[0])
 
 
 def published_layout(net: TinyDecoderNet) -> dict:
