@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 
+from common.cache import cache_root
+
 
 def cache_dir() -> str:
-    base = (os.environ.get("STREAMER_COMPILE_CACHE") or os.environ.get("CACHE_DIRECTORY")
-            or os.path.join(os.path.expanduser("~"), ".cache", "endless-streamer"))
-    return os.path.join(base, "inductor")
+    return os.path.join(cache_root(), "inductor")
 
 
 def allow_shape_variants(n: int = 64) -> None:

@@ -18,6 +18,7 @@ from collections import deque
 
 import zmq
 
+from common.cache import use_bytecode_cache
 from common.errors import ConfigError
 
 from . import wire
@@ -147,6 +148,7 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"pipeline.worker: error: {e}", file=sys.stderr)
         return 2
+    use_bytecode_cache()  # before torch and diffusers are imported
     rank = int(os.environ.get("RANK", "0"))
     scratch = json.loads(config).get("extra", {}).get("scratch") or ""
     if json.loads(config).get("compile"):  # before torch is imported: inductor fixes its cache folder early

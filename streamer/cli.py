@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from common.cache import use_bytecode_cache
 from pipeline.config import ConfigError
 from pipeline.settings import add_arguments, resolve
 
@@ -22,6 +23,7 @@ def resolve_serve(args):
 
 
 def cmd_serve(args) -> int:
+    use_bytecode_cache()  # before the daemon's own imports (the engine ranks do the same)
     try:
         cfg, values = resolve_serve(args)
     except ConfigError as e:
