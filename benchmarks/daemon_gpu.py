@@ -122,13 +122,17 @@ class Sampler(threading.Thread):
                 self.mem_peak = [max(a, b) for a, b in zip(mem, self.mem_peak or [0] * len(mem))]
 
 
-def record_stream(url: str, path: str, seconds: float, t_start: float, deadline: float) -> dict:
-    """Read /stream.ts into `path` until `seconds` after its first byte. Retries the connection until `deadline`."""
+def record_stream(url: str, path: str, seconds: float, t_start: float, deadline: float, proc) -> dict:
+    """Read /stream.ts into `path` until `seconds` after its first byte. Retries the connection until `deadline`,
+    or until the daemon (`proc`) has exited: a daemon that failed at start is reported at once, not after the
+    deadline."""
     while True:
         try:
             resp = urllib.request.urlopen(url, timeout=600)
             break
         except OSError:
+            if proc.poll() is not None:
+                raise OSError(f"the daemon exited with code {proc.returncode} before it served {url}") from None
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -222,7 +226,7 @@ def main():
         sampler.start()
         try:
             res["stream"] = record_stream(base + "/stream.ts", ts_path, a.seconds, t_start,
-                                          deadline=t_start + a.start_timeout)
+                                          deadline=t_start + a.start_timeout, proc=proc)
         except OSError as e:
             res["stream"] = {"error": f"{type(e).__name__}: {e}"}
         finally:
