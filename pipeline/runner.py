@@ -57,11 +57,13 @@ class Decoder:
     (compilation, capture) is done before the engine's first tick.
     """
 
-    def __init__(self, dec, cfg: EngineConfig, on_frames, on_error, take_turns: bool = False):
+    def __init__(self, dec, cfg: EngineConfig, on_frames, on_error, take_turns: bool = False, on_warm=None):
+        """on_warm(seconds): called on the decoder's thread once its warm-up is done (if it has one)."""
         self.dec = dec  # a StreamingDecoder or StreamingTinyDecoder (open_decoder)
         self.cfg = cfg
         self.on_frames = on_frames
         self.on_error = on_error
+        self.on_warm = on_warm
         self.take_turns = take_turns
         self.q: queue.Queue = queue.Queue()
         self.device = dec.device
@@ -102,9 +104,12 @@ class Decoder:
     def _loop(self):
         try:
             if self._warming:  # compile/capture before the engine's first tick, not when the first block is due
+                t0 = time.perf_counter()
                 with self._on_stream():
                     self.dec.warm_up(self.cfg.block_frames, self.cfg.latent_height, self.cfg.latent_width)
                 self._done()
+                if self.on_warm is not None:
+                    self.on_warm(time.perf_counter() - t0)
             while (item := self.q.get()) is not None:
                 fb, event = item
                 t0 = time.perf_counter()
@@ -255,7 +260,9 @@ class Runner:
         dec = open_decoder(cfg, comps.vae, transformer.config.in_channels, device)
         # a compiled decoder takes turns with the ticks (see Decoder); a graph-replayed one need not
         turns = not cfg.decode_overlap or (dec.compiled and not dec.graphed)
-        self.decoder = Decoder(dec, cfg, self._emit, on_error=lambda e: self._failed("decoder", e), take_turns=turns)
+        how = "compiled and captured" if dec.compiled and dec.graphed else "captured" if dec.graphed else "compiled"
+        self.decoder = Decoder(dec, cfg, self._emit, on_error=lambda e: self._failed("decoder", e), take_turns=turns,
+                               on_warm=lambda s: self._progress(f"decoder {how} in {s:.1f}s"))
         threading.Thread(target=self._prompts, name="prompts", daemon=True).start()
         last = [0.0]
 

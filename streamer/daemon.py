@@ -93,6 +93,8 @@ class Daemon:
         self.stats.on_engine_stats(m.snapshot)
         if self.stats.health.blocks == 0 and "ticks" in m.snapshot:
             t, s = m.snapshot["ticks"], self.cfg.steps
+            if "tick_s" in m.snapshot:  # (paused engines send stats without ticking)
+                log.info("engine: filling the pipeline: tick %d took %.2fs", t, m.snapshot["tick_s"])
             self.progress.update(f"filling the pipeline: tick {t} of {s}" if t < s else "decoding the first block",
                                  m.snapshot.get("tick_ms", 0.0) / 1e3)
 

@@ -89,12 +89,14 @@ class WarmingDecoder(StreamingTinyDecoder):
 
 @pytest.mark.parametrize("take_turns", [True, False])
 def test_the_engine_waits_for_the_warm_up_either_way(take_turns):
-    errors = []
+    errors, took = [], []
+    reported = threading.Event()
     dec = WarmingDecoder()
     d = Decoder(dec, EngineConfig(block_frames=2, height=32, width=48), lambda fb, f: None, errors.append,
-                take_turns=take_turns)
+                take_turns=take_turns, on_warm=lambda s: (took.append(s), reported.set()))
     try:
         in_thread(d.wait_turn)
         assert dec.warmed.is_set() and not errors
+        assert reported.wait(HANG) and len(took) == 1 and took[0] > 0  # the warm-up's duration, reported once
     finally:
         d.close()
