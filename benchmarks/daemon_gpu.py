@@ -6,8 +6,9 @@
 2. Starts the daemon and, from the moment its HTTP server answers, reads /stream.ts and samples /status every
    second (and nvidia-smi's memory figures).
 3. After the first bytes of video, records --seconds more of the stream, stops the daemon with SIGTERM, decodes the
-   recording with PyAV and writes JSON: the time from process start to the first frame, the decoded frame count and
-   rate, the /status samples, the engine-alone rate from the daemon's own tick times, memory, the exit code.
+   recording with PyAV and writes JSON: the time from process start to the first frame and its pieces (from the
+   daemon's log), the decoded frame count and rate, the /status samples, the engine-alone rate from the daemon's own
+   tick times, memory, the exit code.
 
 Default configuration: the few-step recipe (480×832, --steps 4 --guidance 1 --block-frames 8 --context-frames 8,
 16 fps output). Usage (GPU host): python benchmarks/daemon_gpu.py --out $OUT/daemon_gpu.json --log $OUT/daemon.log
@@ -244,10 +245,45 @@ def main():
         res["decoded"] = decode(ts_path)
         if not a.ts:
             os.remove(ts_path)
+    if os.path.isfile(a.log):
+        res["startup"] = startup_from_log(a.log)
     summarize(res, a)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
     print(json.dumps(res["summary"], indent=2))
+
+
+STARTUP_MARKS = (("engine_starting", "INFO streamer: engine starting"),
+                 ("loading", "INFO streamer: engine: loading"), ("encoding", "INFO streamer: engine: encoding prompts"),
+                 ("loaded", "INFO streamer: engine: model loaded"), ("decoder", "INFO streamer: engine: decoder "),
+                 ("first_block", "INFO streamer: first block published"))
+
+
+def startup_from_log(path: str) -> dict:
+    """Start-up in pieces, from the daemon's log lines (their timestamps, seconds): imports, weights, the first
+    prompt encoding, model loaded → decoder warmed up, each fill tick, the last fill tick → first block published."""
+    import datetime
+    import re
+
+    marks, ticks = {}, []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (.*)", line)
+            if not m:
+                continue
+            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            for name, text in STARTUP_MARKS:
+                if text in m.group(2) and name not in marks:
+                    marks[name] = t
+            tick = re.search(r"filling the pipeline: tick \d+ took ([0-9.]+)s", m.group(2))
+            if tick and "first_block" not in marks:
+                ticks.append(float(tick.group(1)))
+
+    def span(a, b):
+        return round(marks[b] - marks[a], 2) if a in marks and b in marks else None
+    return {"imports_s": span("engine_starting", "loading"), "weights_s": span("loading", "encoding"),
+            "prompt_encoding_s": span("encoding", "loaded"), "decoder_warm_up_s": span("loaded", "decoder"),
+            "fill_ticks_s": ticks, "loaded_to_first_block_s": span("loaded", "first_block")}
 
 
 def summarize(res: dict, a) -> None:
@@ -276,6 +312,7 @@ def summarize(res: dict, a) -> None:
     s["engine_peak_gib"] = [r.get("peak_mem_gib") for r in ranks]
     s["gpu_memory_peak_mib"] = res.get("gpu_memory_peak_mib")
     s["exit_code"] = res.get("exit_code")
+    s["startup"] = res.get("startup")
     res["summary"] = s
 
 
