@@ -35,14 +35,16 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 class CacheRequest:
     """What the layers should do for the current forward."""
 
-    store: tuple[int, int] | None = None  # token range of this block's first C frames, to store
+    store: tuple[int, int] | None = None  # token range of this block's first frames, to store for its predecessor
     extra_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin for the appended (successor) tokens
     use_read: bool = False
-    # --reuse-context: the previous block's last C frames enter as cached keys/values instead of as tokens
-    store_tail: tuple[int, int] | None = None  # token range of this block's last C frames, to store for its successor
+    # --reuse-context: earlier frames enter as cached keys/values instead of as tokens (pipeline/context.py)
+    store_tail: tuple[int, int] | None = None  # token range of this block's last frames, kept for later blocks
     block: int | None = None  # this block's index (the key its tail is stored under)
-    prev_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin for the prepended (predecessor) tokens
-    use_prev: bool = False
+    prev_sources: tuple[tuple[int, int], ...] = ()  # (block, tokens from the end of its stored tail), oldest first
+    sink: tuple[int, int] | None = None  # (shot's first block, tokens from the start of its stored sink)
+    store_sink: tuple[int, int] | None = None  # token range of this block's first frames, kept as its shot's sink
+    prev_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin for the prepended (sink, context) tokens
 
 
 @dataclass
@@ -50,9 +52,10 @@ class FeatureCache:
     num_layers: int
     request: CacheRequest = field(default_factory=CacheRequest)
     kv: list = field(default_factory=list)
-    tails: list = field(default_factory=list)  # per layer: {block: (k, v) of its last C frames} (--reuse-context)
-    keep: int = 2  # tails kept per layer: blocks in flight + 1 (set by the stage)
-    lenient: bool = False  # a missing predecessor tail is skipped, not an error (the first tick after preload())
+    tails: list = field(default_factory=list)  # per layer: {block: (k, v) of its last frames} (--reuse-context)
+    sinks: list = field(default_factory=list)  # per layer: {shot's first block: (k, v) of its first frames}
+    keep: int = 2  # tails kept per layer behind the newest block stored (set by the stage)
+    lenient: bool = False  # missing cached keys/values are skipped, not an error (the first tick after preload())
 
     def __post_init__(self):
         self.clear()
@@ -60,6 +63,7 @@ class FeatureCache:
     def clear(self) -> None:
         self.kv = [None] * self.num_layers
         self.tails = [{} for _ in range(self.num_layers)]
+        self.sinks = [{} for _ in range(self.num_layers)]
 
 
 class FeatureCacheAttnProcessor:
@@ -104,21 +108,47 @@ class FeatureCacheAttnProcessor:
 
     @torch.compiler.disable
     def _exchange(self, key: torch.Tensor, value: torch.Tensor):
-        """The cache's reads and writes for this layer: (predecessor K/V or None, successor K/V or None), read
-        before this window's own are stored. Never compiled (with --compile the rest of the layer is): it indexes
-        Python containers by layer and block, which would make every layer and block a graph of its own."""
+        """The cache's reads and writes for this layer: (earlier K/V or None, successor K/V or None), read before
+        this window's own are stored. Earlier K/V are the sink frames, then the context frames, oldest first. Never
+        compiled (with --compile the rest of the layer is): it indexes Python containers by layer and block, which
+        would make every layer and block a graph of its own."""
         req = self.cache.request
         succ = self.cache.kv[self.slot] if req.use_read else None
-        tails = self.cache.tails[self.slot]
-        prev = tails.get(req.block - 1) if req.use_prev else None
-        if req.use_prev and prev is None and not self.cache.lenient:
-            raise RuntimeError(f"no cached keys/values of block {req.block - 1}, context of block {req.block}")
+        tails, sinks = self.cache.tails[self.slot], self.cache.sinks[self.slot]
+        parts, missing = [], []
+        if req.sink is not None:
+            shot, n = req.sink
+            got = sinks.get(shot)
+            if got is None:
+                missing.append(f"the sink of the shot starting at block {shot}")
+            else:
+                parts.append((got[0][:, :n], got[1][:, :n]))
+        for blk, n in req.prev_sources:
+            got = tails.get(blk)
+            if got is None:
+                missing.append(f"block {blk}")
+            else:
+                parts.append((got[0][:, -n:], got[1][:, -n:]))
+        if missing and not self.cache.lenient:
+            raise RuntimeError(f"no cached keys/values of {', '.join(missing)}, context of block {req.block}")
+        prev = None
+        if missing:  # lenient (after preload()): no earlier frames at all rather than misplaced ones
+            pass
+        elif len(parts) == 1:
+            prev = parts[0]
+        elif parts:
+            prev = (torch.cat([k for k, _ in parts], dim=1), torch.cat([v for _, v in parts], dim=1))
+        # copies: a view would keep the whole window's K/V alive
         if req.store is not None:
             a, b = req.store
-            # copies: a view would keep the whole window's K/V alive
             self.cache.kv[self.slot] = (key[:, a:b].clone(), value[:, a:b].clone())
+        if req.store_sink is not None:
+            a, b = req.store_sink
+            sinks[req.block] = (key[:, a:b].clone(), value[:, a:b].clone())
+            for old in sorted(sinks)[:-2]:  # this shot's and the one before (blocks of it may still be in flight)
+                del sinks[old]
         if req.store_tail is not None:
-            # read (above) before written: the predecessor's entry is replaced when the predecessor runs, later
+            # read (above) before written: an earlier block's entry is replaced when that block runs, later
             a, b = req.store_tail
             tails[req.block] = (key[:, a:b].clone(), value[:, a:b].clone())
             for old in [k for k in tails if k < req.block - self.cache.keep]:

@@ -17,6 +17,7 @@ from .settings import DEFAULTS, OPTIONS
 SPATIAL_FACTOR = 16  # VAE spatial factor (8) x patch (2): height and width must be multiples of this
 MAX_SIDE = 4096
 MAX_PROMPT_CHARS = 2000
+MAX_CONTEXT_BLOCKS = 8  # --context-frames reaches back at most this many blocks
 
 D = DEFAULTS  # the serve options' defaults (pipeline/settings.py): one definition of each
 
@@ -34,6 +35,7 @@ class EngineConfig:
     flow_shift: float = D["flow_shift"]
     block_frames: int = D["block_frames"]
     context_frames: int = D["context_frames"]
+    sink_frames: int = D["sink_frames"]
     fps: float = D["fps"]
     seed: int = D["seed"]
     prompt: str = D["prompt"]
@@ -71,11 +73,15 @@ class EngineConfig:
             raise ConfigError(f"--block-frames must be an integer in 1..64, got {self.block_frames!r}")
         if not isinstance(self.context_frames, int) or self.context_frames < 0:
             raise ConfigError(f"--context-frames must be a non-negative integer, got {self.context_frames!r}")
-        if self.context_frames > self.block_frames:
+        if self.context_frames > MAX_CONTEXT_BLOCKS * self.block_frames:
             raise ConfigError(
-                f"--context-frames ({self.context_frames}) cannot exceed --block-frames ({self.block_frames}): "
-                "context is taken from one neighbouring block"
-            )
+                f"--context-frames ({self.context_frames}) may reach back at most {MAX_CONTEXT_BLOCKS} blocks "
+                f"({MAX_CONTEXT_BLOCKS * self.block_frames} frames at --block-frames {self.block_frames})")
+        if not isinstance(self.sink_frames, int) or not 0 <= self.sink_frames <= self.block_frames:
+            raise ConfigError(f"--sink-frames must be an integer in 0..--block-frames ({self.block_frames}), "
+                              f"got {self.sink_frames!r}")
+        if self.sink_frames and not self.reuse_context:
+            raise ConfigError("--sink-frames needs --reuse-context (sink frames enter as cached keys/values)")
         if not (0.0 <= float(self.guidance) <= 50.0):
             raise ConfigError(f"--guidance must be in 0..50, got {self.guidance!r}")
         if not (0.0 < float(self.fps) <= 240.0):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import EngineConfig
+from .context import ContextPlan, blocks_back, plan_context
 from .noise import NoisePool
 from .prompts import Change, Cond, PromptSchedule
 from .schedule import BlockQueue, Work
@@ -101,8 +102,8 @@ class Engine:
         self.blocks: dict[int, BlockState] = {}  # from entering the queue until handed out
         self.inflight: deque = deque()  # (window serial, block, step, block serial): prediction not yet applied
         self.finished: list[FinishedBlock] = []
-        self.last_done: tuple[int, torch.Tensor] | None = None
-        self.shot_starts: set[int] = set()  # first blocks after a cut: a new shot, no context from the old one
+        self.recent: dict[int, torch.Tensor] = {}  # clean latents of the last finished blocks (context, recomputed)
+        self.shots: list[int] = [0]  # first blocks of shots (the stream's start, cuts) that blocks may still use
         self._serial = 0
         self.stats = {"ticks": 0, "blocks": 0, "tick_ms": 0.0, "forward_ms": 0.0}
         self.on_step = None  # called after every block submission (heartbeat for watchdogs)
@@ -165,8 +166,11 @@ class Engine:
         with self.lock:
             br = self.prompts.begin_tick(self.queue.head, self.queue.next_enter)
             res.applied = br.applied
-            self.shot_starts = {b for b in self.shot_starts if b >= self.queue.head} | {
-                ch.first_block for ch in br.applied if ch.mode == "cut"}
+            for ch in br.applied:
+                if ch.mode == "cut":  # a new shot from its first block; later shot starts were flushed with it
+                    self.shots = [s for s in self.shots if s < ch.first_block] + [ch.first_block]
+            head = self.queue.head  # keep the head block's shot and any later ones
+            self.shots = [self.shot_of(head)] + [s for s in self.shots if s > head]
             if br.flush_from is not None:
                 res.flushed = self.queue.flush_from(br.flush_from)
                 for b in res.flushed:  # predictions still in flight for them will be dropped
@@ -182,9 +186,10 @@ class Engine:
             self.prompts.set_boundary(*self.queue.next_boundary())
         fwd = 0.0
         for work in plan:
-            self._wait_for(work.block, work.prev)
+            ctx = self._plan(work.block)
+            self._wait_for(work.block, *ctx.blocks)
             f0 = time.perf_counter()
-            self._submit(work, conds[work.block])
+            self._submit(work, ctx, conds[work.block])
             fwd += time.perf_counter() - f0
             self._apply_ready(wait=False)
             if self.on_step is not None:
@@ -213,7 +218,7 @@ class Engine:
         return out
 
     def _wait_for(self, *blocks) -> None:
-        """A window sees its own and its predecessor's latents as of the start of the tick: wait until no
+        """A window sees its own and its context blocks' latents as of the start of the tick: wait until no
         prediction of an earlier tick is outstanding for them."""
         while any(item[1] in blocks for item in self.inflight):
             self._apply_one(wait=True)
@@ -236,7 +241,10 @@ class Engine:
         st.latents = st.scheduler.step(pred, self.timesteps[step], st.latents, return_dict=False)[0]
         if step == self.cfg.steps - 1:
             st.clean = True
-            self.last_done = (block, st.latents)
+            self.recent[block] = st.latents
+            for old in [b for b in self.recent if b < block - blocks_back(self.cfg.block_frames,
+                                                                           self.cfg.context_frames)]:
+                del self.recent[old]
             self._collect()
         return True
 
@@ -245,36 +253,44 @@ class Engine:
         for b in sorted(b for b, st in self.blocks.items() if st.clean and st.cond is not None):
             st = self.blocks.pop(b)
             self.finished.append(FinishedBlock(b, st.latents, st.cond, self.queue.tick,
-                                               shot_start=b in self.shot_starts))
+                                               shot_start=b > 0 and b in self.shots))
 
-    def _has_prev(self, work: Work) -> bool:
-        return work.prev is not None and self.cfg.context_frames > 0 and work.block not in self.shot_starts
+    def shot_of(self, block: int) -> int:
+        """The first block of `block`'s shot."""
+        return max(s for s in self.shots if s <= block)
 
-    def _context(self, work: Work) -> torch.Tensor | None:
-        """The predecessor's last C frames to prepend (None with --reuse-context: they come from the cache)."""
-        if not self._has_prev(work) or self.cfg.reuse_context:
+    def _plan(self, block: int) -> ContextPlan:
+        cfg = self.cfg
+        return plan_context(block, self.shot_of(block), cfg.block_frames, cfg.context_frames, cfg.sink_frames)
+
+    def _context(self, ctx: ContextPlan) -> torch.Tensor | None:
+        """The context frames to prepend as tokens (None with --reuse-context: they come from the cache): the end of
+        each context block as of the start of the tick (blocks in flight are processed after this one within the
+        tick; finished ones are clean)."""
+        if not ctx.frames or self.cfg.reuse_context:
             return None
-        c = self.cfg.context_frames
-        prev = self.blocks.get(work.prev)
-        if prev is not None and not prev.clean:  # processed after this block within the tick: start-of-tick version
-            return prev.latents[:, :, -c:]
-        if self.last_done is not None and self.last_done[0] == work.prev:
-            return self.last_done[1][:, :, -c:]
-        raise RuntimeError(f"no latents for block {work.prev}, context of block {work.block}")
+        parts = []
+        for b, n in ctx.sources:
+            st = self.blocks.get(b)
+            lat = st.latents if st is not None else self.recent.get(b)
+            if lat is None:
+                raise RuntimeError(f"no latents for block {b}, context of a later block")
+            parts.append(lat[:, :, -n:])
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
 
-    def _submit(self, work: Work, cond: Cond) -> None:
+    def _submit(self, work: Work, ctx: ContextPlan, cond: Cond) -> None:
         st = self.blocks[work.block]
         lat = st.latents
-        ctx = self._context(work)
-        x = lat if ctx is None else torch.cat([ctx, lat], dim=2)
+        prefix = self._context(ctx)
+        x = lat if prefix is None else torch.cat([prefix, lat], dim=2)
         x = x.to(self.dtype)
         text = self.conds.get(cond)
         if self.cfg.use_cfg:
             x = torch.cat([x, x], dim=0)
         timestep = self.timesteps[work.step].expand(x.shape[0])
         serial = self._next_serial()
-        meta = ItemMeta(serial=serial, block=work.block, step=work.step, frames=x.shape[2],
-                        has_prev=self._has_prev(work), use_succ=work.succ is not None)
+        meta = ItemMeta(serial=serial, block=work.block, step=work.step, frames=x.shape[2], shot=ctx.shot,
+                        use_succ=work.succ is not None and self.cfg.context_frames > 0)
         carry = prologue(self.model, x, timestep, text)
         self.inflight.append((serial, work.block, work.step, st.serial))
         self.pipe.submit(meta, carry)

@@ -3,6 +3,7 @@ block's first and last C frames, and the rotary positions of the window and of t
 from __future__ import annotations
 
 from .config import EngineConfig
+from .context import tail_frames
 from .split import rotary
 
 
@@ -28,16 +29,21 @@ class WindowGeometry:
             self._rope[key] = (part(a, b), part(0, a), part(b, cos.shape[1]))
         return self._rope[key]
 
-    def store_range_of(self, has_prev: bool) -> tuple[int, int] | None:
-        """Token range of the block's own first C frames (what its predecessor will attend to)."""
-        c = self.cfg.context_frames
-        if c == 0:
+    def store_range(self, offset_frames: int) -> tuple[int, int] | None:
+        """Token range of the block's own first frames (what its predecessor attends to, as its successor), the
+        block's frames starting `offset_frames` into the window (context frames entered as tokens)."""
+        n = tail_frames(self.cfg.block_frames, self.cfg.context_frames)
+        if n == 0:
             return None
-        start = (c if has_prev else 0) * self.tpf
-        return start, start + c * self.tpf
+        return offset_frames * self.tpf, (offset_frames + n) * self.tpf
 
     def tail_range(self) -> tuple[int, int] | None:
-        """--reuse-context: token range of the block's own last C frames (what its successor will attend to); the
-        window holds the block's frames alone."""
-        b, c = self.cfg.block_frames, self.cfg.context_frames
-        return ((b - c) * self.tpf, b * self.tpf) if c else None
+        """--reuse-context: token range of the block's own last frames (what later blocks attend to); the window
+        holds the block's frames alone."""
+        b, n = self.cfg.block_frames, tail_frames(self.cfg.block_frames, self.cfg.context_frames)
+        return ((b - n) * self.tpf, b * self.tpf) if n else None
+
+    def sink_range(self) -> tuple[int, int] | None:
+        """--sink-frames: token range of a shot's first frames, kept for the rest of the shot."""
+        k = self.cfg.sink_frames
+        return (0, k * self.tpf) if k else None

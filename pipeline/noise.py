@@ -11,8 +11,9 @@ import torch
 
 
 def block_pool_indices(seed: int, block: int, block_frames: int, context_frames: int) -> list[int]:
-    """Pool frame indices (length B) used by `block`, in order. Pure; O(block) the first time, then memoised."""
-    return _IndexChain.get(seed, block_frames, context_frames).indices(block)
+    """Pool frame indices (length B) used by `block`, in order (context_frames <= block_frames). Pure; O(block) the
+    first time, then memoised."""
+    return _IndexChain.get(seed, block_frames, min(context_frames, block_frames)).indices(block)
 
 
 class _IndexChain:
@@ -64,6 +65,8 @@ class NoisePool:
     """The seeded pool of B+C latent frames; `block_noise(b)` is block b's initial noise [1, ch, B, h, w]."""
 
     def __init__(self, seed: int, channels: int, block_frames: int, context_frames: int, lat_h: int, lat_w: int):
+        # the frames that end a block and start the next are what context shares: at most one block's worth
+        context_frames = min(context_frames, block_frames)
         self.seed, self.b, self.c = seed, block_frames, context_frames
         g = torch.Generator(device="cpu").manual_seed(seed)
         # drawn on the CPU in float32 so every device and rank gets bit-identical noise

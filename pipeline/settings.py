@@ -52,7 +52,10 @@ OPTIONS = (
     _o("guidance", float, 5.0, "classifier-free guidance scale (<= 1 disables CFG)", "engine"),
     _o("flow_shift", float, 3.0, "the scheduler's flow shift", "engine"),
     _o("block_frames", int, 2, "latent frames per block B", "engine"),
-    _o("context_frames", int, 1, "context latent frames C on each side", "engine"),
+    _o("context_frames", int, 1, "context latent frames C: the last C frames before a block (they may span several "
+       "earlier blocks of its shot); a block also sees the first min(C, B) frames of its successor", "engine"),
+    _o("sink_frames", int, 0, "with --reuse-context: the first K frames of the current shot stay in every later "
+       "block's context as cached keys/values ('sink' frames)", "engine"),
     _o("fps", float, 8.0, "output frame rate", "engine"),
     _o("seed", int, 0, "seed of the coordinated noise", "engine"),
     _o("prompt", str, "a red circle moving left on a black background", "the first prompt", "engine"),

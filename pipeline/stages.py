@@ -17,6 +17,7 @@ import torch.distributed as dist
 from common import faults
 
 from .attention import install_feature_cache
+from .context import ContextPlan, blocks_back, plan_context, tail_frames
 from .geometry import WindowGeometry
 from .ring import fwd as _fwd
 from .ring import peer_ops
@@ -59,8 +60,8 @@ class ItemMeta:
     serial: int  # unique per submitted item (tells stale predictions after a cut from current ones)
     block: int
     step: int
-    frames: int  # latent frames in the window (C + B, or B for the stream's first block)
-    has_prev: bool
+    frames: int  # latent frames in the window (context frames entered as tokens + B)
+    shot: int  # the first block of its shot (pipeline/context.py: what its context may reach)
     use_succ: bool
     stop: bool = False
     ping: bool = False  # travels the ring and comes back with no work: retires a pipe's posted receive
@@ -68,8 +69,7 @@ class ItemMeta:
     def header(self, carry: Carry | None) -> torch.Tensor:
         h = torch.zeros(HEADER, dtype=torch.int64)
         kind = 1 if self.stop else 2 if self.ping else 0
-        h[:7] = torch.tensor([kind, self.serial, self.block, self.step, self.frames, int(self.has_prev),
-                              int(self.use_succ)])
+        h[:7] = torch.tensor([kind, self.serial, self.block, self.step, self.frames, self.shot, int(self.use_succ)])
         if carry is not None:
             b, n, _ = carry.hidden.shape
             h[7:16] = torch.tensor([b, n, carry.text.shape[1], _DTYPES.index(carry.hidden.dtype),
@@ -80,7 +80,7 @@ class ItemMeta:
     @classmethod
     def from_header(cls, h: torch.Tensor) -> "ItemMeta":
         v = h.tolist()
-        return cls(serial=v[1], block=v[2], step=v[3], frames=v[4], has_prev=bool(v[5]), use_succ=bool(v[6]),
+        return cls(serial=v[1], block=v[2], step=v[3], frames=v[4], shot=v[5], use_succ=bool(v[6]),
                    stop=v[0] == 1, ping=v[0] == 2)
 
 
@@ -92,26 +92,36 @@ class Stage:
         self.model = model
         self.blocks = [model.blocks[i] for i in range(*layers)]
         self.cache = install_feature_cache(self.blocks)
-        self.cache.keep = geom.cfg.steps  # --reuse-context: tails of the blocks in flight and the one before
+        cfg = geom.cfg
+        # --reuse-context: tails of the blocks in flight and of the blocks their context reaches back into
+        self.cache.keep = cfg.steps + blocks_back(cfg.block_frames, cfg.context_frames) - 1
         self.last = last
         self.guide = guide
-        self.block_frames = geom.cfg.block_frames
+        self.block_frames = cfg.block_frames
+
+    def plan(self, meta: ItemMeta) -> ContextPlan:
+        cfg = self.geom.cfg
+        return plan_context(meta.block, meta.shot, cfg.block_frames, cfg.context_frames, cfg.sink_frames)
 
     def forward(self, meta: ItemMeta, carry: Carry) -> Carry:
-        cfg = self.geom.cfg
-        c = cfg.context_frames
-        use_succ = meta.use_succ and c > 0
-        reuse = cfg.reuse_context and c > 0
-        use_prev = reuse and meta.has_prev  # the predecessor's frames come as cached K/V, not as tokens
-        rot, prev_rope, succ_rope = self.geom.rope(c if use_prev else 0, meta.frames, c if use_succ else 0)
+        cfg, geom = self.geom.cfg, self.geom
+        plan = self.plan(meta)
+        reuse = cfg.reuse_context
+        succ = tail_frames(cfg.block_frames, cfg.context_frames) if meta.use_succ else 0
+        # with --reuse-context, sink and context frames come as cached K/V before the window's own frames
+        earlier = plan.sink + plan.frames if reuse else 0
+        rot, prev_rope, succ_rope = geom.rope(earlier, meta.frames, succ)
+        tpf = geom.tpf
         req = self.cache.request
-        req.store = self.geom.store_range_of(meta.has_prev and not reuse)
-        req.use_read = use_succ
+        req.store = geom.store_range(0 if reuse else plan.frames)
+        req.use_read = succ > 0
         req.extra_rope = succ_rope
         req.block = meta.block
-        req.use_prev = use_prev
+        req.prev_sources = tuple((b, f * tpf) for b, f in plan.sources) if reuse else ()
+        req.sink = (plan.shot, plan.sink * tpf) if reuse and plan.sink else None
+        req.store_sink = geom.sink_range() if reuse and meta.block == meta.shot else None
         req.prev_rope = prev_rope
-        req.store_tail = self.geom.tail_range() if reuse else None
+        req.store_tail = geom.tail_range() if reuse else None
         return run_blocks(self.blocks, carry, rot)
 
     def finish(self, carry: Carry) -> torch.Tensor:
@@ -262,7 +272,7 @@ class DistPipe:
         return serial, pred
 
     def _control(self, **kind):
-        msg = ItemMeta(serial=-1, block=-1, step=-1, frames=0, has_prev=False, use_succ=False, **kind)
+        msg = ItemMeta(serial=-1, block=-1, step=-1, frames=0, shot=0, use_succ=False, **kind)
         with peer_ops():
             dist.send(msg.header(None).to(self.device), 1, group=_fwd())
             dist.send(torch.zeros(self.world, STAT_FIELDS, dtype=torch.float64, device=self.device), 1,

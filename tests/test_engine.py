@@ -131,7 +131,7 @@ def test_reuse_context_takes_the_predecessor_from_the_cache():
     eng = _engine(pipe, reuse_context=True)
     seen_frames = []
     submit = eng.pipe.submit
-    eng.pipe.submit = lambda meta, carry: (seen_frames.append((meta.has_prev, carry.grid[0])), submit(meta, carry))
+    eng.pipe.submit = lambda meta, carry: (seen_frames.append((meta.block > meta.shot, carry.grid[0])), submit(meta, carry))
     a = _run(eng, 8)
     b = _run(_engine(pipe, reuse_context=True), 8)
     ref = _run(_engine(pipe), 8)

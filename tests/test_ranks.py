@@ -76,18 +76,22 @@ def references():
     encode, _ = _encoder(None)
     out = {}
 
-    def get(reuse):
-        if reuse not in out:
-            cfg = EngineConfig(**CFG, reuse_context=reuse)
-            out[reuse] = _drive(Engine(cfg, comps.transformer, comps.scheduler, encode))
-        return out[reuse]
+    def get(extra):
+        key = tuple(sorted(extra.items()))
+        if key not in out:
+            cfg = EngineConfig(**{**CFG, **extra})
+            out[key] = _drive(Engine(cfg, comps.transformer, comps.scheduler, encode))
+        return out[key]
     return get
 
 
-@pytest.mark.parametrize("world, reuse", [(2, False), (3, False), (3, True)])
-def test_w_ranks_equal_one_rank_bitwise(world, reuse, tmp_path, references):
-    reference = references(reuse)
-    cfg = EngineConfig(**CFG, reuse_context=reuse, extra={"scratch": str(tmp_path)})
+@pytest.mark.parametrize("world, extra", [
+    (2, {}), (3, {}), (3, {"reuse_context": True}),
+    # context over several blocks (C > B), recomputed or from the feature cache with a sink frame
+    (2, {"context_frames": 3}), (2, {"context_frames": 3, "sink_frames": 1, "reuse_context": True})])
+def test_w_ranks_equal_one_rank_bitwise(world, extra, tmp_path, references):
+    reference = references(extra)
+    cfg = EngineConfig(**{**CFG, **extra}, extra={"scratch": str(tmp_path)})
     mp.spawn(_rank_main, args=(world, free_port(), cfg.to_json(), str(tmp_path)), nprocs=world, join=True)
     got = load_file(str(tmp_path / "latents.safetensors"))
     meta = json.loads((tmp_path / "meta.json").read_text())
