@@ -18,7 +18,7 @@ from common import faults
 from .config import EngineConfig
 from .decode import StreamingDecoder
 from .tiny_graph import GraphedTinyDecoder
-from .tiny_vae import StreamingTinyDecoder, check_latent_space, load_tiny_decoder
+from .tiny_vae import StreamingTinyDecoder, check_latent_space, latent_space_of, load_tiny_decoder
 from .engine import DTYPES, Engine, FinishedBlock
 from .models import load_components, vae_configs
 from .pacing import Pacer
@@ -224,7 +224,7 @@ class Runner:
         cfg = self.cfg
         diffusers_compat.self_test()
         if cfg.tiny_vae:  # before any weights load: a model with its own VAE cannot use it
-            check_latent_space(*vae_configs(cfg.model), cfg.model)
+            check_latent_space(*vae_configs(cfg.model), cfg.model, declared=latent_space_of(cfg.tiny_vae))
         device = torch.device(cfg.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)

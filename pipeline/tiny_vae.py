@@ -15,6 +15,7 @@ stream's first latent frame gives one video frame (the first 3 of the first 4 ar
 """
 from __future__ import annotations
 
+import json
 import os
 
 import torch
@@ -24,7 +25,9 @@ from common.errors import ConfigError
 
 from .block_decoder import BlockDecoder
 
-CHANNELS = (256, 128, 64, 64)  # decoder widths, stage by stage
+CHANNELS = (256, 128, 64, 64)  # decoder widths, stage by stage (the published checkpoints')
+_WIDTH_LAYERS = (1, 8, 14, 20)  # the convolutions whose outputs set those widths, by checkpoint index
+LATENT_SPACE_KEY = "latent_space"  # safetensors metadata: the VAE config (z_dim, latents_mean/std) decoded for
 TIME_GROW = (1, 2, 2)  # frames per frame after each stage (Wan: 4x in time)
 
 
@@ -67,9 +70,9 @@ class TinyDecoderNet(nn.Module):
     """The decoder stack; `decoder[i]` has the checkpoint's index i. forward(x [F, z, h, w], pasts) -> (frames
     [4F, 3, 8h, 8w] in about [0, 1], the inputs' last frames of each memory block, for the next call)."""
 
-    def __init__(self, latent_channels: int = 16):
+    def __init__(self, latent_channels: int = 16, channels: tuple[int, int, int, int] = CHANNELS):
         super().__init__()
-        c = CHANNELS
+        c = tuple(channels)
         layers: list[nn.Module] = [SoftClamp(), _conv(latent_channels, c[0]), nn.ReLU()]
         for stage in range(3):
             n = c[stage]
@@ -78,6 +81,7 @@ class TinyDecoderNet(nn.Module):
         layers += [nn.ReLU(), _conv(c[3], 3)]
         self.decoder = nn.Sequential(*layers)
         self.latent_channels = latent_channels
+        self.channels = c
 
     def memory_shapes(self, lat_h: int, lat_w: int) -> list[tuple[int, ...]]:
         """The shape of each memory block's remembered frame for latents of lat_h x lat_w."""
@@ -129,7 +133,11 @@ def load_tiny_decoder(path: str, latent_channels: int) -> TinyDecoderNet:
     if first.shape[1] != latent_channels:
         raise ConfigError(f"--tiny-vae {path!r}: decodes {first.shape[1]}-channel latents, the model's have "
                           f"{latent_channels} (taew2_1 is the Wan 2.1 one)")
-    net = TinyDecoderNet(latent_channels)
+    # the layout fixes which layer sets each stage's width (the published files: 256, 128, 64, 64; narrower
+    # decoders in the same layout, e.g. the toy world's, load too)
+    widths = tuple(dec[f"{i}.weight"].shape[0] if f"{i}.weight" in dec and dec[f"{i}.weight"].ndim == 4 else None
+                   for i in _WIDTH_LAYERS)
+    net = TinyDecoderNet(latent_channels, widths if None not in widths else CHANNELS)
     own = net.decoder.state_dict()
     for i, layer in enumerate(net.decoder):
         key = f"{i}.conv.weight"
@@ -147,20 +155,43 @@ def load_tiny_decoder(path: str, latent_channels: int) -> TinyDecoderNet:
     return net.eval().requires_grad_(False)
 
 
-def check_latent_space(vae_config: dict | None, wan_config: dict, model: str) -> None:
-    """A TAEHV decoder for Wan 2.1 decodes only the Wan 2.1 VAE's latent space: refuse a model whose VAE has other
-    latent statistics (e.g. the toy-world model's own VAE). None: a model without a VAE config (the in-code tiny
-    model, which uses Wan 2.1's)."""
-    if vae_config is None:
-        return
+def latent_space_of(path: str) -> dict | None:
+    """The latent space a tiny decoder file declares it decodes (safetensors metadata LATENT_SPACE_KEY: the VAE
+    config's z_dim, latents_mean and latents_std, as JSON), or None (the published files: Wan 2.1's)."""
+    path = os.path.expanduser(path)
+    if not path.endswith(".safetensors") or not os.path.isfile(path):
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta[LATENT_SPACE_KEY]) if LATENT_SPACE_KEY in meta else None
+    except Exception as e:  # noqa: BLE001 - unreadable metadata is a bad file
+        raise ConfigError(f"--tiny-vae {path!r}: cannot read its metadata ({type(e).__name__}: {e})") from None
+
+
+def latent_space(vae_config: dict) -> dict:
+    """What identifies a VAE's latent space (what LATENT_SPACE_KEY records)."""
+    return {k: vae_config.get(k) for k in ("z_dim", "latents_mean", "latents_std")}
+
+
+def check_latent_space(vae_config: dict | None, wan_config: dict, model: str, declared: dict | None = None) -> None:
+    """A tiny decoder decodes one latent space: Wan 2.1's (the published TAEHV files) unless its file declares
+    another (`declared`, from latent_space_of). Refuse a model whose VAE has other latent statistics (e.g. the
+    toy-world model's own VAE with a Wan 2.1 decoder). vae_config None: a model without a VAE config (the in-code
+    tiny model, which uses Wan 2.1's)."""
+    want = declared if declared is not None else wan_config
+    ours_cfg = vae_config if vae_config is not None else wan_config
     for key in ("z_dim", "latents_mean", "latents_std"):
-        ours, wan = vae_config.get(key), wan_config.get(key)
+        ours, wan = ours_cfg.get(key), want.get(key)
         same = ours == wan if not isinstance(wan, (list, tuple)) else (
             isinstance(ours, (list, tuple)) and len(ours) == len(wan)
             and all(abs(float(a) - float(b)) < 1e-4 for a, b in zip(ours, wan)))
         if not same:
-            raise ConfigError(f"--tiny-vae: the model {model!r} has its own VAE ({key} differs from the Wan 2.1 "
-                              "VAE's), and a TAEHV decoder for Wan 2.1 latents would not decode its latents")
+            what = "the latent space its file declares" if declared is not None else "the Wan 2.1 VAE's"
+            raise ConfigError(f"--tiny-vae: the model {model!r} has its own VAE ({key} differs from {what}), "
+                              "and this tiny decoder would not decode its latents")
 
 
 class StreamingTinyDecoder(BlockDecoder):

@@ -1,0 +1,300 @@
+"""Train the toy world's real-time member from the shipped model: 4 steps, no CFG, flow shift 5, with the context
+it really sees when served (`--reuse-context`: earlier blocks enter as the keys/values their own forwards cached),
+in the spirit of Self-Forcing's training on its own cache; then distil a tiny decoder (TAEHV layout) for the toy
+world's own VAE, so that `--tiny-vae` can be scored too.
+
+    python -m pipeline.toyworld.train_rt --base pipeline/toyworld/model --out DIR --device cuda [--seconds 300]
+
+The DiT is fine-tuned on windows unrolled through the engine's own stage (pipeline/stages.py), so each training
+window is built by the code that serves it: for the block at step k of the 4-step schedule,
+- with --reuse-context, each earlier block it attends to is first run through the model at the noise level it had
+  when its keys/values were cached (one step ahead per block back, clean blocks at the last step), in stream order,
+  so its keys/values land in the feature cache; sink frames come from the shot's first block the same way;
+- without it, the context frames enter as tokens at their own (lower) noise levels;
+- its successor (if in flight: k >= 1) is run one step noisier and leaves its first frames' keys/values;
+- then the block itself is run and the flow-matching loss taken on its frames.
+Geometries are drawn per step (blocks of 2, 4 or 8 latent frames; context of one or two blocks; 0 or 1 sink frame;
+reused or recomputed), so one model scores every configuration of the frontier (benchmarks/frontier.py). Steps are
+of four kinds: one scene; a shot's first block (stream start, cut); a prompt change between blocks (context of
+scene A, block of scene B, the shape continuing); and a `soft` change caught in flight (the block's noisy input is
+scene A's, its prompt B's, and the target B's continuation).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+import torch
+
+RT_STEPS, RT_SHIFT = 4, 5.0
+CUT = 8  # latent frame at which transition clips switch scene (a block boundary for B = 2, 4, 8)
+CLIP_LATENTS = 24  # latent frames per pool clip (93 video frames)
+GEOMETRIES = (  # (block frames, context frames, reuse); sink frames are drawn separately for reuse geometries
+    (2, 2, True), (2, 4, True), (4, 4, True), (4, 8, True), (8, 8, True),
+    (2, 2, False), (4, 4, False), (8, 8, False),
+)
+
+
+@dataclasses.dataclass
+class RTConfig:
+    seed: int = 0
+    seconds: float = 300.0
+    steps: int = 0  # > 0: a step budget instead of seconds
+    batch: int = 128
+    lr: float = 1e-4
+    warmup: int = 50
+    ema: float = 0.998
+    pool_clips: int = 4096
+    pair_clips: int = 2048  # transition clips, each with its scene-A continuation
+    kinds: tuple = (0.55, 0.10, 0.20, 0.15)  # one scene, shot start, change between blocks, soft change in flight
+    sink_prob: float = 0.4  # of the reuse steps
+    tiny_seconds: float = 120.0
+    tiny_steps: int = 0
+    tiny_channels: tuple = (64, 64, 32, 32)
+    log_every: int = 100
+
+
+def rt_defaults(prompt: str) -> dict:
+    """What `streamer serve --model DIR` uses for this model unless told otherwise."""
+    return {"prompt": prompt, "negative_prompt": "", "height": 64, "width": 64, "steps": RT_STEPS, "guidance": 1.0,
+            "flow_shift": RT_SHIFT, "block_frames": 2, "context_frames": 2, "reuse_context": True, "fps": 8.0}
+
+
+@torch.no_grad()
+def clip_pools(vae, rng, cfg: RTConfig, device):
+    """Normalised latents of one-scene clips [N, 16, T, 8, 8] with their scene indices, and pairs of clips that
+    switch scene at latent frame CUT (scene B from there, the shape continuing) with scene A's own continuation."""
+    from pipeline.toyworld.render_torch import render_batch
+    from pipeline.toyworld.train_vae import latent_stats, scene_table
+
+    table = scene_table(device)
+    mean, std = latent_stats(vae, device)
+    frames = 4 * CLIP_LATENTS - 3
+    cut = 4 * CUT - 3  # video frame where latent frame CUT starts
+
+    def encode(u8):
+        x = u8.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+        return ((vae.encode(x).latent_dist.mode() - mean) / std).float()
+
+    plain, plain_ids, a_lat, b_lat, a_ids, b_ids = [], [], [], [], [], []
+    n_scenes = len(table.scenes)
+    for start in range(0, cfg.pool_clips, 64):
+        n = min(64, cfg.pool_clips - start)
+        idx = torch.from_numpy(rng.integers(n_scenes, size=n))
+        pos = torch.from_numpy(rng.random((n, 2)) * 64)
+        plain.append(encode(render_batch(table, idx, pos, frames, 64, 64)))
+        plain_ids.append(idx.numpy())
+    for start in range(0, cfg.pair_clips, 64):
+        n = min(64, cfg.pair_clips - start)
+        a = torch.from_numpy(rng.integers(n_scenes, size=n))
+        b = torch.from_numpy(rng.integers(n_scenes, size=n))
+        pos = torch.from_numpy(rng.random((n, 2)) * 64)  # the centre at the cut
+        ua = render_batch(table, a, pos, frames, 64, 64, t0=-cut)  # scene A throughout
+        ub = render_batch(table, b, pos, frames - cut, 64, 64, t0=0)
+        a_lat.append(encode(ua))
+        b_lat.append(encode(torch.cat([ua[:, :cut], ub], dim=1)))
+        a_ids.append(a.numpy())
+        b_ids.append(b.numpy())
+    cat = torch.cat
+    return ((cat(plain), np.concatenate(plain_ids)),
+            (cat(a_lat), cat(b_lat), np.concatenate(a_ids), np.concatenate(b_ids)))
+
+
+class Unroll:
+    """One engine stage over the whole model, its geometry changed per step, used to build training windows."""
+
+    def __init__(self, model, sigmas, timesteps, device):
+        from pipeline.config import EngineConfig
+        from pipeline.stages import build_stage
+
+        self.cfg = EngineConfig(model="toyworld", height=64, width=64, steps=RT_STEPS, guidance=1.0,
+                                block_frames=2, context_frames=2, reuse_context=True)
+        self.stage = build_stage(self.cfg, model, (0, len(model.blocks)), rank=0, world=1, device=device)
+        self.stage.cache.lenient = True  # the oldest block of a window has no cached context of its own
+        self.model = model
+        self.sigmas, self.timesteps = sigmas, timesteps
+        self.device = device
+
+    def set_geometry(self, b: int, c: int, k: int, reuse: bool) -> None:
+        self.cfg.block_frames, self.cfg.context_frames, self.cfg.sink_frames = b, c, k
+        self.cfg.reuse_context = reuse
+        self.stage.block_frames = b
+
+    def noised(self, z0, level: int):
+        """z0 at the noise level of step `level` (RT_STEPS: clean)."""
+        if level >= RT_STEPS:
+            return z0
+        s = float(self.sigmas[level])
+        return (1.0 - s) * z0 + s * torch.randn_like(z0)
+
+    def forward(self, x, level: int, block: int, shot: int, use_succ: bool, text):
+        """The stage's forward of one window at step `level` → prediction for the block's frames."""
+        from pipeline.split import prologue
+        from pipeline.stages import ItemMeta
+
+        t = self.timesteps[min(level, RT_STEPS - 1)].expand(x.shape[0]).to(self.device)
+        meta = ItemMeta(serial=0, block=block, step=level, frames=x.shape[2], shot=shot, use_succ=use_succ)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            carry = prologue(self.model, x, t, text)
+            return self.stage.finish(self.stage.forward(meta, carry)).float()
+
+
+def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
+    """One step's loss: a batch of windows of one geometry, kind and step index."""
+    from pipeline.context import plan_context, tail_frames
+
+    (plain, plain_ids), (a_lat, b_lat, a_ids, b_ids) = pools
+    b, c, reuse = GEOMETRIES[int(rng.integers(len(GEOMETRIES)))]
+    sink = 1 if reuse and rng.random() < cfg.sink_prob else 0
+    kind = int(rng.choice(4, p=cfg.kinds))
+    k = int(rng.integers(RT_STEPS))
+    if kind == 3:
+        k = int(rng.integers(1, RT_STEPS))  # caught in flight: at least one step was taken under scene A
+    u.set_geometry(b, c, sink, reuse)
+    u.stage.cache.clear()
+    n = cfg.batch
+    if kind in (0, 1):
+        pick = torch.from_numpy(rng.integers(len(plain), size=n)).to(plain.device)
+        lat_ctx = lat_own = plain[pick]
+        ids_ctx = ids_own = plain_ids[pick.cpu().numpy()]
+        # a shot's first block, or a block with all its context and a successor inside the clip
+        block = 0 if kind == 1 else int(rng.integers(1, (CLIP_LATENTS - b) // b))
+        noisy_own = None
+    else:
+        pick = torch.from_numpy(rng.integers(len(a_lat), size=n)).to(a_lat.device)
+        lat_ctx, lat_own = a_lat[pick], b_lat[pick]
+        ids_ctx, ids_own = a_ids[pick.cpu().numpy()], b_ids[pick.cpu().numpy()]
+        block = CUT // b
+        noisy_own = a_lat[pick] if kind == 3 else None  # in flight: its input still shows scene A
+    text_ctx = table[torch.from_numpy(ids_ctx).to(table.device)]
+    text_own = table[torch.from_numpy(ids_own).to(table.device)]
+    plan = plan_context(block, 0, b, c, sink)
+
+    def clean(j):  # block j's clean latents: the block and later ones as the block sees them, earlier ones scene A's
+        z = (noisy_own if noisy_own is not None else lat_own) if j >= block else lat_ctx
+        return z[:, :, j * b:(j + 1) * b]
+
+    def done(j):  # steps block j has done at the start of this tick (the block itself: k)
+        return k + (block - j)
+
+    def tokens(p):  # a window's context frames as tokens, at their blocks' start-of-tick levels
+        return [u.noised(clean(j)[:, :, -m:], done(j)) for j, m in p.sources]
+
+    with torch.no_grad():
+        if reuse:  # earlier blocks cache their keys/values at the levels they had one tick earlier, oldest first
+            for j in sorted(set(plan.blocks) | ({0} if plan.sink else set())):
+                level = min(done(j) - 1, RT_STEPS - 1)
+                u.forward(u.noised(clean(j), level), level, j, 0, False, text_ctx)
+        succ = k >= 1 and c > 0 and (block + 2) * b <= CLIP_LATENTS
+        if succ:  # in flight one step behind: it leaves its first frames' keys/values for the block
+            x = u.noised(clean(block + 1), k - 1)
+            if not reuse:
+                x = torch.cat(tokens(plan_context(block + 1, 0, b, c)) + [x], dim=2)
+            u.forward(x, k - 1, block + 1, 0, False, text_own)
+    target0 = lat_own[:, :, block * b:(block + 1) * b]
+    s = float(u.sigmas[k])
+    x = u.noised(clean(block), k) if s < 1.0 else torch.randn_like(target0)
+    v_target = (x - target0) / s  # eps - x0 where the input was made from the target itself
+    if not reuse and plan.frames:
+        x = torch.cat(tokens(plan) + [x], dim=2)
+    pred = u.forward(x, k, block, 0, succ, text_own)
+    return (pred - v_target).square().mean()
+
+
+@torch.no_grad()
+def _ema_update(ema: list, params: list, decay: float) -> None:
+    for e, p in zip(ema, params):
+        e.lerp_(p.detach(), 1.0 - decay)
+
+
+def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print) -> dict:
+    from pipeline.models import DEFAULTS_FILE, load_components, model_defaults
+    from pipeline.settings import MODEL_KEYS
+    from pipeline.tiny import wan_scheduler
+    from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
+    from pipeline.toyworld.train_dit import prompt_table
+    from pipeline.toyworld.train_tiny import save_tiny, train_tiny
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    comps = load_components(base, device=device, dtype=torch.float32)
+    vae = comps.vae.requires_grad_(False)
+    table = prompt_table(comps.tokenizer, comps.text_encoder, device)
+    pools = clip_pools(vae, rng, cfg, device)
+    log(f"pools: {tuple(pools[0][0].shape)} one-scene, {tuple(pools[1][0].shape)} x2 changes "
+        f"({time.perf_counter() - t0:.0f}s)")
+    model = comps.transformer.train().requires_grad_(True)
+    params = list(model.parameters())
+    ema = [p.detach().clone() for p in params]
+    sched = wan_scheduler(RT_SHIFT)
+    sched.set_timesteps(RT_STEPS, device=device)
+    u = Unroll(model, sched.sigmas.to(device), sched.timesteps.to(device), dev)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.01)
+    losses, budget = [], Budget(cfg.steps, cfg.seconds)
+    for step, progress, elapsed in budget:
+        loss = train_step(u, rng, pools, table, cfg)
+        losses.append(optimiser_step(opt, params, loss, lr_at(step, progress, cfg.lr, cfg.warmup)))
+        _ema_update(ema, params, min(cfg.ema, (1 + step) / (10 + step)))
+        log_every(log, "dit", step, losses, cfg.log_every, elapsed)
+    dit_s, dit_n = budget.elapsed, budget.done
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    del pools
+    tiny, tiny_losses, tiny_s, tiny_n = train_tiny(vae, rng, cfg, device, log)
+
+    os.makedirs(out, exist_ok=True)
+    for part in ("vae", "text_encoder", "tokenizer", "scheduler", "model_index.json"):
+        src, dst = os.path.join(base, part), os.path.join(out, part)
+        (shutil.copytree(src, dst, dirs_exist_ok=True) if os.path.isdir(src) else shutil.copyfile(src, dst))
+    from diffusers import WanTransformer3DModel
+
+    clean = WanTransformer3DModel.from_config(model.config)  # the stock attention processors
+    clean.load_state_dict(model.state_dict())
+    clean.to(torch.bfloat16).save_pretrained(os.path.join(out, "transformer"))
+    save_tiny(tiny, dict(vae.config), os.path.join(out, "tiny_vae.safetensors"))
+    prompt = model_defaults(base, MODEL_KEYS).get("prompt", "a red circle moving left on a black background")
+    with open(os.path.join(out, DEFAULTS_FILE), "w") as f:
+        json.dump(rt_defaults(prompt), f, indent=2)
+    result = {"seed": cfg.seed, "device": device, "base": os.path.basename(os.path.normpath(base)),
+              "config": dataclasses.asdict(cfg), "geometries": GEOMETRIES,
+              "dit": {"losses": losses, "seconds": dit_s, "steps": dit_n},
+              "tiny_decoder": {"losses": tiny_losses, "seconds": tiny_s, "steps": tiny_n,
+                               "channels": list(cfg.tiny_channels)},
+              "seconds": time.perf_counter() - t0}
+    with open(os.path.join(out, "train_log.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    log(f"wrote {out} in {result['seconds']:.0f}s (dit {dit_n} steps, tiny decoder {tiny_n} steps)")
+    return result
+
+
+def main(argv=None) -> int:
+    from pipeline.toyworld import MODEL_DIR
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.toyworld.train_rt", description=__doc__.split("\n")[0])
+    p.add_argument("--base", default=MODEL_DIR, help="the model to start from (default: the shipped toy world)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    for f in dataclasses.fields(RTConfig):
+        if f.type in ("int", "float"):
+            p.add_argument("--" + f.name.replace("_", "-"), type=int if f.type == "int" else float, default=None)
+    a = p.parse_args(argv)
+    cfg = RTConfig(**{k: v for k, v in vars(a).items() if k in RTConfig.__dataclass_fields__ and v is not None})
+    train_rt(a.base, a.out, cfg, a.device, log=lambda m: print(m, file=sys.stderr, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
