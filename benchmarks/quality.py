@@ -41,6 +41,9 @@ from pipeline.models import load_components, model_defaults  # noqa: E402
 from pipeline.settings import MODEL_KEYS  # noqa: E402
 from pipeline.prompts import MODES  # noqa: E402
 from pipeline.quant import quantize_blocks  # noqa: E402
+from pipeline.models import vae_configs  # noqa: E402
+from pipeline.tiny_vae import (StreamingTinyDecoder, check_latent_space, latent_space_of,  # noqa: E402
+                               load_tiny_decoder)
 from pipeline.text import PromptEncoder  # noqa: E402
 from pipeline.toyworld.classify import classify_block, smoothness  # noqa: E402
 from pipeline.toyworld.world import parse_prompt  # noqa: E402
@@ -67,6 +70,10 @@ class Streamer:
         dtype = DTYPES[cfg.dtype]
         self.comps = load_components(cfg.model, device=cfg.device, dtype=dtype, flow_shift=cfg.flow_shift,
                                      vae_dtype=DTYPES[cfg.vae_dtype])
+        self.tiny = None
+        if cfg.tiny_vae:  # as the daemon does: the file's latent space checked against the model's
+            check_latent_space(*vae_configs(cfg.model), cfg.model, declared=latent_space_of(cfg.tiny_vae))
+            self.tiny = load_tiny_decoder(cfg.tiny_vae, self.comps.transformer.config.in_channels)
         c = self.comps
         self.penc = PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len, device=cfg.device, dtype=dtype)
         if cfg.quant == "fp8":
@@ -79,7 +86,8 @@ class Streamer:
         and with a change at least to block first_block + after_ack - 1."""
         cfg = self.cfg if prompt is None else dataclasses.replace(self.cfg, prompt=prompt)
         eng = Engine(cfg, self.comps.transformer, self.comps.scheduler, self.penc.encode, device=self.cfg.device)
-        dec = StreamingDecoder(self.comps.vae, chunk_frames=self.cfg.decode_chunk)
+        dec = StreamingTinyDecoder(self.tiny) if self.tiny is not None else \
+            StreamingDecoder(self.comps.vae, chunk_frames=self.cfg.decode_chunk)
         ack = None
         out: list[Block] = []
         while len(out) < max(n_blocks, ack.first_block + after_ack if ack else 0) or (change and ack is None):
@@ -222,7 +230,8 @@ def main(argv=None) -> dict:
                     help="toyworld (default: the shipped model), tiny (random weights) or a diffusers folder; "
                          "options left out come from the model's streamer.json, then EngineConfig's defaults")
     for name, typ in (("height", int), ("width", int), ("steps", int), ("guidance", float), ("block-frames", int),
-                      ("context-frames", int), ("negative-prompt", str)):
+                      ("context-frames", int), ("sink-frames", int), ("flow-shift", float), ("negative-prompt", str),
+                      ("tiny-vae", str)):
         ap.add_argument(f"--{name}", type=typ, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
@@ -230,7 +239,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--vae-dtype", default="float32",
                     help="VAE decoder dtype; other than float32, the steady blocks are also decoded in float32 and "
                          "the PSNR of this decode against that one is reported")
-    ap.add_argument("--reuse-context", action="store_true", default=None)
+    ap.add_argument("--reuse-context", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--quant", choices=["fp8"], default=None)
     ap.add_argument("--prompt", default=BASE_PROMPT)
     ap.add_argument("--change-prompt", default=CHANGE_PROMPT)
@@ -260,7 +269,8 @@ def main(argv=None) -> dict:
     fields.pop("prompt", None)
     fields.update({k: v for k, v in vars(args).items() if k in CONFIG_FIELDS and v is not None})
     cfg = EngineConfig(**fields)
-    for k in ("height", "width", "steps", "guidance", "block_frames", "context_frames", "negative_prompt"):
+    for k in ("height", "width", "steps", "guidance", "flow_shift", "block_frames", "context_frames", "sink_frames",
+              "reuse_context", "negative_prompt", "tiny_vae"):
         setattr(args, k, getattr(cfg, k))  # what was used, in the report
     streamer = Streamer(cfg)
     blocks, _ = streamer.run(args.blocks)
@@ -277,7 +287,7 @@ def main(argv=None) -> dict:
         "latency": {},
         "blocks": records,
     }
-    if streamer.cfg.vae_dtype != "float32":
+    if streamer.cfg.vae_dtype != "float32" or streamer.cfg.tiny_vae:
         res["vae_psnr_vs_float32"] = vae_psnr(streamer.cfg, steady)
     if args.scenes:
         res["scenes"] = scene_accuracy(streamer, args)

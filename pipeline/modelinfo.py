@@ -7,15 +7,14 @@ import os
 
 from common.errors import ConfigError
 from pipeline.settings import check
-from pipeline.toyworld import MODEL_DIR as TOYWORLD_DIR
-from pipeline.toyworld import MODEL_NAME as TOYWORLD
+from pipeline.toyworld import MODELS as SHIPPED
 
 DEFAULTS_FILE = "streamer.json"  # in a model folder: the daemon's defaults for that model (EngineConfig fields)
 
 
 def resolve_model(model: str) -> str:
-    """'toyworld' → the folder of the model shipped in the package; anything else unchanged."""
-    return TOYWORLD_DIR if model == TOYWORLD else model
+    """'toyworld', 'toyworld-rt' → the folders of the models shipped in the package; anything else unchanged."""
+    return SHIPPED.get(model, model)
 
 
 def model_defaults(model: str, allowed: dict) -> dict:

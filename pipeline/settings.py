@@ -44,7 +44,7 @@ def _o(name, typ, default, help_, scope, **kw) -> Option:
 
 OPTIONS = (
     _o("model", str, "toyworld", "'toyworld' (the small model trained on the toy world, shipped in the package), "
-       "'tiny' (random weights), a local diffusers Wan2.1/2.2 T2V folder, or a hub id; a folder's streamer.json "
+       "'toyworld-rt' (its 4-step real-time member), 'tiny' (random weights), a local diffusers Wan2.1/2.2 T2V folder, or a hub id; a folder's streamer.json "
        "sets that model's defaults", "engine"),
     _o("height", int, 64, "frame height, a multiple of 16", "engine"),
     _o("width", int, 64, "frame width, a multiple of 16", "engine"),
@@ -76,7 +76,8 @@ OPTIONS = (
     _o("vae_dtype", str, "auto", "VAE decoder dtype: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, "
        "float16", "engine"),
     _o("tiny_vae", str, "", "decode with a tiny autoencoder in TAEHV format instead of the model's VAE (Wan 2.1 "
-       "latents: taew2_1.safetensors or .pth): ~30x fewer FLOPs per block, lower picture quality", "engine",
+       "latents: taew2_1.safetensors or .pth; 'model': the one the model folder ships, e.g. toyworld-rt's): ~30x "
+       "fewer FLOPs per block, lower picture quality", "engine",
        metavar="PATH"),
     _o("decode_overlap", bool, True, "decode beside the engine's ticks on a stream of its own where that is safe "
        "(not while torch.compile'd code traces: the tiny decoder's CUDA graphs are; the compiled Wan decoder takes "
@@ -121,6 +122,7 @@ OPTIONS = (
     _o("max_viewers", int, 32, "WebRTC viewers at once", "web"),
 )
 OPTION = {o.name: o for o in OPTIONS}
+TINY_VAE_FILE = "tiny_vae.safetensors"  # in a model folder: its own tiny decoder (--tiny-vae model)
 DEFAULTS = {o.name: o.default for o in OPTIONS}
 TYPES = {o.name: o.type for o in OPTIONS}
 MODEL_KEYS = {o.name: o.type for o in OPTIONS if o.scope == "engine" and o.name != "model"}  # streamer.json
@@ -266,6 +268,12 @@ def _check_daemon(values: dict, cfg) -> None:
             raise ConfigError(f"--model {model!r}: no such directory")
         if not os.path.isfile(os.path.join(path, "model_index.json")):
             raise ConfigError(f"--model {model!r}: not a diffusers pipeline folder (no model_index.json)")
+    if values["tiny_vae"] == "model":  # the tiny decoder the model folder ships for its own VAE
+        from .modelinfo import resolve_model
+
+        values["tiny_vae"] = cfg.tiny_vae = os.path.join(os.path.expanduser(resolve_model(model)), TINY_VAE_FILE)
+        if not os.path.isfile(values["tiny_vae"]):
+            raise ConfigError(f"--tiny-vae model: the model {model!r} ships no tiny decoder ({TINY_VAE_FILE})")
     if values["tiny_vae"] and not os.path.isfile(os.path.expanduser(values["tiny_vae"])):
         raise ConfigError(f"--tiny-vae {values['tiny_vae']!r}: no such file")
     if values["http"] not in ("", "off"):

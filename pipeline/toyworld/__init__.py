@@ -4,3 +4,8 @@ import os
 
 MODEL_NAME = "toyworld"
 MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
+# its real-time member: 4 steps, no CFG, trained on the context --reuse-context serves (train_rt.py), with a tiny
+# decoder for the toy world's VAE
+RT_MODEL_NAME = "toyworld-rt"
+RT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model_rt")
+MODELS = {MODEL_NAME: MODEL_DIR, RT_MODEL_NAME: RT_MODEL_DIR}
