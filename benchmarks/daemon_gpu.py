@@ -10,8 +10,8 @@
    daemon's log), the decoded frame count and rate, the /status samples, the engine-alone rate from the daemon's own
    tick times, memory, the exit code.
 
-Default configuration: the few-step recipe (480×832, --steps 4 --guidance 1 --block-frames 8 --context-frames 8,
-16 fps output). Usage (GPU host): python benchmarks/daemon_gpu.py --out $OUT/daemon_gpu.json --log $OUT/daemon.log
+Default configuration: `--preset realtime` at 480×832, exactly as a user runs it (the preset's own block and
+context sizes; --steps, --block-frames, ... override it only where given). Usage (GPU host): python benchmarks/daemon_gpu.py --out $OUT/daemon_gpu.json --log $OUT/daemon.log
 Anything after `--` goes to `streamer serve` (e.g. `-- --gpus 2`).
 """
 from __future__ import annotations
@@ -101,6 +101,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.base, self.t_start = base, t_start
         self.samples: list[dict] = []
+        self.config: dict = {}  # the daemon's resolved configuration (its /status)
         self.mem_peak: list[int] = []
         self.stop = threading.Event()
 
@@ -111,6 +112,7 @@ class Sampler(threading.Thread):
             except (OSError, ValueError):
                 continue
             enc = st.get("encoder") or {}
+            self.config = st.get("config", self.config)
             self.samples.append({
                 "t": round(time.monotonic() - self.t_start, 2), "state": st.get("state"), "fps": st.get("fps"),
                 "fps_lifetime": st.get("fps_lifetime"), "blocks_published": st.get("blocks_published"),
@@ -183,11 +185,11 @@ def main():
     ap.add_argument("--model-dir", default="/tmp/daemon-gpu-model")
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--width", type=int, default=832)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--guidance", type=float, default=1.0)
-    ap.add_argument("--block-frames", type=int, default=8)
-    ap.add_argument("--context-frames", type=int, default=8)
-    ap.add_argument("--fps", type=float, default=16.0)
+    ap.add_argument("--preset", default="realtime", help="the serve preset, as a user runs it ('' for none); the "
+                    "options below override it only where given")
+    for name, typ in (("steps", int), ("guidance", float), ("block-frames", int), ("context-frames", int),
+                      ("fps", float)):
+        ap.add_argument(f"--{name}", type=typ, default=None)
     ap.add_argument("--tiny-vae", default="", help="decode with this tiny decoder checkpoint ('random': random "
                     "weights in the TAEHV layout, built once in --model-dir)")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of /stream.ts recorded after its first byte")
@@ -210,9 +212,10 @@ def main():
     if a.tiny_vae:
         serve_extra = ["--tiny-vae", a.tiny_vae, *serve_extra]
     http, control, publish = free_port(), free_port(), free_port()
+    given = [x for name in ("steps", "guidance", "block_frames", "context_frames", "fps")
+             if getattr(a, name) is not None for x in ("--" + name.replace("_", "-"), str(getattr(a, name)))]
     cmd = [sys.executable, "-m", "streamer", "serve", "--model", model_dir, "--height", str(a.height),
-           "--width", str(a.width), "--steps", str(a.steps), "--guidance", str(a.guidance),
-           "--block-frames", str(a.block_frames), "--context-frames", str(a.context_frames), "--fps", str(a.fps),
+           "--width", str(a.width), *(["--preset", a.preset] if a.preset else []), *given,
            "--http", f"127.0.0.1:{http}", "--control", f"tcp://127.0.0.1:{control}",
            "--publish", f"tcp://127.0.0.1:{publish}", *serve_extra]
     res["command"] = " ".join(cmd[1:])
@@ -240,6 +243,7 @@ def main():
                 proc.kill()
                 res["exit_code"] = "killed after 60 s"
     res["status_samples"] = sampler.samples
+    res["config"] = sampler.config
     res["gpu_memory_peak_mib"] = sampler.mem_peak
     if os.path.isfile(ts_path) and os.path.getsize(ts_path):
         res["decoded"] = decode(ts_path)
@@ -303,8 +307,8 @@ def summarize(res: dict, a) -> None:
     s["tick_ms_median"] = med("tick_ms")
     s["decode_ms_median"] = med("decode_ms")
     s["encode_ms_median"] = med("encode_ms")
-    frames_per_block = 4 * a.block_frames
-    if s["tick_ms_median"]:
+    frames_per_block = 4 * (res.get("config") or {}).get("block_frames", 0)
+    if s["tick_ms_median"] and frames_per_block:
         s["engine_fps_from_ticks"] = round(frames_per_block / (s["tick_ms_median"] / 1e3), 2)
         if s["fps_status_median"]:
             s["e2e_over_engine"] = round(s["fps_status_median"] / s["engine_fps_from_ticks"], 3)

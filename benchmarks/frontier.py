@@ -40,23 +40,25 @@ def _geom(b: int, c: int, sink: int = 0) -> list[str]:
     return ["--block-frames", str(b), "--context-frames", str(c), "--sink-frames", str(sink)]
 
 
-RT = ["--reuse-context", "--compile"]
-# name -> serve options on top of FEW_STEP; "tiny" means the tiny decoder (random TAEHV weights on the GPU, the
-# model's own on the toy world)
+def _levers(names: str) -> list[str]:
+    """'reuse+compile+tiny' -> the serve options of those levers (the others off: recomputed context, eager, the
+    model's own VAE)."""
+    got = set(names.split("+")) - {"full"}
+    return (["--reuse-context" if "reuse" in got else "--no-reuse-context",
+             "--compile" if "compile" in got else "--no-compile"] + (["tiny"] if "tiny" in got else []))
+
+
+# name -> serve options on top of FEW_STEP: "<levers> <block frames>/<context frames>[+sink]"; "tiny" means the
+# tiny decoder (random TAEHV weights on the GPU, the model's own on the toy world)
 CONFIGS = {
-    "full 4/4": _geom(4, 4) + ["--no-reuse-context", "--no-compile"],
-    "full 4/4 +compile": _geom(4, 4) + ["--no-reuse-context", "--compile"],
-    "reuse 4/4": _geom(4, 4) + RT,
-    "tiny 8/8": _geom(8, 8) + RT + ["tiny"],
-    "tiny 4/4": _geom(4, 4) + RT + ["tiny"],
-    "tiny 2/2": _geom(2, 2) + RT + ["tiny"],
-    "tiny 4/8": _geom(4, 8) + RT + ["tiny"],
-    "tiny 2/4": _geom(2, 4) + RT + ["tiny"],
-    "tiny 2/4 +sink": _geom(2, 4, 1) + RT + ["tiny"],
-    "tiny 4/4 +sink": _geom(4, 4, 1) + RT + ["tiny"],
-    "full 8/8": _geom(8, 8) + ["--no-reuse-context", "--no-compile"],
-    "full 2/2": _geom(2, 2) + ["--no-reuse-context", "--no-compile"],
-}
+    f"{lev} {b}/{c}{'+sink' if k else ''}": _geom(b, c, k) + _levers(lev)
+    for lev, b, c, k in (
+        ("full", 4, 4, 0), ("full", 2, 2, 0), ("full", 8, 8, 0),
+        ("compile", 4, 4, 0), ("compile+tiny", 4, 4, 0), ("compile+tiny", 2, 2, 0),
+        ("reuse+compile", 4, 4, 0), ("reuse+compile", 2, 2, 0),
+        ("reuse+compile+tiny", 8, 8, 0), ("reuse+compile+tiny", 4, 4, 0), ("reuse+compile+tiny", 2, 2, 0),
+        ("reuse+compile+tiny", 2, 4, 0), ("reuse+compile+tiny", 4, 8, 0), ("reuse+compile+tiny", 2, 4, 1),
+        ("reuse+compile+tiny", 4, 4, 1), ("reuse+tiny", 2, 2, 0), ("reuse", 2, 2, 0))}
 
 
 def _serve_args(name: str, tiny_path: str) -> list[str]:

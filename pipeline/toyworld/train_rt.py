@@ -148,7 +148,7 @@ class Unroll:
 
 def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     """One step's loss: a batch of windows of one geometry, kind and step index."""
-    from pipeline.context import plan_context, tail_frames
+    from pipeline.context import blocks_back, plan_context
 
     (plain, plain_ids), (a_lat, b_lat, a_ids, b_ids) = pools
     b, c, reuse = GEOMETRIES[int(rng.integers(len(GEOMETRIES)))]
@@ -188,11 +188,16 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
         return [u.noised(clean(j)[:, :, -m:], done(j)) for j, m in p.sources]
 
     with torch.no_grad():
-        if reuse:  # earlier blocks cache their keys/values at the levels they had one tick earlier, oldest first
-            for j in sorted(set(plan.blocks) | ({0} if plan.sink else set())):
-                level = min(done(j) - 1, RT_STEPS - 1)
-                u.forward(u.noised(clean(j), level), level, j, 0, False, text_ctx)
         succ = k >= 1 and c > 0 and (block + 2) * b <= CLIP_LATENTS
+        if reuse:  # earlier blocks cache their keys/values at the levels they had one tick earlier, oldest first,
+            # from far enough back that the blocks the window reads had context of their own
+            first = min(plan.blocks, default=block)
+            chain = set(range(max(0, first - blocks_back(b, c)), block)) | ({0} if plan.sink else set())
+            for j in sorted(chain):
+                level = min(done(j) - 1, RT_STEPS - 1)
+                u.forward(u.noised(clean(j), level), level, j, 0, False, text_ctx if j < block else text_own)
+            if succ:  # the block's own keys/values one tick earlier, which its successor reads
+                u.forward(u.noised(clean(block), k - 1), k - 1, block, 0, False, text_own)
         if succ:  # in flight one step behind: it leaves its first frames' keys/values for the block
             x = u.noised(clean(block + 1), k - 1)
             if not reuse:
@@ -253,7 +258,12 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
         for p, e in zip(params, ema):
             p.copy_(e)
     del pools
-    tiny, tiny_losses, tiny_s, tiny_n = train_tiny(vae, rng, cfg, device, log)
+    base_tiny = os.path.join(base, "tiny_vae.safetensors")
+    if cfg.tiny_seconds <= 0 and cfg.tiny_steps <= 0 and os.path.isfile(base_tiny):
+        tiny = None  # the base model's own tiny decoder is kept
+        tiny_losses, tiny_s, tiny_n = [], 0.0, 0
+    else:
+        tiny, tiny_losses, tiny_s, tiny_n = train_tiny(vae, rng, cfg, device, log)
 
     os.makedirs(out, exist_ok=True)
     for part in ("vae", "text_encoder", "tokenizer", "scheduler", "model_index.json"):
@@ -264,11 +274,22 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
     clean = WanTransformer3DModel.from_config(model.config)  # the stock attention processors
     clean.load_state_dict(model.state_dict())
     clean.to(torch.bfloat16).save_pretrained(os.path.join(out, "transformer"))
-    save_tiny(tiny, dict(vae.config), os.path.join(out, "tiny_vae.safetensors"))
+    if tiny is None:
+        shutil.copyfile(base_tiny, os.path.join(out, "tiny_vae.safetensors"))
+    else:
+        save_tiny(tiny, dict(vae.config), os.path.join(out, "tiny_vae.safetensors"))
     prompt = model_defaults(base, MODEL_KEYS).get("prompt", "a red circle moving left on a black background")
     with open(os.path.join(out, DEFAULTS_FILE), "w") as f:
         json.dump(rt_defaults(prompt), f, indent=2)
+    previous = os.path.join(base, "train_log.json")  # a run continued from an earlier one keeps its record
+    history = []
+    if os.path.isfile(previous):
+        with open(previous) as f:
+            old = json.load(f)
+        history = old.get("history", []) + [{k: old.get(k) for k in ("base", "config", "seconds")} |
+                                            {"dit_steps": old.get("dit", {}).get("steps")}]
     result = {"seed": cfg.seed, "device": device, "base": os.path.basename(os.path.normpath(base)),
+              "history": history,
               "config": dataclasses.asdict(cfg), "geometries": GEOMETRIES,
               "dit": {"losses": losses, "seconds": dit_s, "steps": dit_n},
               "tiny_decoder": {"losses": tiny_losses, "seconds": tiny_s, "steps": tiny_n,
