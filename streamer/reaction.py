@@ -11,6 +11,7 @@ last `window` resolutions, the histogram is a fixed set of counters.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from dataclasses import dataclass
@@ -55,13 +56,13 @@ class _Figures:
                 "median_s": round(statistics.median(self.recent), 3) if self.recent else None,
                 "count": self.count}
 
-    def cumulative(self) -> list[tuple[str, int]]:
-        """Prometheus buckets: (le, observations <= le), ending with +Inf."""
+    def cumulative(self) -> list[tuple[float, int]]:
+        """Prometheus buckets: (le, observations <= le), ending with (inf, count)."""
         out, acc = [], 0
         for le, n in zip(self.buckets, self.counts):
             acc += n
-            out.append((f"{le:g}", acc))
-        return out + [("+Inf", self.count)]
+            out.append((le, acc))
+        return out + [(math.inf, self.count)]
 
 
 class ReactionTracker:
@@ -111,6 +112,6 @@ class ReactionTracker:
         return {**self.all.summary(), "pending": len(self.pending),
                 "by_mode": {m: f.summary() for m, f in self.by_mode.items()}}
 
-    def histogram(self) -> dict[str, tuple[list[tuple[str, int]], float]]:
+    def histogram(self) -> dict[str, tuple[list[tuple[float, int]], float]]:
         """{mode: (cumulative buckets, sum of seconds)} for /metrics."""
         return {m: (f.cumulative(), f.sum) for m, f in self.by_mode.items()}

@@ -1,4 +1,6 @@
 """streamer.reaction: reaction time of prompt changes, as pure logic over explicit times."""
+import math
+
 from streamer.reaction import BUCKETS, ReactionTracker, Resolved
 
 
@@ -74,8 +76,8 @@ def test_histogram_buckets_are_cumulative_per_mode():
         r.on_published(e, e, secs)
     h = r.histogram()
     buckets, total = h["soft"]
-    assert len(buckets) == len(BUCKETS) + 1 and buckets[-1] == ("+Inf", 3)
-    assert dict(buckets)["0.05"] == 1 and dict(buckets)["0.5"] == 2 and dict(buckets)["2"] == 3
+    assert len(buckets) == len(BUCKETS) + 1 and buckets[-1] == (math.inf, 3)
+    assert dict(buckets)[0.05] == 1 and dict(buckets)[0.5] == 2 and dict(buckets)[2.0] == 3
     assert abs(total - 2.34) < 1e-9
-    assert h["cut"][0][-2] == ("30", 0) and h["cut"][0][-1] == ("+Inf", 1)  # over the last bucket
-    assert h["queue"][0][-1] == ("+Inf", 0)
+    assert h["cut"][0][-2] == (30.0, 0) and h["cut"][0][-1] == (math.inf, 1)  # over the last bucket
+    assert h["queue"][0][-1] == (math.inf, 0)
