@@ -1,5 +1,6 @@
 """Reaction time against a real daemon (the random tiny model, real sockets on 127.0.0.1): `streamer prompt --wait`,
-the figures in status and /metrics, the prompt_on_stream event, waiting over HTTP, a cancelled change, shutdown."""
+the figures in status and /metrics, the prompt_on_stream event, waiting over HTTP, a cancelled change, shutdown;
+and the pacer's lead in use."""
 import json
 import re
 import subprocess
@@ -124,13 +125,23 @@ def test_a_cancelled_change_answers_its_waiter_with_an_error(daemon):
     assert st["pending"] == 0 and st["waiting"] == 0
 
 
+def test_the_pacers_lead_fits_the_stream(daemon):
+    """Auto (the default): a full tick of the tiny model on this CPU plus the decode spread and 0.1 s, well under
+    the 2 s held until four full ticks were seen."""
+    st = daemon.wait_status(lambda s: s["ticks"] > s["config"]["steps"] + 8, "full ticks")
+    assert 1 / 8 <= st["pace_lead_s"] < 2.0, st["pace_lead_s"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/metrics", timeout=10) as r:
+        fams = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+    assert 1 / 8 <= fams["streamer_pace_lead_seconds"].samples[0].value < 2.0
+
+
 def test_a_waiter_is_answered_when_the_daemon_stops():
-    d = DaemonProc(http=False)
+    d = DaemonProc("--lead", "0.5", http=False)  # (a fixed lead, checked below)
     ctx = zmq.Context.instance()
     waiter = ctx.socket(zmq.DEALER)
     waiter.setsockopt(zmq.LINGER, 0)
     try:
-        d.wait_streaming()
+        assert d.wait_streaming()["pace_lead_s"] == 0.5
         with ControlClient(d.control) as c:
             assert c.pause()["paused"] is True  # the change cannot reach the stream
             waiter.connect(d.control)
