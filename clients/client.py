@@ -2,6 +2,7 @@
 
     with ControlClient() as c:
         c.set_prompt("a lighthouse at dusk", mode="blend", blocks=8)   # -> {"ok": true, "epoch": .., ...}
+        c.set_prompt("a lighthouse at night", wait=True)  # replies once on the stream: "on_stream": {...}
         c.status()
 
     for topic, header, payload in VideoSubscriber():
@@ -19,8 +20,11 @@ import time
 
 import zmq
 
+from streamer.prompt_watch import WAIT_LIMIT_S
+
 DEFAULT_CONTROL = os.environ.get("STREAMER_CONTROL", "tcp://127.0.0.1:5555")
 DEFAULT_PUBLISH = os.environ.get("STREAMER_PUBLISH", "tcp://127.0.0.1:5556")
+WAIT_TIMEOUT = WAIT_LIMIT_S + 10.0  # a set_prompt that waits for the stream: longer than the daemon waits
 
 
 class ClientError(RuntimeError):
@@ -57,8 +61,10 @@ class ControlClient:
             self._sock = sock
         return self._sock
 
-    def request(self, req: dict) -> dict:
-        """Send one request object, return the reply object. Raises ClientTimeout / ClientError."""
+    def request(self, req: dict, timeout: float | None = None) -> dict:
+        """Send one request object, return the reply object. Raises ClientTimeout / ClientError.
+        timeout: seconds for this request's reply (default: the client's)."""
+        timeout = self.timeout if timeout is None else float(timeout)
         sock = self._socket()
         req = dict(req)
         own_id = "id" not in req
@@ -67,7 +73,7 @@ class ControlClient:
         if self.token and "token" not in req:
             req["token"] = self.token
         sock.send_multipart([b"", json.dumps(req).encode()])
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
@@ -75,7 +81,7 @@ class ControlClient:
                     continue
                 self._reset()
                 raise ClientTimeout(
-                    f"no reply from {self.addr} within {self.timeout:g}s (is the streamer daemon running?)"
+                    f"no reply from {self.addr} within {timeout:g}s (is the streamer daemon running?)"
                 )
             frames = sock.recv_multipart()
             try:
@@ -91,13 +97,19 @@ class ControlClient:
             return reply
 
     def set_prompt(self, prompt: str, mode: str = "soft", blocks: int | None = None,
-                   at_block: int | None = None) -> dict:
+                   at_block: int | None = None, wait: bool = False, timeout: float | None = None) -> dict:
+        """wait: the daemon replies once the change is on the stream, with "on_stream": {"block", "reaction_s"}
+        (or {"ok": false, ...} after its own limit, WAIT_LIMIT_S); the reply is then awaited `timeout` seconds
+        (default WAIT_TIMEOUT, longer than the daemon's limit), else the client's timeout."""
         req = {"cmd": "set_prompt", "prompt": prompt, "mode": mode}
         if blocks is not None:
             req["blocks"] = blocks
         if at_block is not None:
             req["at_block"] = at_block
-        return self.request(req)
+        if wait:
+            req["wait"] = True
+            timeout = WAIT_TIMEOUT if timeout is None else timeout
+        return self.request(req, timeout=timeout)
 
     def cancel(self, epoch: int | None = None) -> dict:
         """Withdraw the scheduled change of `epoch`, or (None) every scheduled change."""

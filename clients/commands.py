@@ -15,9 +15,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from clients.client import DEFAULT_CONTROL, DEFAULT_PUBLISH, ClientError, ControlClient
+from clients.client import (DEFAULT_CONTROL, DEFAULT_PUBLISH, WAIT_TIMEOUT, ClientError, ClientTimeout,
+                            ControlClient)
 from streamer.protocol import MODES
 
+DEFAULT_TIMEOUT = 5.0  # seconds for a reply (--timeout)
 # Keys shown first, in this order; everything else follows alphabetically.
 _FIRST = ("state", "paused", "block", "block_index", "fps", "prompt", "epoch", "queue_depth", "ranks")
 
@@ -27,12 +29,12 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _client(args) -> ControlClient:
+def _client(args, timeout: float | None = None) -> ControlClient:
     token = None
     if args.token_file:
         with open(args.token_file) as f:
             token = f.readline().strip()
-    return ControlClient(args.control, timeout=args.timeout, token=token)
+    return ControlClient(args.control, timeout=args.timeout if timeout is None else timeout, token=token)
 
 
 def _checked(reply: dict) -> dict:
@@ -80,14 +82,38 @@ def render_status(reply: dict, title: str = "streamer status") -> Table:
 
 
 def cmd_prompt(args) -> int:
+    if args.wait and args.at_block is not None:
+        return _fail("--wait is only for changes now, not with --at-block")
+    timeout = args.timeout if args.timeout is not None else WAIT_TIMEOUT if args.wait else DEFAULT_TIMEOUT
+    t0 = time.monotonic()
     try:
-        with _client(args) as client:
-            reply = _checked(client.set_prompt(args.text, mode=args.mode, blocks=args.blocks,
-                                               at_block=args.at_block))
+        with _client(args, timeout) as client:
+            reply = client.set_prompt(args.text, mode=args.mode, blocks=args.blocks, at_block=args.at_block,
+                                      wait=args.wait, timeout=timeout)
+    except ClientTimeout as e:
+        if args.wait:
+            return _fail(f"the change was not confirmed on the stream within {timeout:g} s (--timeout): {e}")
+        return _fail(str(e))
+    except ClientError as e:
+        return _fail(str(e))
+    round_trip = time.monotonic() - t0
+    if reply.get("ok") is not True and "epoch" in reply:  # accepted, but it did not reach the stream in time
+        return _fail(f"prompt accepted ({args.mode}): epoch {reply['epoch']}, first block "
+                     f"{reply.get('first_block')}, but not confirmed on the stream: {reply.get('error')}")
+    try:
+        _checked(reply)
     except ClientError as e:
         return _fail(str(e))
     print(f"prompt accepted ({args.mode}): epoch {reply.get('epoch')}, first block {reply.get('first_block')}")
+    if args.wait:
+        on = reply.get("on_stream") or {}
+        print(f"on the stream at block {on.get('block')}: reaction {_fmt_s(on.get('reaction_s'))} (daemon), "
+              f"round trip {round_trip:.3f} s (this client)")
     return 0
+
+
+def _fmt_s(seconds) -> str:
+    return f"{seconds:.3f} s" if isinstance(seconds, (int, float)) else "-"
 
 
 def cmd_cancel(args) -> int:
@@ -195,8 +221,8 @@ def _endpoints() -> argparse.ArgumentParser:
                    help="daemon control endpoint (default %(default)s, env STREAMER_CONTROL)")
     p.add_argument("--publish", default=DEFAULT_PUBLISH, metavar="ADDR",
                    help="daemon publish endpoint (default %(default)s, env STREAMER_PUBLISH)")
-    p.add_argument("--timeout", type=_positive_float, default=5.0, metavar="S",
-                   help="seconds to wait for a reply (default %(default)s)")
+    p.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for a reply (default {DEFAULT_TIMEOUT:g}; prompt --wait: {WAIT_TIMEOUT:g})")
     p.add_argument("--token-file", metavar="FILE",
                    help="the daemon's token (its first line); default: $STREAMER_TOKEN, if set")
     return p
@@ -206,14 +232,18 @@ def add_client_commands(subparsers) -> None:
     """Register prompt, cancel, status, record, timeline and watch on an argparse subparsers object."""
     common = [_endpoints()]
 
-    p = subparsers.add_parser("prompt", parents=common, help="change the prompt of the running stream")
+    # its own copy of the endpoint options: the --timeout default below must not change the other commands
+    p = subparsers.add_parser("prompt", parents=[_endpoints()], help="change the prompt of the running stream")
     p.add_argument("text", help="the new prompt")
     p.add_argument("--mode", choices=MODES, default="soft",
                    help="soft: blocks in flight follow now; queue: new blocks only; blend: interpolate over "
                         "--blocks blocks; cut: flush and refill (default soft)")
     p.add_argument("--blocks", type=int, metavar="K", help="blend length in blocks (blend only, default 4)")
     p.add_argument("--at-block", type=int, metavar="N", help="apply at block index N instead of now")
-    p.set_defaults(func=cmd_prompt)
+    p.add_argument("--wait", action="store_true",
+                   help="return once the change is on the stream (its first block published) and print how long "
+                        "that took: the daemon's reaction time and this client's round trip")
+    p.set_defaults(func=cmd_prompt, timeout=None)  # None: 5 s, or with --wait longer than the daemon waits
 
     p = subparsers.add_parser("cancel", parents=common, help="withdraw scheduled prompt changes (--at-block)")
     which = p.add_mutually_exclusive_group(required=True)

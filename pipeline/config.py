@@ -50,6 +50,7 @@ class EngineConfig:
     decode_overlap: bool = D["decode_overlap"]
     tiny_vae: str = D["tiny_vae"]
     compile: bool = D["compile"]
+    lead: float = D["lead"]  # the pacer's lead in seconds; 0 = auto (pipeline.pacing.LeadEstimator)
     quant: str = D["quant"]
     lora: list = field(default_factory=list)  # 'PATH[:SCALE]' each (pipeline/lora.py)
     extra: dict = field(default_factory=dict)  # pace, split, scratch (the daemon's per-run folder)
@@ -86,6 +87,8 @@ class EngineConfig:
             raise ConfigError(f"--guidance must be in 0..50, got {self.guidance!r}")
         if not (0.0 < float(self.fps) <= 240.0):
             raise ConfigError(f"--fps must be in (0, 240], got {self.fps!r}")
+        if isinstance(self.lead, bool) or not isinstance(self.lead, (int, float)) or not 0.0 <= self.lead <= 30.0:
+            raise ConfigError(f"--lead must be 0 (auto) or a number of seconds up to 30, got {self.lead!r}")
         if not (0.0 < float(self.flow_shift) <= 100.0):
             raise ConfigError(f"--flow-shift must be in (0, 100], got {self.flow_shift!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:

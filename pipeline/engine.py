@@ -50,6 +50,7 @@ class TickResult:
     flushed: list[int] = field(default_factory=list)
     entered: int | None = None
     seconds: float = 0.0
+    windows: int = 0  # blocks in flight that this tick ran a window of (S in steady state, fewer while filling)
 
 
 class CondTable:
@@ -182,6 +183,7 @@ class Engine:
                                             copy.deepcopy(self.base_scheduler), self._next_serial())
             res.entered = b
             plan = self.queue.plan()
+            res.windows = len(plan)
             conds = {w.block: self.prompts.cond(w.block) for w in plan}
             self.prompts.set_boundary(*self.queue.next_boundary())
         fwd = 0.0

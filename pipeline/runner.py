@@ -21,7 +21,7 @@ from .tiny_graph import GraphedTinyDecoder
 from .tiny_vae import StreamingTinyDecoder, check_latent_space, latent_space_of, load_tiny_decoder
 from .engine import DTYPES, Engine, FinishedBlock
 from .models import load_components, vae_configs
-from .pacing import Pacer
+from .pacing import LeadEstimator, Pacer
 from .prompts import PromptError
 from .ranks import dist_env, init_dist, load_rank_slice
 from . import wire
@@ -152,7 +152,9 @@ class Runner:
         self.paused = threading.Event()
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.pacer = Pacer(cfg.fps, lead_s=float(cfg.extra.get("pace_lead_s", 2.0)))
+        self.lead = LeadEstimator(cfg.fps, cfg.steps, fixed=cfg.lead)  # fed by the tick loop and the decoder
+        self._lead_lock = threading.Lock()
+        self.pacer = Pacer(cfg.fps, lead_s=self.lead.lead_s())
         self.pace = bool(cfg.extra.get("pace", True))
         self.engine: Engine | None = None
         self.penc: PromptEncoder | None = None
@@ -214,6 +216,7 @@ class Runner:
         snap["paused"] = self.paused.is_set()
         snap["paused_checks"] = self.paused_checks  # loops of the paused engine (it stays in step with the daemon)
         snap["decode_ms"] = self.decoder.decode_ms if hasattr(self, "decoder") else 0.0
+        snap["pace_lead_s"] = round(self.pacer.lead_s, 3) if self.pace else None  # None: --no-pace
         return snap
 
     # --- loading ---------------------------------------------------------------------------------------
@@ -286,6 +289,8 @@ class Runner:
 
     # --- output ----------------------------------------------------------------------------------------
     def _emit(self, fb: FinishedBlock, frames):
+        with self._lead_lock:
+            self.lead.on_decode(self.decoder.decode_ms / 1e3)
         t, h, w, _ = frames.shape
         self.link.send(wire.Frames(block=fb.index, epoch=fb.cond.epoch, prompt=fb.cond.prompt, frames=t, height=h,
                                    width=w, tick=fb.tick, decode_ms=round(self.decoder.decode_ms, 2),
@@ -332,6 +337,9 @@ class Runner:
                 break
             faults.point("engine")
             res = self.engine.tick()
+            with self._lead_lock:
+                self.lead.on_tick(res.seconds, res.windows)
+                self.pacer.lead_s = self.lead.lead_s()
             for ch in res.applied:
                 self.link.send(wire.PromptApplied(epoch=ch.epoch, mode=ch.mode, prompt=ch.prompt,
                                                   first_block=ch.first_block))

@@ -88,6 +88,10 @@ OPTIONS = (
        "format (distilled few-step checkpoints ship so); repeatable (a list in --config)", "engine",
        metavar="PATH[:SCALE]"),
     _o("pace", bool, True, "hold a fast engine to real time (--no-pace: as fast as it goes)", "engine"),
+    _o("lead", float, 0.0, "seconds of video a paced engine may run ahead of the wall clock, which every viewer "
+       "waits through after a prompt change: 0 = auto (what the stream needs: a high quantile of recent full "
+       "ticks plus the spread of recent decode times plus 0.1 s, between one frame and 2 s; 2 s until four full "
+       "ticks were seen), or a fixed positive number up to 30", "engine", metavar="S"),
     _o("gpus", int, 0, "number of GPUs (engine ranks, one process each)", "ranks"),
     _o("ranks", int, 1, "number of engine ranks on CPU (gloo), for testing", "ranks"),
     _o("split", str, "", "transformer blocks per rank, e.g. 8,8,7,7 (default: balanced)", "ranks"),

@@ -11,6 +11,7 @@ refused). The systemd watchdog is pinged only while blocks are being published (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import logging
@@ -36,6 +37,7 @@ from .metrics import Metrics
 from .options import ServeOptions
 from .output import EncoderStage, StdoutTs, y4m_sink
 from .progress import StartupProgress
+from .prompt_watch import PromptWatch, WaitRefused
 from .protocol import Cancel, Pause, Resume, SetPrompt, Status
 from .sdnotify import Notifier
 from .stats import StreamStats
@@ -52,6 +54,7 @@ class Daemon:
         self.ctx = engine.ctx if engine is not None else zmq.asyncio.Context()
         self.notifier = Notifier.from_env(unset=True)
         self.stats = StreamStats(cfg)
+        self.watch = PromptWatch(lambda ev: self.publisher.send_event(ev))  # reaction time, waiting set_prompts
         self._metrics = Metrics(self._metric_rows)
         self.fanout = FanOut(on_subscribe=lambda sub: self.request_keyframe())
         self.encoder: EncoderStage | None = None
@@ -127,9 +130,11 @@ class Daemon:
         if self.encoder is not None:
             self.encoder.request_keyframe()
 
-    def on_published(self, block: int, frames: int) -> None:
-        """A block's packets went to every consumer (event loop thread)."""
-        self.stats.on_published(frames, time.monotonic())
+    def on_published(self, block: int, frames: int, epoch: int = 0, now: float | None = None) -> None:
+        """A block's packets went to every consumer at `now` (event loop thread)."""
+        now = time.monotonic() if now is None else now
+        self.stats.on_published(frames, now)
+        self.watch.published(block, epoch, now)
         if self.stats.health.blocks == 1:
             self.progress.end()
             self.notifier.ready(f"streaming, first block {block}")
@@ -200,15 +205,11 @@ class Daemon:
             return {"ok": False, "error": "engine is still loading"}
         try:
             if isinstance(req, SetPrompt):
-                reply = await self.engine.request("set_prompt", prompt=req.prompt, mode=req.mode,
-                                                  blocks=req.blocks, at_block=req.at_block, client=client)
-                if reply.get("ok"):
-                    self.publisher.send_event({"event": "prompt_accepted", **{k: reply[k] for k in
-                                               ("epoch", "first_block", "mode")}, "prompt": req.prompt})
-                return reply
+                return await self._set_prompt(req, client)
             if isinstance(req, Cancel):
                 reply = await self.engine.request("cancel", epoch=req.epoch)
                 if reply.get("ok") and reply.get("cancelled"):
+                    self.watch.cancelled(reply["cancelled"])
                     self.publisher.send_event({"event": "prompt_cancelled", "epochs": reply["cancelled"]})
                 return reply
             if isinstance(req, (Pause, Resume)):
@@ -221,8 +222,32 @@ class Daemon:
             return {"ok": False, "error": str(e)}
         return {"ok": False, "error": f"unsupported command {req.cmd!r}"}
 
+    async def _set_prompt(self, req: SetPrompt, client: str) -> dict:
+        """Submit a change; a change "now" is timed until it is on the stream (streamer.reaction), and with
+        req.wait the reply waits for that (streamer.prompt_watch)."""
+        requested_at = time.monotonic()
+        with contextlib.ExitStack() as held:
+            if req.wait:
+                try:
+                    held.enter_context(self.watch.slot())
+                except WaitRefused as e:
+                    return {"ok": False, "error": str(e)}
+            reply = await self.engine.request("set_prompt", prompt=req.prompt, mode=req.mode, blocks=req.blocks,
+                                              at_block=req.at_block, client=client)
+            if not reply.get("ok"):
+                return reply
+            self.publisher.send_event({"event": "prompt_accepted", **{k: reply[k] for k in
+                                       ("epoch", "first_block", "mode")}, "prompt": req.prompt})
+            if req.at_block is not None:  # scheduled: not a reaction (and never waited for: streamer.protocol)
+                return reply
+            waiter = self.watch.accepted(reply["epoch"], reply["mode"], requested_at, wait=bool(req.wait))
+            if waiter is None:
+                return reply
+            return {**reply, **await self.watch.wait(waiter, reply["epoch"])}
+
     def status(self) -> dict:
         s = self.stats.status()
+        s["reaction"] = self.watch.snapshot()
         s["viewers"] = len(self.fanout.subscribers)
         if self.encoder is not None:
             s["encoder"] = {k: v for k, v in self.encoder.stats().items() if k != "bytes"}
@@ -235,7 +260,9 @@ class Daemon:
     def _metric_rows(self) -> list:
         return self.stats.metric_rows(viewers=len(self.fanout.subscribers),
                                       dropped=sum(s["dropped"] for s in self.fanout.stats()),
-                                      encoder_bytes=self.encoder.stats()["bytes"] if self.encoder else 0)
+                                      encoder_bytes=self.encoder.stats()["bytes"] if self.encoder else 0) + [
+            ("streamer_prompt_reaction_seconds", "histogram", "Seconds from a prompt change requested now to its "
+             "first block on the stream (published)", {"mode": self.watch.tracker.histogram()})]
 
     def metrics(self) -> str:
         return self._metrics.render()
@@ -285,7 +312,8 @@ class Daemon:
         raw = y4m_sink(c.width, c.height, c.fps) if self.opts.stdout == "y4m" else None
         self.encoder = EncoderStage(c.width, c.height, c.fps, self.fanout, self.opts.keyframe_interval,
                                     self.opts.crf, prefer_hw=self.opts.nvenc, raw_sink=raw,
-                                    on_published=lambda b, n: self._soon(self.on_published, b, n),
+                                    on_published=lambda b, n, e: self._soon(self.on_published, b, n, e,
+                                                                            time.monotonic()),
                                     on_error=self.fail_threadsafe)
         if self.opts.stdout == "mpegts":
             self.stdout_ts = StdoutTs(self.fanout, c.width, c.height, c.fps, on_error=self.fail_threadsafe)
@@ -330,6 +358,8 @@ class Daemon:
 
     async def _shutdown(self):
         failed = bool(self.exit_code)
+        self.watch.close("the daemon is stopping")  # waiting set_prompt requests get their answer first
+        await self.watch.drained(1.0)
         if self.engine is not None:
             await self.engine.stop(timeout=1.0 if failed else 3.0)
             # let the last frames arrive from the pump before it is cancelled

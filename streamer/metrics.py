@@ -6,20 +6,29 @@ from __future__ import annotations
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
 class RowsCollector:
-    """A collector over rows_fn() -> [(name, kind, help, value | {rank: value})], read at every scrape."""
+    """A collector over rows_fn() -> [(name, kind, help, value)], read at every scrape. value: a number; for
+    counters and gauges {rank: number} (label `rank`); for kind "histogram" {label: {label value: (cumulative
+    buckets [(le, count), ..., (inf, count)], sum)}} (one label, named by the outer key)."""
 
     def __init__(self, rows_fn: Callable[[], list]):
         self.rows_fn = rows_fn
 
     def collect(self):
         for name, kind, help_, value in self.rows_fn():
-            if isinstance(value, dict):
+            if kind == "histogram":
+                (label, series), = value.items()
+                fam = HistogramMetricFamily(name, help_, labels=[label])
+                for label_value, (buckets, total) in series.items():
+                    fam.add_metric([str(label_value)], [(floatToGoString(le), float(n)) for le, n in buckets],
+                                   sum_value=float(total))
+            elif isinstance(value, dict):
                 fam = FAMILIES[kind](name, help_, labels=["rank"])
                 for rank, v in value.items():
                     fam.add_metric([str(rank)], float(v))

@@ -42,7 +42,7 @@ def _run(part: str, fn, *args):
 class EncoderStage:
     """One encoder thread. `put(frames, block, epoch)` never blocks the caller.
 
-    on_published(block, frames): after a block's packets went to every consumer; on_error(component, exc): the
+    on_published(block, frames, epoch): after a block's packets went to every consumer; on_error(component, exc): the
     thread failed ("encoder", "fan-out" or "stdout" for the raw Y4M sink) and has stopped. Both are called on the
     encoder thread."""
 
@@ -111,7 +111,7 @@ class EncoderStage:
                 self.frames_out += len(frames)
                 self.blocks_out += 1
                 if self.on_published is not None:
-                    self.on_published(block, len(frames))
+                    self.on_published(block, len(frames), epoch)
             _run("fan-out", self.fanout.publish_many, _run("encoder", self.enc.flush))
         except PartFailed as f:
             self.error = str(f)

@@ -4,7 +4,8 @@ Pure code, no sockets. `parse_request` turns raw bytes into a typed request or r
 one-line message meant for the client; `encode_reply` turns a reply dict into strict JSON bytes.
 
 Requests:
-    {"cmd": "set_prompt", "prompt": str, "mode": "soft|queue|blend|cut", "blocks": int, "at_block": int}
+    {"cmd": "set_prompt", "prompt": str, "mode": "soft|queue|blend|cut", "blocks": int, "at_block": int,
+     "wait": bool}       (wait: reply once the change is on the stream; changes "now" only, not with at_block)
     {"cmd": "cancel", "epoch": int}  {"cmd": "cancel", "all": true}   (scheduled changes not yet applied)
     {"cmd": "status"}  {"cmd": "pause"}  {"cmd": "resume"}
 Every request may carry "id" (a string of at most 128 characters, or an integer), which the server echoes back,
@@ -63,6 +64,7 @@ class SetPrompt(_Request):
     at_block: int | None = None  # schedule for this block index; None = now
     id: str | int | None = None
     token: str | None = None
+    wait: bool | None = None  # True: reply once the change is on the stream (never with at_block); None otherwise
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ Request = Union[SetPrompt, Cancel, Status, Pause, Resume]
 _BARE = {c.cmd: c for c in (Status, Pause, Resume)}
 
 _FIELDS = {
-    "set_prompt": {"cmd", "id", "token", "prompt", "mode", "blocks", "at_block"},
+    "set_prompt": {"cmd", "id", "token", "prompt", "mode", "blocks", "at_block", "wait"},
     "cancel": {"cmd", "id", "token", "epoch", "all"},
     "status": {"cmd", "id", "token"},
     "pause": {"cmd", "id", "token"},
@@ -252,7 +254,14 @@ def _parse_set_prompt(data: dict, rid, token) -> SetPrompt:
     if mode == "blend" and blocks is None:
         blocks = DEFAULT_BLEND_BLOCKS
     at_block = _int_field(data, "at_block", 0, MAX_AT_BLOCK, rid)
-    return SetPrompt(prompt=prompt, mode=mode, blocks=blocks, at_block=at_block, id=rid, token=token)
+    wait = data.get("wait", False)
+    if not isinstance(wait, bool):
+        raise ProtocolError(f"'wait' must be true or false, got {_type_name(wait)}", rid)
+    if wait and at_block is not None:
+        raise ProtocolError("'wait' is only for changes now: leave out 'at_block' (a scheduled change waits for "
+                            "its block on purpose)", rid)
+    return SetPrompt(prompt=prompt, mode=mode, blocks=blocks, at_block=at_block, id=rid, token=token,
+                     wait=True if wait else None)
 
 
 def error_reply(msg: str, id: str | int | None = None) -> dict:

@@ -75,6 +75,7 @@ class StreamStats:
             "ticks": e.get("ticks", 0),
             "paused_checks": e.get("paused_checks", 0),
             "decode_ms": round(e.get("decode_ms", 0.0), 2),
+            "pace_lead_s": e.get("pace_lead_s"),  # the pacer's lead in use (None: not pacing, or not known yet)
             "ranks": e.get("ranks", []),
             "config": {"model": self.cfg.model, "height": self.cfg.height, "width": self.cfg.width,
                        "steps": self.cfg.steps, "guidance": self.cfg.guidance,
@@ -106,6 +107,8 @@ class StreamStats:
             ("streamer_tick_seconds", "gauge", "Duration of the last engine tick", e.get("tick_ms", 0.0) / 1e3),
             ("streamer_forward_seconds", "gauge", "Mean block forward time, last tick", e.get("forward_ms", 0.0) / 1e3),
             ("streamer_queue_depth", "gauge", "Blocks in flight", e.get("depth", 0)),
+            ("streamer_pace_lead_seconds", "gauge", "Seconds of video the paced engine may run ahead of the wall "
+             "clock (0: not pacing)", e.get("pace_lead_s") or 0.0),
             ("streamer_prompt_epoch", "gauge", "Current prompt epoch", e.get("epoch", self.epoch)),
             ("streamer_paused", "gauge", "1 while paused", int(self.paused)),
             ("streamer_subscribers", "gauge", "Consumers of the encoded stream", viewers),

@@ -163,3 +163,12 @@ def test_compiled_blocks_compute_what_the_eager_ones_do(tmp_path, monkeypatch):
     for k in ref:
         assert torch.allclose(got[k].latents, ref[k].latents, atol=1e-4), k
     assert any(tmp_path.iterdir())  # compiled artefacts were written to the persistent cache
+
+
+def test_a_tick_reports_its_windows_fewer_than_steps_while_filling_and_after_a_cut():
+    """What the pacer's LeadEstimator counts as a full tick: one with S windows."""
+    eng = _engine(_pipe())
+    assert [eng.tick().windows for _ in range(6)] == [1, 2, 3, 4, 4, 4]
+    eng.submit_prompt("a blue square moving up", "cut")
+    after = [eng.tick().windows for _ in range(5)]
+    assert after[0] < 4 and after[-1] == 4, after

@@ -37,3 +37,25 @@ def test_scrape_parses_back_to_the_daemons_figures():
     assert value("streamer_rank_wait_seconds_total", rank="0") == 0.25
     assert value("streamer_rank_peak_memory_bytes", rank="0") == 2.0 * 2**30
     assert value("streamer_stalled") == 0
+
+
+def test_reaction_histogram_parses_back_with_a_mode_label():
+    from streamer.reaction import ReactionTracker
+
+    r = ReactionTracker()
+    for epoch, (mode, seconds) in enumerate([("soft", 0.4), ("soft", 1.2), ("cut", 3.5)], start=1):
+        r.requested(epoch, mode, 0.0)
+        r.on_published(epoch, epoch, seconds)
+    rows = [("streamer_prompt_reaction_seconds", "histogram", "Reaction", {"mode": r.histogram()})]
+    fams = {f.name: f for f in text_string_to_metric_families(Metrics(lambda: rows).render())}
+    fam = fams["streamer_prompt_reaction_seconds"]
+    assert fam.type == "histogram"
+
+    def sample(suffix, **labels):
+        return next(s.value for s in fam.samples if s.name == "streamer_prompt_reaction_seconds" + suffix
+                    and s.labels == labels)
+
+    assert sample("_count", mode="soft") == 2 and abs(sample("_sum", mode="soft") - 1.6) < 1e-9
+    assert sample("_bucket", mode="soft", le="0.5") == 1 and sample("_bucket", mode="soft", le="1.5") == 2
+    assert sample("_bucket", mode="cut", le="3.0") == 0 and sample("_bucket", mode="cut", le="+Inf") == 1
+    assert sample("_count", mode="queue") == 0  # every mode is there from the start

@@ -43,6 +43,8 @@ GOOD = [
     (j({"cmd": "set_prompt", "prompt": "p" * MAX_PROMPT_CHARS, "id": 1}), SetPrompt("p" * MAX_PROMPT_CHARS, id=1)),
     (j({"cmd": "set_prompt", "prompt": "日本の海 🌊"}), SetPrompt("日本の海 🌊")),
     (b'  {"cmd":"status"}  \n', Status()),
+    (j({"cmd": "set_prompt", "prompt": "a", "mode": "cut", "wait": True}), SetPrompt("a", "cut", wait=True)),
+    (j({"cmd": "set_prompt", "prompt": "a", "wait": False}), SetPrompt("a")),
 ]
 
 
@@ -126,6 +128,11 @@ BAD = [
     (j({"cmd": "status", "id": 2**63}), "'id' integer is out of range"),
     (j({"cmd": {"nested": [1, {"deep": [None, True, {"x": []}]}]}}), "'cmd' must be a string"),
     (j({"cmd": "set_prompt", "prompt": [[[[{"a": [1, 2, {"b": None}]}]]]]}), "'prompt' must be a string"),
+    (j({"cmd": "set_prompt", "prompt": "a", "wait": 1}), "'wait' must be true or false, got integer"),
+    (j({"cmd": "set_prompt", "prompt": "a", "wait": "yes"}), "'wait' must be true or false, got string"),
+    (j({"cmd": "set_prompt", "prompt": "a", "wait": None}), "'wait' must be true or false, got null"),
+    (j({"cmd": "set_prompt", "prompt": "a", "wait": True, "at_block": 9}), "'wait' is only for changes now"),
+    (j({"cmd": "status", "wait": True}), "unknown field(s) for status: 'wait'"),
 ]
 
 
@@ -168,7 +175,8 @@ def test_error_keeps_request_id_when_readable():
 
 
 def test_to_dict_round_trips():
-    for req in (SetPrompt("a b", "blend", 7, 99, id="q"), SetPrompt("x", at_block=0), Status(id=3), Pause(), Resume()):
+    for req in (SetPrompt("a b", "blend", 7, 99, id="q"), SetPrompt("x", at_block=0), SetPrompt("x", wait=True),
+                Status(id=3), Pause(), Resume()):
         assert parse_request(j(req.to_dict())) == req
     assert SetPrompt("x").to_dict() == {"cmd": "set_prompt", "prompt": "x", "mode": "soft"}
 
@@ -202,6 +210,7 @@ def test_cancel_and_token_fields_and_http_statuses():
                                 (b'{"cmd":"cancel","epoch":1,"all":true}', 422, "either"),
                                 (b'{"cmd":"cancel","all":false}', 422, "'all' must be true"),
                                 (b'{"cmd":"status","token":7}', 422, "'token' must be a string"),
+                                (b'{"cmd":"set_prompt","prompt":"a","wait":0}', 422, "'wait' must be true or false"),
                                 (b"{nope", 400, "invalid JSON"), (b"[]", 400, "JSON object"),
                                 (b"x" * 70_000, 413, "too large")):
         with pytest.raises(ProtocolError) as e:
