@@ -58,7 +58,10 @@ CONFIGS = {
         ("reuse+compile", 4, 4, 0), ("reuse+compile", 2, 2, 0),
         ("reuse+compile+tiny", 8, 8, 0), ("reuse+compile+tiny", 4, 4, 0), ("reuse+compile+tiny", 2, 2, 0),
         ("reuse+compile+tiny", 2, 4, 0), ("reuse+compile+tiny", 4, 8, 0), ("reuse+compile+tiny", 2, 4, 1),
-        ("reuse+compile+tiny", 4, 4, 1), ("reuse+tiny", 2, 2, 0), ("reuse", 2, 2, 0))}
+        ("reuse+compile+tiny", 4, 4, 1), ("reuse+tiny", 2, 2, 0),
+        # each lever alone, for the pictures (torch.compile does not change them)
+        ("reuse", 2, 2, 0), ("reuse", 2, 4, 0), ("reuse", 2, 4, 1), ("reuse", 4, 4, 0), ("full", 2, 4, 0),
+        ("tiny", 2, 2, 0), ("tiny", 4, 4, 0))}
 
 
 def _serve_args(name: str, tiny_path: str) -> list[str]:

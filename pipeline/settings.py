@@ -136,20 +136,29 @@ FILE_KEYS = {**TYPES, "preset": str}  # a --config file
 # the command line.
 PRESETS = {
     # the few-step recipe of the distilled Wan checkpoints (4 steps, no CFG, flow shift 5, 16 fps; LightX2V's
-    # step-distilled Wan2.1 uses timesteps 1000/750/500/250 at shift 5), with the context frames taken from the
-    # feature cache (approximate: see README) and compiled blocks: real time end to end on one H200 at 480x832
-    # (benchmarks/RESULTS.md §7)
-    "realtime": {"steps": 4, "guidance": 1.0, "flow_shift": 5.0, "fps": 16.0, "block_frames": 8, "context_frames": 8,
-                 "reuse_context": True, "compile": True},
+    # step-distilled Wan2.1 uses timesteps 1000/750/500/250 at shift 5) at the best point of the measured
+    # quality-speed-latency frontier (benchmarks/RESULTS.md §9): blocks of 2 latent frames with 2 of context,
+    # recomputed (no approximation), compiled
+    "realtime": {"steps": 4, "guidance": 1.0, "flow_shift": 5.0, "fps": 16.0, "block_frames": 2, "context_frames": 2,
+                 "reuse_context": False, "compile": True},
 }
+
+
+def describe_preset(name: str) -> str:
+    """A preset's settings as the options that give them (for --help)."""
+    out = []
+    for k, v in PRESETS[name].items():
+        flag = "--" + k.replace("_", "-")
+        out.append(flag if v is True else "--no-" + k.replace("_", "-") if v is False else f"{flag} {v:g}"
+                   if isinstance(v, float) else f"{flag} {v}")
+    return " ".join(out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The serve options as flags; an option not given is None (so that `resolve` can tell)."""
     parser.add_argument("--config", metavar="FILE.toml", help="settings file; keys are these options with '_' for '-'")
-    parser.add_argument("--preset", help="a named set of engine settings, below --config "
-                        "and the options given: realtime (4 steps, no CFG, flow shift 5, 16 fps, 8+8 frames, "
-                        "--reuse-context, --compile)")
+    parser.add_argument("--preset", help="a named set of engine settings, below --config and the options given: "
+                        + "; ".join(f"{name} ({describe_preset(name)})" for name in PRESETS))
     for o in OPTIONS:
         flag = "--" + o.name.replace("_", "-")
         shown = o.default not in ("", None) and o.type is not bool

@@ -58,8 +58,9 @@ def test_the_realtime_preset_sits_between_model_defaults_and_explicit_options(tm
         return resolve_serve(build_parser().parse_args(["serve", "--model", "tiny", *argv]))[0]
     rt = cfg("--preset", "realtime")
     got = (rt.steps, rt.guidance, rt.flow_shift, rt.reuse_context, rt.compile, rt.fps)
-    assert got == (4, 1.0, 5.0, True, True, 16.0)
-    assert cfg("--preset", "realtime", "--no-reuse-context").reuse_context is False
+    assert got == (4, 1.0, 5.0, False, True, 16.0)
+    assert (rt.block_frames, rt.context_frames) == (2, 2)
+    assert cfg("--preset", "realtime", "--reuse-context").reuse_context is True
     assert cfg("--preset", "realtime", "--steps", "6").steps == 6  # the command line wins
     toml = tmp_path / "s.toml"
     toml.write_text('preset = "realtime"\nguidance = 2.0\n')

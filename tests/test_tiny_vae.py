@@ -190,3 +190,35 @@ def test_a_model_with_its_own_vae_is_refused(net, tmp_path):
     d.stop()
     assert rc == 2, d.log()
     assert "model 'toyworld' has its own VAE (latents_mean differs" in d.log()
+
+
+def test_a_narrower_decoder_in_the_same_layout_loads_with_its_widths(tmp_path):
+    narrow = TinyDecoderNet(16, (32, 32, 16, 16))
+    path = tmp_path / "narrow.safetensors"
+    save_file(tiny_decoder_checkpoint(narrow), str(path))
+    net = load_tiny_decoder(str(path), 16)
+    assert net.channels == (32, 32, 16, 16)
+    x = torch.randn(2, 16, 2, 3)
+    pasts = [x.new_zeros(s) for s in net.memory_shapes(2, 3)]
+    assert torch.equal(net(x, pasts)[0], narrow.eval()(x, pasts)[0])
+
+
+def test_a_decoder_that_declares_its_latent_space_serves_only_that_model(tmp_path):
+    """The toy world's real-time member ships a tiny decoder for the toy world's VAE: `--tiny-vae model` takes it,
+    and it is refused for a model of the Wan 2.1 latent space (and the published files for the toy world)."""
+    from pipeline.models import vae_configs
+    from pipeline.settings import resolve
+    from pipeline.tiny_vae import check_latent_space, latent_space_of
+
+    cfg, values = resolve({"model": "toyworld-rt", "tiny_vae": "model", "http": "off"})
+    assert cfg.tiny_vae.endswith("model_rt/tiny_vae.safetensors") and values["tiny_vae"] == cfg.tiny_vae
+    declared = latent_space_of(cfg.tiny_vae)
+    toy_vae, wan = vae_configs("toyworld-rt")
+    assert declared["z_dim"] == 16 and declared["latents_mean"] == pytest.approx(toy_vae["latents_mean"])
+    check_latent_space(toy_vae, wan, "toyworld-rt", declared=declared)  # the toy world's own: accepted
+    with pytest.raises(ConfigError, match="its own VAE .*the latent space its file declares"):
+        check_latent_space(None, wan, "tiny", declared=declared)  # a Wan 2.1 model: refused
+    net = load_tiny_decoder(cfg.tiny_vae, 16)
+    assert net.channels != (256, 128, 64, 64)  # the toy world's narrower decoder
+    with pytest.raises(ConfigError, match="ships no tiny decoder"):
+        resolve({"model": "toyworld", "tiny_vae": "model", "http": "off"})

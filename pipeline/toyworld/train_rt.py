@@ -58,6 +58,7 @@ class RTConfig:
     tiny_seconds: float = 120.0
     tiny_steps: int = 0
     tiny_channels: tuple = (64, 64, 32, 32)
+    tiny_batch: int = 32  # clips per tiny-decoder step
     log_every: int = 100
 
 

@@ -31,7 +31,7 @@ def clip_forward(net: TinyDecoderNet, z: torch.Tensor) -> torch.Tensor:
 def train_tiny(vae, rng, cfg, device, log=print):
     """→ (TinyDecoderNet in float32 on the CPU, losses, seconds, steps)."""
     from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
-    from pipeline.toyworld.train_vae import latent_stats, sample_clips
+    from pipeline.toyworld.train_vae import SHAPE_WEIGHT, latent_stats, sample_clips
 
     net = TinyDecoderNet(vae.config.z_dim, cfg.tiny_channels).to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0)
@@ -39,14 +39,17 @@ def train_tiny(vae, rng, cfg, device, log=print):
     losses, budget = [], Budget(cfg.tiny_steps, cfg.tiny_seconds)
     for step, progress, elapsed in budget:
         with torch.no_grad():
-            x, _, _ = sample_clips(rng, 32, 4 * CLIP_LATENTS - 3, 64, device)
+            x, mask, _ = sample_clips(rng, cfg.tiny_batch, 4 * CLIP_LATENTS - 3, 64, device)
             z = vae.encode(x).latent_dist.mode()
             teacher = vae.decode(z).sample.clamp(-1, 1).add(1).div(2)  # [N, 3, T, H, W]
             zn = ((z - mean) / std).transpose(1, 2)  # [N, F, C, h, w]
+            # the shape's pixels weigh more (as in the VAE's own training): its corners are what tells a square
+            # or a triangle from a circle, and they are few
+            weight = (1.0 + (SHAPE_WEIGHT - 1.0) * mask).transpose(1, 2)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
             out = clip_forward(net, zn)[:, 3:].float()  # a stream's first latent frame gives one frame
-        want = teacher.transpose(1, 2)
-        loss = (out - want).abs().mean() + (out - want).square().mean()
+        err = out - teacher.transpose(1, 2)
+        loss = (weight * (err.abs() + err.square())).mean() / weight.mean()
         losses.append(optimiser_step(opt, net.parameters(), loss, lr_at(step, progress, 1e-3, 50)))
         log_every(log, "tiny decoder", step, losses, cfg.log_every, elapsed)
     return net.eval().cpu().float(), losses, budget.elapsed, budget.done
@@ -62,3 +65,45 @@ def save_tiny(net: TinyDecoderNet, vae_config: dict, path: str) -> None:
 
     sd = {k: v.half().contiguous() for k, v in tiny_decoder_checkpoint(net).items()}
     save_file(sd, path, metadata={LATENT_SPACE_KEY: json.dumps(latent_space(vae_config))})
+
+
+def main(argv=None) -> int:
+    """Distil (again) the tiny decoder of a toy-world model folder: python -m pipeline.toyworld.train_tiny --model
+    DIR [--out FILE] [--seconds S] [--channels 64,64,32,32]."""
+    import argparse
+    import sys
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from pipeline.models import load_components
+    from pipeline.settings import TINY_VAE_FILE
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.toyworld.train_tiny", description=main.__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", default=None, help="default: the model folder's own tiny decoder file")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seconds", type=float, default=120.0)
+    p.add_argument("--steps", type=int, default=0)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--channels", default="64,64,32,32")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    import os
+
+    torch.manual_seed(a.seed)
+    vae = load_components(a.model, device=a.device, parts=("vae",)).vae.requires_grad_(False)
+    cfg = SimpleNamespace(tiny_channels=tuple(int(c) for c in a.channels.split(",")), tiny_seconds=a.seconds,
+                          tiny_steps=a.steps, tiny_batch=a.batch, log_every=100)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    net, losses, seconds, steps = train_tiny(vae, np.random.default_rng(a.seed), cfg, a.device, log)
+    from pipeline.modelinfo import resolve_model
+
+    out = a.out or os.path.join(resolve_model(a.model), TINY_VAE_FILE)
+    save_tiny(net, dict(vae.config), out)
+    log(f"wrote {out}: {steps} steps in {seconds:.0f}s, last loss {losses[-1]:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
