@@ -131,13 +131,10 @@ class FeatureCacheAttnProcessor:
                 parts.append((got[0][:, -n:], got[1][:, -n:]))
         if missing and not self.cache.lenient:
             raise RuntimeError(f"no cached keys/values of {', '.join(missing)}, context of block {req.block}")
-        prev = None
-        if missing:  # lenient (after preload()): no earlier frames at all rather than misplaced ones
-            pass
-        elif len(parts) == 1:
-            prev = parts[0]
-        elif parts:
-            prev = (torch.cat([k for k, _ in parts], dim=1), torch.cat([v for _, v in parts], dim=1))
+        prev = None  # lenient with entries missing (after preload()): no earlier frames rather than misplaced ones
+        if parts and not missing:
+            prev = parts[0] if len(parts) == 1 else (torch.cat([k for k, _ in parts], dim=1),
+                                                     torch.cat([v for _, v in parts], dim=1))
         # copies: a view would keep the whole window's K/V alive
         if req.store is not None:
             a, b = req.store
