@@ -56,7 +56,7 @@ class LeadEstimator:
         L = p95 of the last full ticks (S windows: the fill and refill ticks after a start or cut are shorter and
             do not count) + (p95 - p5) of the last decode times + margin_s,  clamped to [1/fps, max_s];
 
-    `max_s` until `min_ticks` full ticks were seen. `fixed` > 0 fixes the lead instead (--lead). Encode time varies
+    `max_s` until a full tick was seen, twice the slowest full tick (+ margin_s) until `min_ticks` were. `fixed` > 0 fixes the lead instead (--lead). Encode time varies
     far less than decode time and is left to the margin. Not thread-safe: the caller serialises its calls."""
 
     def __init__(self, fps: float, steps: int, fixed: float = 0.0, window: int = 32, min_ticks: int = 4,
@@ -81,8 +81,12 @@ class LeadEstimator:
     def lead_s(self) -> float:
         if not self.auto:
             return self.fixed
-        if len(self._ticks) < self.min_ticks:
+        if not self._ticks:
             return self.max_s
+        if len(self._ticks) < self.min_ticks:
+            # the first blocks: twice the slowest full tick so far. Holding `max_s` here instead let a warm start
+            # run that far ahead at once, and a viewer who started then kept that delay (RESULTS §9).
+            return min(self.max_s, max(1.0 / self.fps, 2.0 * max(self._ticks) + self.margin_s))
         spread = quantile(self._decodes, 0.95) - quantile(self._decodes, 0.05) if len(self._decodes) > 1 else 0.0
         lead = quantile(self._ticks, 0.95) + spread + self.margin_s
         return min(self.max_s, max(1.0 / self.fps, lead))

@@ -25,14 +25,15 @@ def test_reset_forgets_history():
     assert p.delay(0.0) == 0.0
 
 
-def test_lead_is_the_max_until_enough_full_ticks_were_seen_and_fill_ticks_do_not_count():
+def test_lead_is_cautious_until_enough_full_ticks_were_seen_and_fill_ticks_do_not_count():
     est = LeadEstimator(fps=16, steps=4)
     for _ in range(10):
         est.on_tick(0.05, windows=2)  # filling: fewer windows than steps
-    assert est.lead_s() == 2.0
-    for _ in range(3):
+    assert est.lead_s() == 2.0  # no full tick yet
+    est.on_tick(0.25, windows=4)
+    for _ in range(2):
         est.on_tick(0.3, windows=4)
-    assert est.lead_s() == 2.0  # three full ticks: not yet
+    assert abs(est.lead_s() - (2 * 0.3 + 0.1)) < 1e-9  # three full ticks: twice the slowest, plus the margin
     est.on_tick(0.3, windows=4)
     assert abs(est.lead_s() - (0.3 + 0.1)) < 1e-9  # no decode times yet: the tick plus the margin
 
