@@ -325,9 +325,11 @@ def table(gpu_res: dict, toy_res: dict) -> str:
         t = toy_res.get("configs", {}).get(name, {})
         t = toy_res["configs"].get(t["same_pictures_as"], t) if "same_pictures_as" in t else t
         u, p = g.get("unpaced", {}), g.get("paced", {})
-        rows.append(f"| {name} | {f(u.get('fps'), 1)} | {f(p.get('soft', {}).get('display', {}).get('median'))} s | "
-                    f"{f(p.get('cut', {}).get('display', {}).get('median'))} s | {f(u.get('peak_gib'), 1)} | "
-                    f"{f(u.get('first_frame_s'), 1)} s | {f(t.get('random_prompts'), 3)} | {f(t.get('seam_ratio'), 3)} "
+        def sec(v):
+            return "–" if v is None else f"{v:.2f} s"
+        rows.append(f"| {name} | {f(u.get('fps'), 1)} | {sec(p.get('soft', {}).get('display', {}).get('median'))} | "
+                    f"{sec(p.get('cut', {}).get('display', {}).get('median'))} | {f(u.get('peak_gib'), 1)} | "
+                    f"{sec(u.get('first_frame_s'))} | {f(t.get('random_prompts'), 3)} | {f(t.get('seam_ratio'), 3)} "
                     f"| {f(t.get('drift'), 3)} | {f(t.get('soft_clean_blocks'))} |")
     return "\n".join(rows)
 
