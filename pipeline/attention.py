@@ -153,9 +153,12 @@ class FeatureCacheAttnProcessor:
         return prev, succ
 
 
-def install_feature_cache(blocks, first_layer: int = 0) -> FeatureCache:
-    """Give every self-attention layer of `blocks` (a slice of the transformer) a cache slot."""
-    cache = FeatureCache(len(blocks))
+def install_feature_cache(blocks, cache: FeatureCache | None = None) -> FeatureCache:
+    """Give every self-attention layer of `blocks` (a slice of the transformer) a cache slot: of a new cache, or
+    of `cache` (another expert's slice of the same layers, which shares their slots)."""
+    if cache is not None and cache.num_layers != len(blocks):
+        raise ValueError(f"a cache of {cache.num_layers} slots for {len(blocks)} layers")
+    cache = cache or FeatureCache(len(blocks))
     for i, blk in enumerate(blocks):
         proc = FeatureCacheAttnProcessor(cache, i)
         # keep whatever attention backend the model was configured with

@@ -13,8 +13,8 @@ from common.errors import ConfigError  # noqa: F401 - the engine's configuration
 
 from .settings import DEFAULTS, OPTIONS
 
-# Wan's VAE: 8x spatial, 4x temporal compression; transformer patch 1x2x2.
-SPATIAL_FACTOR = 16  # VAE spatial factor (8) x patch (2): height and width must be multiples of this
+# Wan 2.1's VAE: 8x spatial, 4x temporal compression; transformer patch 1x2x2 (other families: pipeline/family.py)
+SPATIAL_FACTOR = 16  # Wan 2.1: VAE spatial factor (8) x patch (2): height and width must be multiples of this
 MAX_SIDE = 4096
 MAX_PROMPT_CHARS = 2000
 MAX_CONTEXT_BLOCKS = 8  # --context-frames reaches back at most this many blocks
@@ -52,7 +52,10 @@ class EngineConfig:
     compile: bool = D["compile"]
     lead: float = D["lead"]  # the pacer's lead in seconds; 0 = auto (pipeline.pacing.LeadEstimator)
     quant: str = D["quant"]
-    lora: list = field(default_factory=list)  # 'PATH[:SCALE]' each (pipeline/lora.py)
+    lora: list = field(default_factory=list)  # 'PATH[:SCALE][@high|@low]' each (pipeline/lora.py)
+    guidance_2: float = D["guidance_2"]  # the low-noise expert's guidance (two-expert models); 0 = folder's / --guidance
+    boundary_ratio: float = D["boundary_ratio"]  # two-expert models: where the low-noise expert takes over; -1 = folder's
+    family: dict = field(default_factory=dict)  # the model family's facts (pipeline.family.Family), set by validate()
     extra: dict = field(default_factory=dict)  # pace, split, scratch (the daemon's per-run folder)
 
     @classmethod
@@ -61,11 +64,27 @@ class EngineConfig:
         fields = {o.field or o.name: values[o.name] for o in OPTIONS if o.scope == "engine" and o.name != "pace"}
         return cls(**fields, ranks=values["ranks"], extra={"pace": values["pace"], "split": values["split"]})
 
+    def model_family(self):
+        """The model's family (pipeline.family): read from the folder once, then carried in `family` (to the ranks,
+        which may run where the folder is not yet)."""
+        from .family import Family, describe
+
+        if not self.family:
+            self.family = describe(self.model).to_dict()
+        cached = self.__dict__.get("_family")
+        if cached is None or cached[0] is not self.family:
+            cached = (self.family, Family.from_dict(self.family))
+            self.__dict__["_family"] = cached
+        return cached[1]
+
     def validate(self) -> "EngineConfig":
+        fam = self.model_family()
+        multiple = fam.size_multiple
         for name in ("height", "width"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v % SPATIAL_FACTOR:
-                raise ConfigError(f"--{name} must be a positive multiple of {SPATIAL_FACTOR}, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0 or v % multiple:
+                raise ConfigError(f"--{name} must be a positive multiple of {multiple}"
+                                  f"{'' if fam.name == 'wan2.1' else f' for a {fam.name} model'}, got {v!r}")
             if v > MAX_SIDE:
                 raise ConfigError(f"--{name} must be at most {MAX_SIDE}, got {v}")
         if not isinstance(self.steps, int) or not 1 <= self.steps <= 1000:
@@ -85,6 +104,21 @@ class EngineConfig:
             raise ConfigError("--sink-frames needs --reuse-context (sink frames enter as cached keys/values)")
         if not (0.0 <= float(self.guidance) <= 50.0):
             raise ConfigError(f"--guidance must be in 0..50, got {self.guidance!r}")
+        if isinstance(self.guidance_2, bool) or not (0.0 <= float(self.guidance_2) <= 50.0):
+            raise ConfigError(f"--guidance-2 must be in 0..50 (0: the model folder's, else --guidance), "
+                              f"got {self.guidance_2!r}")
+        if not (self.boundary_ratio == -1 or 0.0 <= float(self.boundary_ratio) <= 1.0):
+            raise ConfigError(f"--boundary-ratio must be in 0..1 (or -1: the model folder's), got {self.boundary_ratio!r}")
+        if len(fam.experts) < 2 and (self.guidance_2 or self.boundary_ratio != -1):
+            flag = "--guidance-2" if self.guidance_2 else "--boundary-ratio"
+            raise ConfigError(f"{flag} is for models with two experts (Wan 2.2 A14B); {self.model!r} has one")
+        if len(fam.experts) < 2:
+            from .lora import parse_target
+
+            for spec in self.lora:
+                if parse_target(spec)[1]:
+                    raise ConfigError(f"--lora {spec!r}: @{parse_target(spec)[1]} names an expert, but {self.model!r} "
+                                      "has one transformer (@high / @low are for two-expert models: Wan 2.2 A14B)")
         if not (0.0 < float(self.fps) <= 240.0):
             raise ConfigError(f"--fps must be in (0, 240], got {self.fps!r}")
         if isinstance(self.lead, bool) or not isinstance(self.lead, (int, float)) or not 0.0 <= self.lead <= 30.0:
@@ -114,20 +148,38 @@ class EngineConfig:
 
     @property
     def use_cfg(self) -> bool:
-        return float(self.guidance) > 1.0
+        return max(self.guidance_scales()) > 1.0
+
+    def guidance_scales(self) -> tuple[float, ...]:
+        """The guidance scale of each expert: --guidance, and for a second expert --guidance-2, else the folder's,
+        else --guidance (diffusers' WanPipeline defaults)."""
+        fam = self.model_family()
+        if len(fam.experts) < 2:
+            return (float(self.guidance),)
+        g2 = float(self.guidance_2) or (fam.guidance_2 if fam.guidance_2 is not None else float(self.guidance))
+        return float(self.guidance), g2
+
+    def boundary_timestep(self, num_train_timesteps: int) -> float | None:
+        """Timesteps below this are the second expert's (None: one expert for every step)."""
+        fam = self.model_family()
+        if len(fam.experts) < 2:
+            return None
+        ratio = fam.boundary_ratio if self.boundary_ratio == -1 else float(self.boundary_ratio)
+        return None if ratio is None else ratio * num_train_timesteps
 
     @property
     def latent_height(self) -> int:
-        return self.height // 8
+        return self.height // self.model_family().vae_spatial
 
     @property
     def latent_width(self) -> int:
-        return self.width // 8
+        return self.width // self.model_family().vae_spatial
 
     def video_frames_of_block(self, block_index: int) -> int:
-        """Video frames a block decodes to: 4 per latent frame, but the stream's first latent frame gives 1."""
-        n = 4 * self.block_frames
-        return n - 3 if block_index == 0 else n
+        """Video frames a block decodes to: 4 per latent frame (the VAE's temporal factor), but the stream's first
+        latent frame gives 1."""
+        n = self.model_family().vae_temporal * self.block_frames
+        return n - (self.model_family().vae_temporal - 1) if block_index == 0 else n
 
     def resolved(self, local_rank: int = 0) -> "EngineConfig":
         """A copy with device/dtype made concrete for the rank with this LOCAL_RANK (imports torch):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .block_decoder import BlockDecoder
-from .compat.diffusers import WanCausalConv3d
+from .compat.diffusers import WanCausalConv3d, unpatchify
 from .compile import allow_shape_variants
 from .vae_trace import traceable
 
@@ -45,8 +45,7 @@ class StreamingDecoder(BlockDecoder):
         self.chunk_frames = chunk_frames
         cfg = vae.config
         self.latent_channels = cfg.z_dim
-        if cfg.get("patch_size") is not None:
-            raise ValueError("StreamingDecoder supports the Wan 2.1 VAE (no patch_size)")
+        self._patch = cfg.get("patch_size")  # the Wan 2.2 VAE (TI2V-5B) rearranges 2x2 pixel patches after decoding
         self._n_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
         self._decoder = vae.decoder
         self.compiled = bool(compile_backend)
@@ -79,7 +78,8 @@ class StreamingDecoder(BlockDecoder):
 
     @torch.inference_mode()
     def decode_block_float(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalised latents [1, z, F, h, w] -> video in [-1, 1], float [1, 3, T, 8h, 8w] (T = 4F, 4F-3 first)."""
+        """Normalised latents [1, z, F, h, w] -> video in [-1, 1], float [1, 3, T, sh, sw] (s: the VAE's spatial
+        factor, 8 or 16; T = 4F, 4F-3 first)."""
         if latents.ndim != 5 or latents.shape[0] != 1 or latents.shape[2] < 1:
             raise ValueError(f"expected latents [1, C, F>=1, h, w], got {tuple(latents.shape)}")
         z = latents.to(self._device, self._dtype) / self._inv_std + self._mean
@@ -95,6 +95,8 @@ class StreamingDecoder(BlockDecoder):
             # Multi-frame chunks equal frame-by-frame decoding to float rounding (tests/test_decode.py).
             outs.append(self._run(x[:, :, i : i + step], first_chunk=False))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+        if self._patch:
+            out = unpatchify(out, patch_size=self._patch)
         return out.clamp_(-1.0, 1.0)
 
     def _frames(self, latents: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import torch
 
 from .config import EngineConfig
 from .context import ContextPlan, blocks_back, plan_context
+from .family import expert_for
 from .noise import NoisePool
 from .prompts import Change, Cond, PromptSchedule
 from .schedule import BlockQueue, Work
@@ -76,16 +77,25 @@ class CondTable:
 
 class Engine:
     """Rank 0's engine. With `world` > 1 the windows flow through the other ranks (DistPipe); rank 0 runs the
-    prologue and its own slice and applies the scheduler step when a prediction comes back."""
+    prologue and its own slice and applies the scheduler step when a prediction comes back.
+
+    `transformer`: the model, or a two-expert model's list (high-noise expert first, pipeline.family): each window
+    is run by the expert of its timestep, so blocks at different noise levels in one tick may use different ones."""
 
     def __init__(self, cfg: EngineConfig, transformer, scheduler, encode_prompt, device="cpu", world: int = 1,
                  layers: tuple[int, int] | None = None):
         self.cfg = cfg.validate()
         self.device = torch.device(device)
         self.dtype = DTYPES[cfg.dtype]
-        self.model = transformer.eval().requires_grad_(False)
+        models = list(transformer) if isinstance(transformer, (list, tuple)) else [transformer]
+        self.models = [m.eval().requires_grad_(False) for m in models]
+        self.model = self.models[0]
+        want = len(cfg.model_family().experts)
+        if len(self.models) != want:
+            raise ValueError(f"model {cfg.model!r} has {want} expert(s), the engine was given {len(self.models)}")
+        self.boundary = cfg.boundary_timestep(scheduler.config.num_train_timesteps)
         layers = layers or (0, len(self.model.blocks))
-        self.stage = build_stage(cfg, self.model, layers, rank=0, world=world, device=self.device)
+        self.stage = build_stage(cfg, self.models, layers, rank=0, world=world, device=self.device)
         self.geom = self.stage.geom
         lat_shape = (1, self.model.config.in_channels, cfg.block_frames, cfg.latent_height, cfg.latent_width)
         self.pipe = LocalPipe(self.stage) if world == 1 else DistPipe(self.stage, world, lat_shape, self.dtype,
@@ -289,11 +299,14 @@ class Engine:
         text = self.conds.get(cond)
         if self.cfg.use_cfg:
             x = torch.cat([x, x], dim=0)
-        timestep = self.timesteps[work.step].expand(x.shape[0])
+        t = self.timesteps[work.step]
+        timestep = t.expand(x.shape[0])
         serial = self._next_serial()
+        expert = expert_for(float(t), self.boundary)
         meta = ItemMeta(serial=serial, block=work.block, step=work.step, frames=x.shape[2], shot=ctx.shot,
-                        use_succ=work.succ is not None and self.cfg.context_frames > 0)
-        carry = prologue(self.model, x, timestep, text)
+                        use_succ=work.succ is not None and self.cfg.context_frames > 0, expert=expert)
+        # (TI2V's per-token timesteps are all t for text-to-video: the scalar timestep gives the same modulation)
+        carry = prologue(self.models[expert], x, timestep, text)
         self.inflight.append((serial, work.block, work.step, st.serial))
         self.pipe.submit(meta, carry)
 

@@ -1,4 +1,4 @@
-"""`--lora PATH[:SCALE]`: LoRAs fused into the transformer at load (distilled few-step Wan checkpoints ship so).
+"""`--lora PATH[:SCALE][@high|@low]`: LoRAs fused into the transformer at load (distilled few-step Wan checkpoints ship so).
 
 Files are read with the Wan pipeline's own loader (`WanPipeline.lora_state_dict`), which takes diffusers-format
 LoRAs and converts the original Wan / ComfyUI / LightX2V key layouts. Each rank keeps only the entries of the layers
@@ -16,9 +16,21 @@ import torch
 from .config import ConfigError
 
 
+def parse_target(spec: str) -> tuple[str, str | None]:
+    """'x@high' → ('x', 'high'); 'x@low' → ('x', 'low'); anything else → (spec, None): every expert. A two-expert
+    model's (Wan 2.2 A14B) LoRAs come in pairs, one for its high-noise expert and one for its low-noise one."""
+    from .family import EXPERT_NAMES
+
+    rest, sep, target = spec.rpartition("@")
+    if sep and rest and target in EXPERT_NAMES:
+        return rest, target
+    return spec, None
+
+
 def parse_spec(spec: str) -> tuple[str, float]:
-    """'path' → (path, 1.0); 'path:0.8' → (path, 0.8). A path may itself contain ':' (the scale is the last part,
-    when it is a number)."""
+    """'path' → (path, 1.0); 'path:0.8' → (path, 0.8); an '@high' / '@low' suffix is dropped (parse_target). A
+    path may itself contain ':' (the scale is the last part, when it is a number)."""
+    spec, _ = parse_target(spec)
     path, sep, scale = spec.rpartition(":")
     if sep and path:
         try:
@@ -43,16 +55,24 @@ def _brief(e: BaseException) -> str:
 
 
 def apply_loras(transformer, specs, layers: tuple[int, int] | None = None, first: bool = True,
-                last: bool = True) -> int:
-    """Fuse every LoRA of `specs` ('PATH[:SCALE]') into `transformer` (a whole model, or a rank's slice: `layers`,
-    `first`, `last` as in pipeline.shard). Returns how many modules were changed."""
+                last: bool = True, expert: int = 0, experts: int = 1) -> int:
+    """Fuse every LoRA of `specs` ('PATH[:SCALE][@high|@low]') meant for this expert (`expert` of `experts`, high
+    noise first) into `transformer` (a whole model, or a rank's slice: `layers`, `first`, `last` as in
+    pipeline.shard). Returns how many modules were changed."""
     from diffusers import WanPipeline
 
+    from .family import EXPERT_NAMES
     from .shard import owned
 
     modules = {name for name, _ in transformer.named_modules()}  # the model's own, before any adapter is added
     names = []
     for i, spec in enumerate(specs):
+        _, target = parse_target(spec)
+        if target is not None and experts < 2:
+            raise ConfigError(f"--lora {spec!r}: @{target} names an expert, but the model has one transformer "
+                              "(@high / @low are for two-expert models such as Wan 2.2 A14B)")
+        if target is not None and EXPERT_NAMES.index(target) != expert:
+            continue  # the other expert's
         path, scale = parse_spec(spec)
         if not os.path.exists(path):
             raise ConfigError(f"--lora {spec!r}: no such file")

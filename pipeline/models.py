@@ -28,6 +28,12 @@ class Components:
     tokenizer: Any
     scheduler: Any
     text_max_len: int
+    transformer_2: Any = None  # a two-expert model's low-noise expert (Wan 2.2 A14B), else None
+
+    @property
+    def transformers(self) -> list:
+        """The experts, high-noise first: what the engine takes."""
+        return [t for t in (self.transformer, self.transformer_2) if t is not None]
 
 
 def _is_local(model: str) -> bool:
@@ -106,15 +112,21 @@ def load_components(
             raise ConfigError(f"model directory {model!r} does not exist")
         if not os.path.isfile(os.path.join(source, "model_index.json")):
             raise ConfigError(f"model directory {model!r} has no model_index.json (not a diffusers pipeline folder)")
+    from pipeline.family import describe_folder
+
+    family = describe_folder(source, model) if os.path.isdir(source) else None  # refuses what cannot be served
 
     try:
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
         from transformers import AutoTokenizer, UMT5EncoderModel
 
-        transformer = vae = text_encoder = tokenizer = None
+        transformer = transformer_2 = vae = text_encoder = tokenizer = None
         if "transformer" in parts:
             transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype)
             transformer = transformer.to(device).eval()
+            if family is not None and "transformer_2" in family.experts:
+                transformer_2 = WanTransformer3DModel.from_pretrained(source, subfolder="transformer_2",
+                                                                      torch_dtype=dtype).to(device).eval()
         if "vae" in parts:
             vae = AutoencoderKLWan.from_pretrained(source, subfolder="vae", torch_dtype=vae_dtype)
             vae = vae.to(device).eval()
@@ -131,7 +143,7 @@ def load_components(
         max_len = _text_max_len(tokenizer.model_max_length)
     else:
         max_len = _text_max_len(_local_tokenizer_max(source) if _is_local(model) else None)
-    return Components(transformer, vae, text_encoder, tokenizer, scheduler, max_len)
+    return Components(transformer, vae, text_encoder, tokenizer, scheduler, max_len, transformer_2)
 
 
 def vae_configs(model: str) -> tuple[dict | None, dict]:
@@ -154,15 +166,21 @@ def vae_configs(model: str) -> tuple[dict | None, dict]:
         raise ConfigError(f"could not read the VAE config of model {model!r}: {type(e).__name__}: {e}") from e
 
 
-def save_components(components: Components, path) -> None:
-    """Write a diffusers WanPipeline folder (model_index.json + one subfolder per component)."""
+def save_components(components, path) -> None:
+    """Write a diffusers WanPipeline folder (model_index.json + one subfolder per component). `components`: a
+    Components, or the dict of pipeline.tiny.build_tiny_components (whose two-expert and TI2V variants carry
+    transformer_2 / boundary_ratio / expand_timesteps)."""
     from diffusers import WanPipeline
 
+    c = components if isinstance(components, dict) else dict(components.__dict__)
     pipe = WanPipeline(
-        tokenizer=components.tokenizer,
-        text_encoder=components.text_encoder,
-        vae=components.vae,
-        scheduler=components.scheduler,
-        transformer=components.transformer,
+        tokenizer=c["tokenizer"],
+        text_encoder=c["text_encoder"],
+        vae=c["vae"],
+        scheduler=c["scheduler"],
+        transformer=c["transformer"],
+        transformer_2=c.get("transformer_2"),
+        boundary_ratio=c.get("boundary_ratio"),
+        expand_timesteps=bool(c.get("expand_timesteps", False)),
     )
     pipe.save_pretrained(str(path))

@@ -83,12 +83,16 @@ def load_rank_slice(cfg: EngineConfig, rank: int, world: int, device):
     source = model_source(cfg, rank)
     num_layers = WanTransformer3DModel.load_config(os.path.join(source, "transformer"))["num_layers"]
     layers = layer_split(cfg, num_layers, world)[rank]
-    model = load_transformer_slice(source, layers, first=rank == 0, last=rank == world - 1, device=device,
-                                   dtype=DTYPES[cfg.dtype])
-    if cfg.lora:
-        apply_loras(model, cfg.lora, layers, first=rank == 0, last=rank == world - 1)
-    apply_backend(model, cfg.attention_backend, device, DTYPES[cfg.dtype])
-    return source, model, layers
+    models = []
+    for i, sub in enumerate(cfg.model_family().experts):  # a two-expert model: this rank's slice of each
+        model = load_transformer_slice(source, layers, first=rank == 0, last=rank == world - 1, device=device,
+                                       dtype=DTYPES[cfg.dtype], subfolder=sub)
+        if cfg.lora:
+            apply_loras(model, cfg.lora, layers, first=rank == 0, last=rank == world - 1, expert=i,
+                        experts=len(cfg.model_family().experts))
+        apply_backend(model, cfg.attention_backend, device, DTYPES[cfg.dtype])
+        models.append(model)
+    return source, models, layers
 
 
 def serve_rank(config_json: str) -> int:
@@ -99,10 +103,11 @@ def serve_rank(config_json: str) -> int:
     device = torch.device(cfg.device)
     init_dist(device, world, rank)
     with preferred_kernel(cfg.attention_backend):
-        _, model, layers = load_rank_slice(cfg, rank, world, device)
+        _, models, layers = load_rank_slice(cfg, rank, world, device)
         if cfg.quant == "fp8":
-            quantize_blocks(model.blocks[slice(*layers)], device)
-        stage = build_stage(cfg, model, layers, rank, world, device)
+            for model in models:
+                quantize_blocks(model.blocks[slice(*layers)], device)
+        stage = build_stage(cfg, models, layers, rank, world, device)
         if cfg.compile:
             compile_blocks(stage.blocks)
         with torch.inference_mode():

@@ -235,7 +235,7 @@ class Runner:
         if world > 1:
             init_dist(device, world, rank)
             self._progress(f"loading rank 0 of {world}: model {cfg.model!r} on {device} ({cfg.dtype})")
-            source, transformer, layers = load_rank_slice(cfg, rank, world, device)
+            source, experts, layers = load_rank_slice(cfg, rank, world, device)
             comps = load_components("tiny" if cfg.model == "tiny" else source, device=device,
                                     dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift,
                                     parts=("text",) if cfg.tiny_vae else ("vae", "text"),
@@ -245,18 +245,22 @@ class Runner:
             comps = load_components(cfg.model, device=device, dtype=DTYPES[cfg.dtype], flow_shift=cfg.flow_shift,
                                     vae_dtype=DTYPES[cfg.vae_dtype],
                                     parts=("transformer", "text") if cfg.tiny_vae else ("transformer", "vae", "text"))
-            transformer, layers = comps.transformer, None
-            apply_backend(transformer, cfg.attention_backend, device, DTYPES[cfg.dtype])
-        if cfg.lora and world == 1:  # (a rank's slice gets its share in load_rank_slice)
-            self._progress(f"fusing {len(cfg.lora)} LoRA(s)")
-            apply_loras(transformer, cfg.lora)
+            experts, layers = comps.transformers, None
+            for model in experts:
+                apply_backend(model, cfg.attention_backend, device, DTYPES[cfg.dtype])
+            if cfg.lora:  # (a rank's slice gets its share in load_rank_slice)
+                self._progress(f"fusing {len(cfg.lora)} LoRA(s)")
+                for i, model in enumerate(experts):
+                    apply_loras(model, cfg.lora, expert=i, experts=len(experts))
+        transformer = experts[0]
         if cfg.quant == "fp8":
-            quantize_blocks(transformer.blocks[slice(*layers) if layers else slice(None)], device)
+            for model in experts:
+                quantize_blocks(model.blocks[slice(*layers) if layers else slice(None)], device)
         self._progress("encoding prompts")
         self.penc = PromptEncoder(comps.tokenizer, comps.text_encoder, comps.text_max_len, device=device,
                                   dtype=DTYPES[cfg.dtype])
         self.penc.encode(cfg.prompt)
-        self.engine = Engine(cfg, transformer, comps.scheduler, self.penc.encode, device=device, world=world,
+        self.engine = Engine(cfg, experts, comps.scheduler, self.penc.encode, device=device, world=world,
                              layers=layers)
         if cfg.compile:
             self._progress(f"compiling the transformer blocks (cache: {compile_blocks(self.engine.stage.blocks)})")

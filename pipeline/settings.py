@@ -46,10 +46,16 @@ OPTIONS = (
     _o("model", str, "toyworld", "'toyworld' (the small model trained on the toy world, shipped in the package), "
        "'toyworld-rt' (its 4-step real-time member), 'tiny' (random weights), a local diffusers Wan2.1/2.2 T2V folder, or a hub id; a folder's streamer.json "
        "sets that model's defaults", "engine"),
-    _o("height", int, 64, "frame height, a multiple of 16", "engine"),
-    _o("width", int, 64, "frame width, a multiple of 16", "engine"),
+    _o("height", int, 64, "frame height, a multiple of 16 (of 32 for Wan 2.2 TI2V-5B, whose default is 704)",
+       "engine"),
+    _o("width", int, 64, "frame width, a multiple of 16 (of 32 for Wan 2.2 TI2V-5B, whose default is 1280)",
+       "engine"),
     _o("steps", int, 8, "denoising steps S (= blocks in flight)", "engine"),
     _o("guidance", float, 5.0, "classifier-free guidance scale (<= 1 disables CFG)", "engine"),
+    _o("guidance_2", float, 0.0, "two-expert models (Wan 2.2 A14B): the low-noise expert's guidance scale (0 = the "
+       "model folder's, else --guidance)", "engine"),
+    _o("boundary_ratio", float, -1.0, "two-expert models (Wan 2.2 A14B): steps whose timestep is below this x 1000 "
+       "use the low-noise expert (-1 = the folder's boundary_ratio, 0.875 for T2V-A14B)", "engine"),
     _o("flow_shift", float, 3.0, "the scheduler's flow shift", "engine"),
     _o("block_frames", int, 2, "latent frames per block B", "engine"),
     _o("context_frames", int, 1, "context latent frames C: the last C frames before a block (they may span several "
@@ -85,8 +91,9 @@ OPTIONS = (
     _o("decode_chunk", int, 0, "latent frames per VAE decoder call (0 = auto: a whole block on GPU, 1 on CPU)",
        "engine"),
     _o("lora", list, [], "a LoRA to fuse into the transformer at SCALE (default 1): diffusers or original Wan "
-       "format (distilled few-step checkpoints ship so); repeatable (a list in --config)", "engine",
-       metavar="PATH[:SCALE]"),
+       "format (distilled few-step checkpoints ship so); @high or @low: only into that expert of a two-expert "
+       "model (Wan 2.2 A14B's LoRAs come in such pairs; default: every expert); repeatable (a list in --config)",
+       "engine", metavar="PATH[:SCALE][@high|@low]"),
     _o("pace", bool, True, "hold a fast engine to real time (--no-pace: as fast as it goes)", "engine"),
     _o("lead", float, 0.0, "seconds of video a paced engine may run ahead of the wall clock, which every viewer "
        "waits through after a prompt change: 0 = auto (what the stream needs: a high quantile of recent full "
@@ -212,6 +219,7 @@ def resolve(given: dict):
     """`given`: the command line's values (None = not given; may hold "config" and "preset"). Returns
     (EngineConfig, values), every value checked before anything starts."""
     from .config import EngineConfig
+    from .family import describe
     from .modelinfo import model_defaults
 
     given = {k: v for k, v in given.items() if v is not None}
@@ -222,6 +230,7 @@ def resolve(given: dict):
     from_file = load_toml(given["config"]) if given.get("config") else {}
     model = given.get("model") or from_file.get("model") or DEFAULTS["model"]
     values = {k: list(v) if isinstance(v, list) else v for k, v in DEFAULTS.items()}
+    values.update(describe(model).defaults)  # the family's (TI2V-5B: 704x1280 at 24 fps)
     values.update(model_defaults(model, MODEL_KEYS))
     preset = given.get("preset") or from_file.pop("preset", None)
     if preset:

@@ -41,16 +41,18 @@ def _weight_files(folder: str) -> dict[str, str]:
     raise ConfigError(f"no safetensors weights in {folder!r}")
 
 
-def load_transformer_slice(source: str, layers: tuple[int, int], first: bool, last: bool, device, dtype):
-    """A WanTransformer3DModel whose owned parts (blocks[a:b], prologue if first, epilogue if last) hold real
-    weights on `device`; the rest of its parameters are on `meta`."""
+def load_transformer_slice(source: str, layers: tuple[int, int], first: bool, last: bool, device, dtype,
+                           subfolder: str = "transformer"):
+    """A WanTransformer3DModel (from `subfolder`: transformer, or a two-expert model's transformer_2) whose owned
+    parts (blocks[a:b], prologue if first, epilogue if last) hold real weights on `device`; the rest of its
+    parameters are on `meta`."""
     from diffusers import WanTransformer3DModel
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
     from safetensors import safe_open
 
-    folder = os.path.join(source, "transformer")
+    folder = os.path.join(source, subfolder)
     if not os.path.isdir(folder):
-        raise ConfigError(f"{source!r} has no transformer/ folder")
+        raise ConfigError(f"{source!r} has no {subfolder}/ folder")
     config = WanTransformer3DModel.load_config(folder)
     with torch.device("meta"):
         model = WanTransformer3DModel.from_config(config)

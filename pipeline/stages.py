@@ -32,7 +32,7 @@ def _as_bytes(t: torch.Tensor) -> torch.Tensor:
     return t.detach().contiguous().reshape(-1).view(torch.uint8)
 
 
-HEADER = 16
+HEADER = 17
 STAT_FIELDS = 4  # per rank, running totals: compute ms, wait-for-input ms, peak memory GiB, windows
 
 
@@ -65,14 +65,16 @@ class ItemMeta:
     use_succ: bool
     stop: bool = False
     ping: bool = False  # travels the ring and comes back with no work: retires a pipe's posted receive
+    expert: int = 0  # which expert runs the window (two-expert models: pipeline.family.expert_for its timestep)
 
     def header(self, carry: Carry | None) -> torch.Tensor:
         h = torch.zeros(HEADER, dtype=torch.int64)
         kind = 1 if self.stop else 2 if self.ping else 0
-        h[:7] = torch.tensor([kind, self.serial, self.block, self.step, self.frames, self.shot, int(self.use_succ)])
+        h[:8] = torch.tensor([kind, self.serial, self.block, self.step, self.frames, self.shot, int(self.use_succ),
+                              self.expert])
         if carry is not None:
             b, n, _ = carry.hidden.shape
-            h[7:16] = torch.tensor([b, n, carry.text.shape[1], _DTYPES.index(carry.hidden.dtype),
+            h[8:17] = torch.tensor([b, n, carry.text.shape[1], _DTYPES.index(carry.hidden.dtype),
                                     _DTYPES.index(carry.text.dtype), _DTYPES.index(carry.timestep_proj.dtype),
                                     _DTYPES.index(carry.temb.dtype), *carry.grid[1:]])
         return h
@@ -81,17 +83,25 @@ class ItemMeta:
     def from_header(cls, h: torch.Tensor) -> "ItemMeta":
         v = h.tolist()
         return cls(serial=v[1], block=v[2], step=v[3], frames=v[4], shot=v[5], use_succ=bool(v[6]),
-                   stop=v[0] == 1, ping=v[0] == 2)
+                   stop=v[0] == 1, ping=v[0] == 2, expert=v[7])
 
 
 class Stage:
-    """This rank's slice of blocks [a, b) with its feature cache; prologue/epilogue are done by the callers."""
+    """This rank's slice of blocks [a, b) with its feature cache; prologue/epilogue are done by the callers.
 
-    def __init__(self, geom, model, layers: tuple[int, int], last: bool, guide):
+    A two-expert model (Wan 2.2 A14B) has the slice of each expert here; a window runs the expert its header names.
+    Both experts' layers share one feature cache, slot by slot (as in DualParal's Wan 2.2 pipeline): a block's
+    neighbours' keys and values are those of their latest window, whichever expert ran it."""
+
+    def __init__(self, geom, models, layers: tuple[int, int], last: bool, guide):
         self.geom = geom
-        self.model = model
-        self.blocks = [model.blocks[i] for i in range(*layers)]
-        self.cache = install_feature_cache(self.blocks)
+        self.models = list(models)
+        self.model = self.models[0]
+        self.experts = [[m.blocks[i] for i in range(*layers)] for m in self.models]
+        self.blocks = [blk for expert in self.experts for blk in expert]  # every block this rank runs
+        self.cache = install_feature_cache(self.experts[0])
+        for expert in self.experts[1:]:
+            install_feature_cache(expert, cache=self.cache)
         cfg = geom.cfg
         # --reuse-context: tails of the blocks in flight and of the blocks their context reaches back into
         self.cache.keep = cfg.steps + blocks_back(cfg.block_frames, cfg.context_frames) - 1
@@ -122,30 +132,34 @@ class Stage:
         req.store_sink = geom.sink_range() if reuse and meta.block == meta.shot else None
         req.prev_rope = prev_rope
         req.store_tail = geom.tail_range() if reuse else None
-        return run_blocks(self.blocks, carry, rot)
+        return run_blocks(self.experts[meta.expert], carry, rot)
 
-    def finish(self, carry: Carry) -> torch.Tensor:
-        """Last stage: noise prediction for the block's own frames, CFG applied."""
-        pred = epilogue(self.model, carry)[:, :, carry.grid[0] - self.block_frames:]
-        return self.guide(pred)
+    def finish(self, carry: Carry, expert: int = 0) -> torch.Tensor:
+        """Last stage: noise prediction for the block's own frames, CFG applied (at the expert's scale)."""
+        pred = epilogue(self.models[expert], carry)[:, :, carry.grid[0] - self.block_frames:]
+        return self.guide(pred, expert)
 
 
 def make_guide(cfg):
-    """Classifier-free guidance on a [cond; uncond] batch (identity without CFG): the last stage applies it."""
-    scale = float(cfg.guidance)
+    """Classifier-free guidance on a [cond; uncond] batch (identity without CFG): the last stage applies it, at the
+    scale of the expert that ran the window."""
+    scales = cfg.guidance_scales()
 
-    def guide(pred: torch.Tensor) -> torch.Tensor:
+    def guide(pred: torch.Tensor, expert: int = 0) -> torch.Tensor:
         if not cfg.use_cfg:
             return pred
         cond, uncond = pred.float().chunk(2, dim=0)
-        return (uncond + scale * (cond - uncond)).to(pred.dtype)
+        return (uncond + scales[expert] * (cond - uncond)).to(pred.dtype)
     return guide
 
 
 def build_stage(cfg, model, layers: tuple[int, int], rank: int, world: int, device) -> "Stage":
     """Rank `rank`'s stage: its slice of blocks with their feature cache, the window geometry, and (last rank) the
-    guidance. The one place a rank is wired, whoever runs it (Engine, serve_rank, the benchmarks)."""
-    return Stage(WindowGeometry(cfg, model, device), model, layers, last=rank == world - 1, guide=make_guide(cfg))
+    guidance. `model`: the transformer, or the list of a two-expert model's (high-noise first). The one place a
+    rank is wired, whoever runs it (Engine, serve_rank, the benchmarks)."""
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    return Stage(WindowGeometry(cfg, models[0], device), models, layers, last=rank == world - 1,
+                 guide=make_guide(cfg))
 
 
 class LocalPipe:
@@ -158,7 +172,7 @@ class LocalPipe:
 
     def submit(self, meta: ItemMeta, carry: Carry) -> None:
         t0 = time.perf_counter()
-        pred = self.stage.finish(self.stage.forward(meta, carry))
+        pred = self.stage.finish(self.stage.forward(meta, carry), meta.expert)
         st = self.rank_stats[0]
         st[0] += (time.perf_counter() - t0) * 1e3
         st[2] = _peak_gib(pred.device)
@@ -202,7 +216,7 @@ def _recv_carry(src: int, device, dim: int, world: int):
     if meta.stop or meta.ping:
         return meta, None, stats.cpu()
     v = h.cpu().tolist()
-    b, n, tl, dh, dt, dp, de, gh, gw = v[7:16]
+    b, n, tl, dh, dt, dp, de, gh, gw = v[8:17]
     hidden = torch.empty(b, n, dim, dtype=_DTYPES[dh], device=device)
     text = torch.empty(b, tl, dim, dtype=_DTYPES[dt], device=device)
     tproj = torch.empty(b, 6, dim, dtype=_DTYPES[dp], device=device)
@@ -328,7 +342,7 @@ def serve_stage(stage: Stage, rank: int, world: int, device) -> None:
         faults.point(f"rank{rank}")
         carry = stage.forward(meta, carry)
         if last:
-            pred = stage.finish(carry).to(pred_dtype).contiguous()
+            pred = stage.finish(carry, meta.expert).to(pred_dtype).contiguous()
         if device.type == "cuda":
             torch.cuda.current_stream(device).synchronize()  # not device-wide: sends may be pending
         totals[0] += (time.perf_counter() - t0) * 1e3

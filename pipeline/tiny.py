@@ -77,21 +77,21 @@ def _seeded(seed: int, make):
         return make().eval()
 
 
-def build_tiny_components(seed: int = 0) -> dict:
-    """Return {transformer, vae, text_encoder, tokenizer, scheduler}, float32, on CPU, in eval mode."""
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
+TINY_FAMILIES = ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v")  # what build_tiny_components builds (pipeline/family.py)
+TINY_A14B_BOUNDARY = 0.875  # Wan2.2-T2V-A14B's boundary_ratio
 
-    tokenizer = _build_tokenizer()
-    text_dim = 32
-    transformer = _seeded(
-        seed * 3 + 0,
+
+def _tiny_transformer(seed: int, channels: int, text_dim: int):
+    from diffusers import WanTransformer3DModel
+
+    return _seeded(
+        seed,
         lambda: WanTransformer3DModel(
             patch_size=(1, 2, 2),
             num_attention_heads=2,
             attention_head_dim=16,  # RoPE splits it into t/h/w = 8/4/4
-            in_channels=16,
-            out_channels=16,
+            in_channels=channels,
+            out_channels=channels,
             text_dim=text_dim,
             freq_dim=32,
             ffn_dim=64,
@@ -102,8 +102,23 @@ def build_tiny_components(seed: int = 0) -> dict:
             rope_max_seq_len=1024,
         ),
     )
-    vae = _seeded(
-        seed * 3 + 1,
+
+
+def _tiny_vae(seed: int, family: str):
+    from diffusers import AutoencoderKLWan
+
+    if family == "wan2.2-ti2v":
+        # the Wan 2.2 VAE's layout (TI2V-5B): 48 latent channels, residual up/down blocks, a 2x2 pixel patchify
+        # around the codec (12 = 3 x 2 x 2 channels in and out), 16x spatial; small widths
+        g = torch.Generator().manual_seed(seed + 7)  # latents_mean/std: fixed statistics, as a trained VAE has
+        return _seeded(seed, lambda: AutoencoderKLWan(
+            base_dim=8, decoder_base_dim=16, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=1, attn_scales=[],
+            temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+            patch_size=2, scale_factor_temporal=4, scale_factor_spatial=16,
+            latents_mean=(torch.randn(48, generator=g) * 0.3).tolist(),
+            latents_std=(torch.rand(48, generator=g) + 0.5).tolist()))
+    return _seeded(
+        seed,
         lambda: AutoencoderKLWan(
             base_dim=8,
             z_dim=16,
@@ -115,6 +130,21 @@ def build_tiny_components(seed: int = 0) -> dict:
             scale_factor_spatial=8,
         ),
     )
+
+
+def build_tiny_components(seed: int = 0, family: str = "wan2.1") -> dict:
+    """Return {transformer, vae, text_encoder, tokenizer, scheduler}, float32, on CPU, in eval mode. `family`
+    (TINY_FAMILIES): wan2.2-a14b adds a second expert (transformer_2, other weights) and boundary_ratio;
+    wan2.2-ti2v has the Wan 2.2 VAE's layout (48 channels, 16x) and expand_timesteps."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r}; choose from {TINY_FAMILIES}")
+    tokenizer = _build_tokenizer()
+    text_dim = 32
+    channels = 48 if family == "wan2.2-ti2v" else 16
+    transformer = _tiny_transformer(seed * 3 + 0, channels, text_dim)
+    vae = _tiny_vae(seed * 3 + 1, family)
     config = UMT5Config(
         vocab_size=len(tokenizer),
         d_model=text_dim,
@@ -134,10 +164,16 @@ def build_tiny_components(seed: int = 0) -> dict:
         use_cache=False,
     )
     text_encoder = _seeded(seed * 3 + 2, lambda: UMT5EncoderModel(config))
-    return {
+    out = {
         "transformer": transformer,
         "vae": vae,
         "text_encoder": text_encoder,
         "tokenizer": tokenizer,
         "scheduler": wan_scheduler(3.0),
     }
+    if family == "wan2.2-a14b":
+        out["transformer_2"] = _tiny_transformer(seed * 3 + 1000, channels, text_dim)
+        out["boundary_ratio"] = TINY_A14B_BOUNDARY
+    if family == "wan2.2-ti2v":
+        out["expand_timesteps"] = True
+    return out

@@ -54,7 +54,7 @@ def test_stdout_y4m(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["--height", "100"], "--height must be a positive multiple of 16"),
-    (["--block-frames", "2", "--context-frames", "3"], "--context-frames (3) cannot exceed --block-frames (2)"),
+    (["--block-frames", "2", "--context-frames", "17"], "--context-frames (17) may reach back at most 8 blocks"),
     (["--model", "/nonexistent/wan"], "no such directory"),
     (["--steps", "0"], "--steps"),
     (["--http", "nonsense"], "--http must be HOST:PORT"),

@@ -105,7 +105,12 @@ def test_load_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown model part"):
         load_components("tiny", parts=("unet",))
     (tmp_path / "model_index.json").write_text("{}")
-    with pytest.raises(ConfigError, match="could not load model"):
+    with pytest.raises(ConfigError, match="unsupported pipeline None"):
+        load_components(str(tmp_path))  # an index that names no pipeline
+    (tmp_path / "model_index.json").write_text(json.dumps({
+        "_class_name": "WanPipeline", "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"]}))
+    with pytest.raises(ConfigError, match="transformer/config.json is missing"):
         load_components(str(tmp_path))  # a folder with an index but no component subfolders
 
 

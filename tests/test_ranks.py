@@ -53,7 +53,8 @@ def _rank_main(rank, world, port, cfg_json, out_dir):
 
     cfg = EngineConfig.from_json(cfg_json)
     init_dist(torch.device("cpu"), world, 0)
-    _, model, layers = load_rank_slice(cfg, 0, world, torch.device("cpu"))
+    _, models, layers = load_rank_slice(cfg, 0, world, torch.device("cpu"))
+    model = models if len(models) > 1 else models[0]  # a two-expert model: both experts' slices
     encode, scheduler = _encoder(cfg)
     eng = Engine(cfg, model, scheduler, encode, world=world, layers=layers)
     res = _drive(eng)
@@ -65,7 +66,7 @@ def _rank_main(rank, world, port, cfg_json, out_dir):
     tensors.update({f"again{k}": v[0].contiguous() for k, v in again.items()})
     save_file(tensors, os.path.join(out_dir, "latents.safetensors"))
     with open(os.path.join(out_dir, "meta.json"), "w") as f:
-        json.dump({"epochs": {k: v[1] for k, v in res.items()}, "names": sorted(materialised(model)),
+        json.dump({"epochs": {k: v[1] for k, v in res.items()}, "names": sorted(materialised(models[0])),
                    "layers": layers}, f)
     dist.destroy_process_group()
 

@@ -4,6 +4,7 @@
   (fused or not), which our feature-cache processor (pipeline/attention.py) computes exactly as the stock one;
 - the Wan VAE decoder's causal cache calling convention `decoder(x, feat_cache=list, feat_idx=[0],
   first_chunk=bool)` and its `WanCausalConv3d` layers (pipeline/decode.py's streaming decode);
+- `unpatchify(x, patch_size)`: the Wan 2.2 VAE's pixel rearrangement after its decoder (TI2V-5B);
 - `WanResample` (mode, time_conv, resample) and the cache depth `CACHE_T`, for the traceable temporal upsampler
   that `--compile` swaps in (pipeline/vae_trace.py).
 """
@@ -12,14 +13,15 @@ from __future__ import annotations
 import inspect
 
 import diffusers
-from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalConv3d, WanDecoder3d, WanResample
+from diffusers.models.autoencoders.autoencoder_kl_wan import (CACHE_T, WanCausalConv3d, WanDecoder3d, WanResample,
+                                                               unpatchify)
 from diffusers.models.transformers.transformer_wan import _get_qkv_projections
 
 from common.versions import check_version
 
 LOWEST, BELOW = "0.35", "0.50"
 
-__all__ = ["CACHE_T", "WanCausalConv3d", "WanResample", "qkv_projections", "self_test"]
+__all__ = ["CACHE_T", "WanCausalConv3d", "WanResample", "qkv_projections", "self_test", "unpatchify"]
 
 
 def qkv_projections(attn, hidden_states):
