@@ -79,13 +79,14 @@ def random_wan_vae(device="cuda", dtype=torch.float32, seed: int = 0):
     return vae.to(dtype).eval().requires_grad_(False)
 
 
-def random_tiny_decoder(latent_channels: int = 16, seed: int = 0):
+def random_tiny_decoder(latent_channels: int = 16, seed: int = 0, patch: int = 1):
     """The tiny decoder (`--tiny-vae`) with random weights scaled so that its memories carry signal and its output
-    is a picture around 0.5 (std ~0.2) rather than a constant: what a trained one costs to encode, roughly."""
+    is a picture around 0.5 (std ~0.2) rather than a constant: what a trained one costs to encode, roughly.
+    latent_channels 48, patch 2: taew2_2's layout (Wan 2.2 TI2V-5B)."""
     from .tiny_vae import TinyDecoderNet
 
     torch.manual_seed(seed)
-    net = TinyDecoderNet(latent_channels).eval().requires_grad_(False)
+    net = TinyDecoderNet(latent_channels, patch=patch).eval().requires_grad_(False)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.Conv2d):

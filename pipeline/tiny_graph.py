@@ -81,7 +81,8 @@ class GraphedTinyDecoder(StreamingTinyDecoder):
             for past, kept in zip(self._pasts, keep):
                 past.copy_(kept)
         frames = f * int(np.prod(TIME_GROW))
-        self._out = torch.empty((frames, h * UPSCALE, w * UPSCALE, 3), dtype=torch.uint8,
+        up = UPSCALE * self.net.patch  # (taew2_2: a 2x2 pixel patch after the stack)
+        self._out = torch.empty((frames, h * up, w * up, 3), dtype=torch.uint8,
                                 pin_memory=self._device.type == "cuda")
         self._graph = None
         if self._device.type == "cuda":

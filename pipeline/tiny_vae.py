@@ -1,4 +1,5 @@
-"""A tiny streaming decoder for Wan 2.1 latents, in the TAEHV checkpoint format (`--tiny-vae`).
+"""A tiny streaming decoder for Wan latents, in the TAEHV checkpoint format (`--tiny-vae`): taew2_1 for Wan 2.1's
+VAE, taew2_2 for Wan 2.2's (TI2V-5B: 48 channels, a 2x2 pixel patch after the stack).
 
 TAEHV ("tiny autoencoder for Hunyuan video", whose `taew2_1` weights are trained for the Wan 2.1 latent space) is
 a stack of 2D convolutions: per latent frame, 3 stages of 3 memory blocks (each sees its input of this frame and of
@@ -68,17 +69,21 @@ class TimeGrow(nn.Module):
 
 class TinyDecoderNet(nn.Module):
     """The decoder stack; `decoder[i]` has the checkpoint's index i. forward(x [F, z, h, w], pasts) -> (frames
-    [4F, 3, 8h, 8w] in about [0, 1], the inputs' last frames of each memory block, for the next call)."""
+    [4F, 3, 8ph, 8pw] in about [0, 1], the inputs' last frames of each memory block, for the next call).
 
-    def __init__(self, latent_channels: int = 16, channels: tuple[int, int, int, int] = CHANNELS):
+    patch: the pixel patch of the latent space's VAE (Wan 2.2's, taew2_2: 2): the last convolution gives 3 p^2
+    channels, rearranged into p x p pixels (a pixel shuffle, as TAEHV does)."""
+
+    def __init__(self, latent_channels: int = 16, channels: tuple[int, int, int, int] = CHANNELS, patch: int = 1):
         super().__init__()
+        self.patch = patch
         c = tuple(channels)
         layers: list[nn.Module] = [SoftClamp(), _conv(latent_channels, c[0]), nn.ReLU()]
         for stage in range(3):
             n = c[stage]
             layers += [MemoryBlock(n), MemoryBlock(n), MemoryBlock(n), nn.Upsample(scale_factor=2),
                        TimeGrow(n, TIME_GROW[stage]), _conv(n, c[stage + 1], bias=False)]
-        layers += [nn.ReLU(), _conv(c[3], 3)]
+        layers += [nn.ReLU(), _conv(c[3], 3 * patch * patch)]
         self.decoder = nn.Sequential(*layers)
         self.latent_channels = latent_channels
         self.channels = c
@@ -102,6 +107,8 @@ class TinyDecoderNet(nn.Module):
                 k += 1
             else:
                 x = layer(x)
+        if self.patch > 1:
+            x = torch.nn.functional.pixel_shuffle(x, self.patch)
         return x, lasts
 
 
@@ -132,12 +139,19 @@ def load_tiny_decoder(path: str, latent_channels: int) -> TinyDecoderNet:
         raise ConfigError(f"--tiny-vae {path!r}: not a TAEHV decoder (no 3x3 input convolution 'decoder.1')")
     if first.shape[1] != latent_channels:
         raise ConfigError(f"--tiny-vae {path!r}: decodes {first.shape[1]}-channel latents, the model's have "
-                          f"{latent_channels} (taew2_1 is the Wan 2.1 one)")
+                          f"{latent_channels} (taew2_1 is the Wan 2.1 one, taew2_2 the Wan 2.2 TI2V-5B one)")
+    last = max((int(k.split(".")[0]) for k in dec if k.split(".")[0].isdigit()), default=0)
+    out = dec.get(f"{last}.weight")
+    patch = {3: 1, 12: 2}.get(out.shape[0] if out is not None and out.ndim == 4 else -1)
+    if patch is None:
+        raise ConfigError(f"--tiny-vae {path!r}: its last layer gives "
+                          f"{out.shape[0] if out is not None else 'no'} channels (a TAEHV decoder gives 3, or 12 "
+                          "for a 2x2 pixel patch)")
     # the layout fixes which layer sets each stage's width (the published files: 256, 128, 64, 64; narrower
     # decoders in the same layout, e.g. the toy world's, load too)
     widths = tuple(dec[f"{i}.weight"].shape[0] if f"{i}.weight" in dec and dec[f"{i}.weight"].ndim == 4 else None
                    for i in _WIDTH_LAYERS)
-    net = TinyDecoderNet(latent_channels, widths if None not in widths else CHANNELS)
+    net = TinyDecoderNet(latent_channels, widths if None not in widths else CHANNELS, patch=patch)
     own = net.decoder.state_dict()
     for i, layer in enumerate(net.decoder):
         key = f"{i}.conv.weight"
@@ -150,7 +164,8 @@ def load_tiny_decoder(path: str, latent_channels: int) -> TinyDecoderNet:
     if missing or unexpected or wrong:
         parts = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
                  for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys]
-        raise ConfigError(f"--tiny-vae {path!r}: not the Wan 2.1 TAEHV decoder layout ({'; '.join(parts)})")
+        raise ConfigError(f"--tiny-vae {path!r}: not the TAEHV decoder layout of taew2_1 / taew2_2 "
+                          f"({'; '.join(parts)})")
     net.decoder.load_state_dict(dec)
     return net.eval().requires_grad_(False)
 
@@ -181,6 +196,9 @@ def check_latent_space(vae_config: dict | None, wan_config: dict, model: str, de
     another (`declared`, from latent_space_of). Refuse a model whose VAE has other latent statistics (e.g. the
     toy-world model's own VAE with a Wan 2.1 decoder). vae_config None: a model without a VAE config (the in-code
     tiny model, which uses Wan 2.1's)."""
+    if declared is None and vae_config is not None and vae_config.get("z_dim") == 48 and \
+            vae_config.get("patch_size") == 2:
+        return  # the Wan 2.2 VAE (TI2V-5B), whose latents the published taew2_2 decodes (its width: checked on load)
     want = declared if declared is not None else wan_config
     ours_cfg = vae_config if vae_config is not None else wan_config
     for key in ("z_dim", "latents_mean", "latents_std"):

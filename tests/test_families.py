@@ -225,3 +225,24 @@ def test_ti2v_sizes_are_multiples_of_32_and_default_to_704x1280(folders):
     assert (cfg.latent_height, cfg.latent_width) == (44, 80)
     with pytest.raises(ConfigError, match="multiple of 32 for a wan2.2-ti2v model"):
         resolve({"model": folders["wan2.2-ti2v"], "height": 48})
+
+
+@pytest.mark.parametrize("family, args, size", [
+    ("wan2.2-a14b", ("--ranks", "2", "--guidance-2", "3"), (64, 64)),  # each rank: its slice of both experts
+    ("wan2.2-ti2v", ("--height", "64", "--width", "96"), (96, 64)),  # Wan 2.2 VAE, 16x: 4x6 latents
+])
+def test_the_daemon_streams_a_wan22_folder(family, args, size, folders, tmp_path):
+    from conftest import DaemonProc
+    from test_daemon_ranks_equal import y4m_frames
+
+    out = tmp_path / "out.y4m"
+    with open(out, "wb") as f:
+        d = DaemonProc("--stdout", "y4m", *args, http=False, stdout=f, model=folders[family])
+        d.wait_streaming()
+        d.wait_status(lambda s: s["blocks_published"] >= 2, "2 published blocks")
+        assert d.stop() == 0, d.log()
+    data = out.read_bytes()
+    header = data.partition(b"\n")[0]
+    assert f" W{size[0]} H{size[1]} ".encode() in header, header
+    frames = y4m_frames(data)
+    assert len(frames) >= 5 + 8 and len(set(frames)) > 1

@@ -2,6 +2,7 @@
 frame evaluation of the network's recurrence, checkpoints in the published layout load (.pth and .safetensors,
 encoder weights ignored, a wider time-growth layer cut to the last frame's channels), bad files are refused by
 name, and the daemon streams through it."""
+import os
 import subprocess
 import sys
 
@@ -222,3 +223,37 @@ def test_a_decoder_that_declares_its_latent_space_serves_only_that_model(tmp_pat
     assert net.channels != (256, 128, 64, 64)  # the toy world's narrower decoder
     with pytest.raises(ConfigError, match="ships no tiny decoder"):
         resolve({"model": "toyworld", "tiny_vae": "model", "http": "off"})
+
+
+@pytest.mark.parametrize("name, z, patch, seed", [("taew2_1", 16, 1, 11), ("taew2_2", 48, 2, 12)])
+def test_streaming_decode_equals_the_original_taehv_code(name, z, patch, seed):
+    """tests/fixtures/taehv_reference.safetensors holds what the original TAEHV code (github.com/madebyollin/taehv,
+    run by benchmarks/taehv_reference.py) decoded from these latents with these seeded weights, the whole sequence
+    at once; ours decodes it block by block. taew2_2: Wan 2.2's 48 channels and 2x2 pixel patch."""
+    from safetensors.torch import load_file
+
+    from pipeline.archs import random_tiny_decoder
+
+    ref = load_file(os.path.join(ROOT, "tests", "fixtures", "taehv_reference.safetensors"))
+    lat, want = ref[f"{name}.latents"], ref[f"{name}.frames"]  # [1, T, z, h, w], [T', 3, H, W]
+    net = random_tiny_decoder(z, seed=seed, patch=patch)
+    dec = StreamingTinyDecoder(net)
+    blocks = lat.transpose(1, 2).split(2, dim=2)  # [1, z, 2, h, w] each
+    got = stream(dec, blocks)
+    assert got.shape == want.shape == (13, 3, 8 * patch * lat.shape[3], 8 * patch * lat.shape[4])
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_taew2_2_checkpoint_loads_for_48_channel_latents(tmp_path):
+    from pipeline.archs import random_tiny_decoder
+
+    net = random_tiny_decoder(48, seed=3, patch=2)
+    path = str(tmp_path / "taew2_2.safetensors")
+    save_file(tiny_decoder_checkpoint(net), path)
+    loaded = load_tiny_decoder(path, 48)
+    assert loaded.patch == 2
+    x = torch.randn(2, 48, 2, 3)
+    out, _ = loaded(x, [x.new_zeros(s) for s in loaded.memory_shapes(2, 3)])
+    assert out.shape == (8, 3, 32, 48)
+    with pytest.raises(ConfigError, match="decodes 48-channel latents, the model's have 16"):
+        load_tiny_decoder(path, 16)
