@@ -39,7 +39,7 @@ def build_model(path: str, arch: str) -> float:
     import torch
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from pipeline.archs import random_transformer, random_wan_vae
+    from pipeline.archs import A14B_BOUNDARY, EXPERTS, random_transformer, random_wan_vae
     from pipeline.models import Components, save_components
     from pipeline.tiny import _build_tokenizer, wan_scheduler
 
@@ -53,10 +53,18 @@ def build_model(path: str, arch: str) -> float:
                           use_cache=False)
     torch.manual_seed(0)
     comps = Components(transformer=random_transformer(arch, device=dev, dtype=torch.bfloat16),
-                       vae=random_wan_vae(device=dev), text_encoder=UMT5EncoderModel(text_cfg).to(torch.bfloat16),
+                       vae=random_wan_vae(device=dev, wan22=arch == "wan2.2-5b"),
+                       text_encoder=UMT5EncoderModel(text_cfg).to(torch.bfloat16),
                        tokenizer=tokenizer, scheduler=wan_scheduler(3.0), text_max_len=TEXT_LEN)
     tmp = path + ".partial"
-    save_components(comps, tmp)
+    parts = dict(comps.__dict__)
+    if EXPERTS.get(arch, 1) > 1:  # Wan2.2-A14B: the low-noise expert (other weights) and the switch
+        parts["transformer"] = comps.transformer.cpu()  # (both experts at once need not fit on the GPU)
+        parts["transformer_2"] = random_transformer(arch, device=dev, dtype=torch.bfloat16, seed=1).cpu()
+        parts["boundary_ratio"] = A14B_BOUNDARY
+    if arch == "wan2.2-5b":
+        parts["expand_timesteps"] = True
+    save_components(parts, tmp)
     os.replace(tmp, path)
     del comps
     if dev == "cuda":
@@ -64,13 +72,15 @@ def build_model(path: str, arch: str) -> float:
     return time.perf_counter() - t0
 
 
-def build_tiny_vae(path: str) -> None:
-    """A random-weight tiny decoder checkpoint in the TAEHV layout (`--tiny-vae random`)."""
+def build_tiny_vae(path: str, wan22: bool = False) -> None:
+    """A random-weight tiny decoder checkpoint in the TAEHV layout (`--tiny-vae random`): taew2_1's, or with `wan22`
+    taew2_2's (48 channels, 2x2 pixel patch)."""
     from safetensors.torch import save_file
 
     from pipeline.archs import random_tiny_decoder, tiny_decoder_checkpoint
 
-    save_file(tiny_decoder_checkpoint(random_tiny_decoder(16)), path)
+    net = random_tiny_decoder(48, patch=2) if wan22 else random_tiny_decoder(16)
+    save_file(tiny_decoder_checkpoint(net), path)
 
 
 def free_port() -> int:
@@ -206,9 +216,10 @@ def main():
         os.makedirs(a.model_dir, exist_ok=True)
         res["build_model_s"] = round(build_model(model_dir, a.arch), 1)
     if a.tiny_vae == "random":
-        a.tiny_vae = os.path.join(a.model_dir, "taew2_1_random.safetensors")
+        wan22 = a.arch == "wan2.2-5b"
+        a.tiny_vae = os.path.join(a.model_dir, f"taew2_{2 if wan22 else 1}_random.safetensors")
         if not os.path.isfile(a.tiny_vae):
-            build_tiny_vae(a.tiny_vae)
+            build_tiny_vae(a.tiny_vae, wan22)
     if a.tiny_vae:
         serve_extra = ["--tiny-vae", a.tiny_vae, *serve_extra]
     http, control, publish = free_port(), free_port(), free_port()

@@ -10,11 +10,28 @@ WAN_ARCHS = {
     "wan2.1-1.3b": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30),
     # Wan2.1-T2V-14B: 40 blocks, width 5120, 40 heads
     "wan2.1-14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
+    # Wan2.2-T2V-A14B: two experts (transformer, transformer_2), each of the Wan2.1-14B architecture
+    "wan2.2-a14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40),
+    # Wan2.2-TI2V-5B: 30 blocks, width 3072, 24 heads, on the Wan 2.2 VAE's 48 latent channels
+    "wan2.2-5b": dict(num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, num_layers=30,
+                      in_channels=48, out_channels=48),
     # a few-layer stand-in with the same interfaces, for smoke runs of the benchmarks on CPU
     "wan-smoke": dict(num_attention_heads=2, attention_head_dim=16, ffn_dim=64, num_layers=8),
 }
+EXPERTS = {"wan2.2-a14b": 2}  # architectures with a second (low-noise) expert; boundary_ratio 0.875 (T2V)
+A14B_BOUNDARY = 0.875
 COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=4096, freq_dim=256,
               cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024)
+# the Wan 2.2 VAE (TI2V-5B): residual blocks, 48 channels, its own 2x2 pixel patch, 16x spatial
+WAN22_VAE = dict(base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                 temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+                 patch_size=2, scale_factor_temporal=4, scale_factor_spatial=16)
+
+
+def arch_config(arch: str) -> dict:
+    if arch not in WAN_ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(WAN_ARCHS)}")
+    return {**COMMON, **WAN_ARCHS[arch]}
 
 
 def random_transformer(arch: str, device="cuda", dtype=torch.bfloat16, seed: int = 0, layers=None):
@@ -23,11 +40,10 @@ def random_transformer(arch: str, device="cuda", dtype=torch.bfloat16, seed: int
     `layers`: optional (start, stop) to build only that slice of the blocks' weights (others stay on `meta`)."""
     from diffusers import WanTransformer3DModel
 
-    if arch not in WAN_ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(WAN_ARCHS)}")
+    config = arch_config(arch)
     torch.manual_seed(seed)
     with torch.device(device):
-        model = WanTransformer3DModel(**COMMON, **WAN_ARCHS[arch])
+        model = WanTransformer3DModel(**config)
     model.to(dtype)
     keep = WanTransformer3DModel._keep_in_fp32_modules
     for name, module in model.named_modules():
@@ -47,7 +63,7 @@ def random_transformer_slice(arch: str, layers: tuple[int, int], first: bool, la
     from .shard import owned
 
     with torch.device("meta"):
-        model = WanTransformer3DModel(**COMMON, **WAN_ARCHS[arch])
+        model = WanTransformer3DModel(**arch_config(arch))
     keep = WanTransformer3DModel._keep_in_fp32_modules
     g = torch.Generator(device=device)
     state = {}
@@ -69,13 +85,14 @@ def random_transformer_slice(arch: str, layers: tuple[int, int], first: bool, la
     return model.eval().requires_grad_(False)
 
 
-def random_wan_vae(device="cuda", dtype=torch.float32, seed: int = 0):
-    """The Wan 2.1 VAE architecture (diffusers' defaults for AutoencoderKLWan) with random weights."""
+def random_wan_vae(device="cuda", dtype=torch.float32, seed: int = 0, wan22: bool = False):
+    """The Wan 2.1 VAE architecture (diffusers' defaults for AutoencoderKLWan), or with `wan22` the Wan 2.2 VAE
+    (TI2V-5B's), with random weights."""
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(seed)
     with torch.device(device):
-        vae = AutoencoderKLWan()
+        vae = AutoencoderKLWan(**WAN22_VAE) if wan22 else AutoencoderKLWan()
     return vae.to(dtype).eval().requires_grad_(False)
 
 

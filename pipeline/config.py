@@ -28,6 +28,7 @@ class EngineConfig:
     use (tests, benchmarks) starts from the tiny model on the CPU in float32."""
 
     model: str = "tiny"
+    engine: str = D["engine"]  # dualparal | causal (pipeline/causal/)
     height: int = D["height"]
     width: int = D["width"]
     steps: int = D["steps"]
@@ -64,6 +65,20 @@ class EngineConfig:
         fields = {o.field or o.name: values[o.name] for o in OPTIONS if o.scope == "engine" and o.name != "pace"}
         return cls(**fields, ranks=values["ranks"], extra={"pace": values["pace"], "split": values["split"]})
 
+    def _validate_causal(self) -> None:
+        """What the causal engine (pipeline/causal/) serves: one expert, no CFG, one rank."""
+        if float(self.guidance) > 1.0:
+            raise ConfigError(f"the causal engine runs without classifier-free guidance (--guidance 1), got "
+                              f"--guidance {self.guidance}")
+        if len(self.model_family().experts) > 1 or self.model_family().name != "wan2.1":
+            raise ConfigError(f"the causal engine serves causal Wan 2.1 checkpoints; {self.model!r} is a "
+                              f"{self.model_family().name} model")
+        if self.ranks != 1:
+            raise ConfigError("the causal engine runs on one rank (--gpus/--ranks 1); splitting its layers over "
+                              "ranks is not built yet")
+        if self.quant or self.reuse_context:
+            raise ConfigError(f"{'--quant' if self.quant else '--reuse-context'} is for the DualParal engine")
+
     def model_family(self):
         """The model's family (pipeline.family): read from the folder once, then carried in `family` (to the ranks,
         which may run where the folder is not yet)."""
@@ -97,11 +112,16 @@ class EngineConfig:
             raise ConfigError(
                 f"--context-frames ({self.context_frames}) may reach back at most {MAX_CONTEXT_BLOCKS} blocks "
                 f"({MAX_CONTEXT_BLOCKS * self.block_frames} frames at --block-frames {self.block_frames})")
+        if self.engine not in ("dualparal", "causal"):
+            raise ConfigError(f"--engine must be dualparal or causal, got {self.engine!r}")
+        causal = self.engine == "causal"
         if not isinstance(self.sink_frames, int) or not 0 <= self.sink_frames <= self.block_frames:
             raise ConfigError(f"--sink-frames must be an integer in 0..--block-frames ({self.block_frames}), "
                               f"got {self.sink_frames!r}")
-        if self.sink_frames and not self.reuse_context:
+        if self.sink_frames and not (self.reuse_context or causal):
             raise ConfigError("--sink-frames needs --reuse-context (sink frames enter as cached keys/values)")
+        if causal:
+            self._validate_causal()
         if not (0.0 <= float(self.guidance) <= 50.0):
             raise ConfigError(f"--guidance must be in 0..50, got {self.guidance!r}")
         if isinstance(self.guidance_2, bool) or not (0.0 <= float(self.guidance_2) <= 50.0):

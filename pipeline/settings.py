@@ -46,6 +46,10 @@ OPTIONS = (
     _o("model", str, "toyworld", "'toyworld' (the small model trained on the toy world, shipped in the package), "
        "'toyworld-rt' (its 4-step real-time member), 'tiny' (random weights), a local diffusers Wan2.1/2.2 T2V folder, or a hub id; a folder's streamer.json "
        "sets that model's defaults", "engine"),
+    _o("engine", str, "dualparal", "dualparal: bidirectional Wan, blocks denoised together in a queue (DualParal); "
+       "causal: a causal few-step checkpoint (Self-Forcing, CausVid, LongLive) block after block with a key/value "
+       "cache (its folder's streamer.json says so; `streamer convert` writes one)", "engine",
+       choices=("dualparal", "causal")),
     _o("height", int, 64, "frame height, a multiple of 16 (of 32 for Wan 2.2 TI2V-5B, whose default is 704)",
        "engine"),
     _o("width", int, 64, "frame width, a multiple of 16 (of 32 for Wan 2.2 TI2V-5B, whose default is 1280)",
@@ -60,8 +64,8 @@ OPTIONS = (
     _o("block_frames", int, 2, "latent frames per block B", "engine"),
     _o("context_frames", int, 1, "context latent frames C: the last C frames before a block (they may span several "
        "earlier blocks of its shot); a block also sees the first min(C, B) frames of its successor", "engine"),
-    _o("sink_frames", int, 0, "with --reuse-context: the first K frames of the current shot stay in every later "
-       "block's context as cached keys/values ('sink' frames)", "engine"),
+    _o("sink_frames", int, 0, "with --reuse-context (or the causal engine): the first K frames of the current shot "
+       "stay in every later block's context as cached keys/values ('sink' frames)", "engine"),
     _o("fps", float, 8.0, "output frame rate", "engine"),
     _o("seed", int, 0, "seed of the coordinated noise", "engine"),
     _o("prompt", str, "a red circle moving left on a black background", "the first prompt", "engine"),

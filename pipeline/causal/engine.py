@@ -1,0 +1,223 @@
+"""The causal engine: a causal few-step Wan checkpoint (Self-Forcing, CausVid, LongLive, Krea) streams block by
+block. Each block of B latent frames is denoised at the recipe's few timesteps (schedule.py), attending to the
+cached keys/values of the earlier frames of its shot (cache.py); after its last step it is run once more, clean, at
+timestep 0, and that run's keys/values go into the cache for the blocks after it.
+
+Prompts change as in the DualParal engine (pipeline/prompts.py): soft and blend re-run the cached window under the
+new conditioning (the cache then holds keys/values as the new prompt sees the frames: LongLive's re-cache), cut
+starts a new shot with an empty cache and frame positions from 0.
+
+`tick()` makes one block and returns it finished (TickResult, as pipeline.engine.Engine's).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from ..config import EngineConfig
+from ..engine import CondTable, FinishedBlock, TickResult
+from ..prompts import Change, PromptSchedule
+from ..split import Carry, epilogue, run_blocks
+from ..stages import DTYPES
+from .attention import CausalRequest, install
+from .cache import KVCache, positions, window
+from .schedule import FlowTable
+
+CONTEXT_NOISE = 0.0  # the timestep of the clean re-run that writes a block into the cache
+
+
+def sinusoid(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Wan's timestep features [cos | sin] of t x 10000^(-i/half), computed in float64 as the recipe does."""
+    half = dim // 2
+    pos = t.reshape(-1).double()
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=pos.device) / half)
+    angles = torch.outer(pos, freqs)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def prologue(model, latents: torch.Tensor, timestep: torch.Tensor, text_states: torch.Tensor) -> Carry:
+    """Patch embedding, timestep and text conditioning (split.prologue's, with float64 timestep features)."""
+    _, _, f, h, w = latents.shape
+    p_t, p_h, p_w = model.config.patch_size
+    hidden = model.patch_embedding(latents).flatten(2).transpose(1, 2).contiguous()
+    ce = model.condition_embedder
+    feats = sinusoid(timestep.expand(latents.shape[0]), model.config.freq_dim)
+    temb = ce.time_embedder(feats.to(next(ce.time_embedder.parameters()).dtype)).type_as(text_states)
+    proj = ce.time_proj(ce.act_fn(temb)).unflatten(1, (6, -1))
+    return Carry(hidden, ce.text_embedder(text_states), proj, temb, (f // p_t, h // p_h, w // p_w))
+
+
+def rope_at(rope, frames: list[int], height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary cos/sin [1, len(frames) x height x width, 1, dim] for latent frames at these positions (post-patch
+    height x width tokens each): WanRotaryPosEmbed's tables, indexed by position instead of 0..F-1."""
+    split = [rope.t_dim, rope.h_dim, rope.w_dim]
+    idx = torch.tensor(frames, dtype=torch.long, device=rope.freqs_cos.device)
+    out = []
+    for table in (rope.freqs_cos, rope.freqs_sin):
+        t, hh, ww = table.split(split, dim=1)
+        n = len(frames)
+        parts = [t[idx].view(n, 1, 1, -1).expand(n, height, width, -1),
+                 hh[:height].view(1, height, 1, -1).expand(n, height, width, -1),
+                 ww[:width].view(1, 1, width, -1).expand(n, height, width, -1)]
+        out.append(torch.cat(parts, dim=-1).reshape(1, n * height * width, 1, -1).to(device))
+    return out[0], out[1]
+
+
+class CausalEngine:
+    """One rank; `noise(block, step)` gives a block's noise for each step ([1, C, B, h, w]; step 0: its start)."""
+
+    def __init__(self, cfg: EngineConfig, transformer, encode_prompt, device="cpu", noise=None):
+        self.cfg = cfg.validate()
+        self.device = torch.device(device)
+        self.dtype = DTYPES[cfg.dtype]
+        self.model = transformer.eval().requires_grad_(False)
+        self.table = FlowTable(cfg.flow_shift)
+        self.timesteps = self.table.denoising_timesteps(cfg.steps)
+        self.cache = KVCache(len(self.model.blocks))
+        self.request = CausalRequest()
+        install(self.model.blocks, self.cache, self.request)
+        p = self.model.config.patch_size
+        self.grid = (cfg.latent_height // p[1], cfg.latent_width // p[2])
+        self.request.tokens_per_frame = self.grid[0] * self.grid[1]
+        self.noise = noise or self._seeded_noise
+        self.prompts = PromptSchedule(cfg.prompt)
+        self.conds = CondTable(encode_prompt, cfg.negative_prompt, False, self.dtype, self.device)
+        self.lock = threading.Lock()
+        self.block = 0  # the next block of the stream
+        self.shot = 0  # the block its shot started at
+        self.clean: dict[int, torch.Tensor] = {}  # frame of the shot -> clean latents [1, C, 1, h, w] (re-cache)
+        self.last_cond = None
+        self.stats = {"ticks": 0, "blocks": 0, "tick_ms": 0.0, "forward_ms": 0.0, "recache_ms": 0.0}
+        self.on_step = None
+
+    # --- noise ---------------------------------------------------------------------------------------------
+    def _seeded_noise(self, block: int, step: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed((self.cfg.seed * 1_000_003 + block * 1009 + step) % 2**63)
+        c = self.model.config.in_channels
+        shape = (1, c, self.cfg.block_frames, self.cfg.latent_height, self.cfg.latent_width)
+        return torch.randn(shape, generator=g).to(self.device)
+
+    # --- control (any thread) ------------------------------------------------------------------------------
+    def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None, client: str = "") -> Change:
+        with self.lock:
+            return self.prompts.submit(prompt, mode, blocks, at_block, client=client)
+
+    def cancel_prompts(self, epoch: int | None = None) -> list[int]:
+        with self.lock:
+            return self.prompts.cancel(epoch)
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return {"head": self.block, "next_enter": self.block, "depth": 0, "ticks_to_output": 1,
+                    "epoch": self.prompts.epoch, "prompt": self.prompts.current_prompt,
+                    "pending_changes": len(self.prompts.pending), "in_flight_windows": 0, **self.stats,
+                    "cached_frames": len(self.cache.frames()), "ranks": []}
+
+    # --- the model -----------------------------------------------------------------------------------------
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, own: list[int], cached: tuple[int, ...],
+                 sinks: int, commit: bool) -> torch.Tensor:
+        """The flow prediction for frames `own` of the shot ([1, C, len(own), h, w]), attending to the cached
+        keys/values of frames `cached` (the first `sinks` of them sink frames); `commit`: store this run's
+        keys/values as those of frames `own`."""
+        cached_pos, own_pos = positions(cached, own, sinks, self.model.rope.max_seq_len)
+        req = self.request
+        req.cached = cached
+        req.cached_rope = rope_at(self.model.rope, cached_pos, *self.grid, self.device) if cached else None
+        req.commit = tuple(own) if commit else ()
+        carry = prologue(self.model, x.to(self.dtype), t.to(self.device), text)
+        carry = run_blocks(self.model.blocks, carry, rope_at(self.model.rope, own_pos, *self.grid, self.device))
+        return epilogue(self.model, carry).float()
+
+    def _block_forward(self, x, t, text, start: int, commit: bool) -> torch.Tensor:
+        """A block whose frames start at frame `start` of the shot, attending to its window."""
+        win = window(start, self.cfg.sink_frames, self.cfg.context_frames)
+        own = list(range(start, start + x.shape[2]))
+        return self._forward(x, t, text, own, win.frames, len(win.sink), commit)
+
+    def _recache(self, text: torch.Tensor, start: int) -> None:
+        """A prompt change: the window of the block at `start` is run again, clean, at timestep 0, under `text`,
+        block-sized groups in order (sinks first), each attending to the groups re-run before it; the cache then
+        holds those frames as the new prompt sees them."""
+        win = window(start, self.cfg.sink_frames, self.cfg.context_frames)
+        self.cache.clear()
+        t0 = torch.tensor(CONTEXT_NOISE)
+        done: list[int] = []
+        b = self.cfg.block_frames
+        groups = [list(win.sink[i:i + b]) for i in range(0, len(win.sink), b)]
+        groups += [list(win.recent[i:i + b]) for i in range(0, len(win.recent), b)]
+        for group in groups:
+            x = torch.cat([self.clean[f] for f in group], dim=2)
+            sinks = sum(f in win.sink for f in done)
+            self._forward(x, t0, text, group, tuple(done), sinks, commit=True)
+            done += group
+
+    @torch.inference_mode()
+    def generate(self, block: int, text: torch.Tensor, start: int) -> torch.Tensor:
+        """Block `block` (its frames start at frame `start` of the shot): clean latents [1, C, B, h, w]."""
+        x = self.noise(block, 0).to(self.device, torch.float32)
+        steps = len(self.timesteps)
+        x0 = x
+        for k, t in enumerate(self.timesteps):
+            flow = self._block_forward(x, t, text, start, commit=False)
+            x0 = self.table.to_x0(flow, x, t)
+            if k + 1 < steps:
+                x = self.table.renoise(x0, self.noise(block, k + 1).to(self.device, torch.float32),
+                                       self.timesteps[k + 1])
+            if self.on_step is not None:
+                self.on_step(block)
+        self._block_forward(x0, torch.tensor(CONTEXT_NOISE), text, start, commit=True)
+        return x0
+
+    # --- the tick --------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def tick(self) -> TickResult:
+        t0 = time.perf_counter()
+        res = TickResult()
+        b = self.block
+        with self.lock:
+            br = self.prompts.begin_tick(b, b)
+            res.applied = br.applied
+            cond = self.prompts.enter(b)
+            self.prompts.leave(b)
+            self.prompts.set_boundary(b + 1, b + 1)
+        new_shot = any(ch.mode == "cut" for ch in br.applied) and b > self.shot
+        if new_shot:
+            self.shot = b
+            self.cache.clear()
+            self.clean.clear()
+        start = (b - self.shot) * self.cfg.block_frames
+        text = self.conds.get(cond)
+        if self.last_cond is not None and cond.parts != self.last_cond.parts and not new_shot and start:
+            r0 = time.perf_counter()
+            self._recache(text, start)
+            self.stats["recache_ms"] = (time.perf_counter() - r0) * 1e3
+        self.last_cond = cond
+        f0 = time.perf_counter()
+        lat = self.generate(b, text, start)
+        fwd = time.perf_counter() - f0
+        for i in range(self.cfg.block_frames):
+            self.clean[start + i] = lat[:, :, i:i + 1]
+        nxt = start + self.cfg.block_frames
+        keep = set(window(nxt, self.cfg.sink_frames, self.cfg.context_frames).frames)
+        self.cache.keep(keep)
+        for f in [f for f in self.clean if f not in keep]:
+            del self.clean[f]
+        res.entered = b
+        res.windows = len(self.timesteps) + 1
+        res.finished.append(FinishedBlock(b, lat, cond, self.stats["ticks"], shot_start=new_shot))
+        self.block += 1
+        with self.lock:
+            res.seconds = time.perf_counter() - t0
+            self.stats["ticks"] += 1
+            self.stats["blocks"] += 1
+            self.stats["tick_ms"] = res.seconds * 1e3
+            self.stats["forward_ms"] = fwd * 1e3 / res.windows
+        return res
+
+    def drain(self) -> list[FinishedBlock]:
+        return []
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,157 @@
+"""The causal engine against the original Self-Forcing inference code: tests/fixtures/selfforcing_reference.
+safetensors holds what the original (github.com/guandeh17/Self-Forcing, run by benchmarks/selfforcing_reference.py
+on a tiny random causal model, float32, CPU) made from a prompt embedding and noise; the engine, given the same
+weights (converted from the original key layout), embedding and noise, must make the same latents chunk by chunk,
+with global attention and with a local window and sink frames."""
+import json
+import os
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from pipeline.causal.cache import KVCache, positions, window
+from pipeline.causal.convert import load_converted, read_checkpoint, to_diffusers
+from pipeline.causal.engine import CausalEngine
+from pipeline.causal.schedule import FlowTable
+from pipeline.config import ConfigError, EngineConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "selfforcing_reference.safetensors")
+
+
+@pytest.fixture(scope="module")
+def ref():
+    with safe_open(FIXTURE, framework="pt") as f:
+        meta = f.metadata()
+    return load_file(FIXTURE), {k: json.loads(v) for k, v in meta.items()}
+
+
+def _model(tensors, meta):
+    m = meta["model"]
+    config = dict(patch_size=tuple(m["patch_size"]), num_attention_heads=m["num_heads"],
+                  attention_head_dim=m["dim"] // m["num_heads"], in_channels=m["in_dim"], out_channels=m["out_dim"],
+                  text_dim=m["text_dim"], freq_dim=m["freq_dim"], ffn_dim=m["ffn_dim"], num_layers=m["num_layers"],
+                  cross_attn_norm=m["cross_attn_norm"], qk_norm="rms_norm_across_heads", eps=m["eps"],
+                  rope_max_seq_len=1024)
+    state = {k: v for k, v in tensors.items() if k.startswith("model.")}
+    return load_converted(to_diffusers({k[len("model."):]: v for k, v in state.items()}), config, "fixture")
+
+
+def _engine(tensors, meta, case, **kw):
+    window_frames, sink = meta["cases"][case]
+    chunk, chunks = meta["chunk"], meta["chunks"]
+    context = chunk * chunks if window_frames == -1 else window_frames - sink - chunk
+    h, w = meta["latent"]
+    cfg = EngineConfig(engine="causal", height=8 * h, width=8 * w, steps=len(meta["steps"]), block_frames=chunk,
+                       flow_shift=meta["shift"], guidance=1.0, context_frames=context, sink_frames=sink, **kw)
+    noise, renoise = tensors["noise"], tensors[f"{case}.renoise"]
+    steps = len(meta["steps"])
+
+    def supply(block, step):
+        if step == 0:
+            return noise[:, block * chunk:(block + 1) * chunk].permute(0, 2, 1, 3, 4)
+        return renoise[block * (steps - 1) + step - 1].unsqueeze(0).permute(0, 2, 1, 3, 4)  # drawn [F, C, h, w]
+
+    emb = tensors["prompt_embeds"]
+    return CausalEngine(cfg, _model(tensors, meta), lambda text: emb, noise=supply)
+
+
+@pytest.mark.parametrize("case", ["global", "local"])
+def test_chunks_equal_the_original_self_forcing_inference(case, ref):
+    tensors, meta = ref
+    eng = _engine(tensors, meta, case)
+    want = tensors[f"{case}.latents"].permute(0, 2, 1, 3, 4)  # [1, C, F, h, w]
+    chunk = meta["chunk"]
+    for b in range(meta["chunks"]):
+        got = eng.tick().finished[0].latents
+        diff = (got - want[:, :, b * chunk:(b + 1) * chunk]).abs().max().item()
+        assert diff <= 1e-4, f"{case}: chunk {b} differs by {diff}"
+    # the window really was local: the cache holds the sinks and the last frames only
+    if case == "local":
+        assert eng.cache.frames() == [0, 1, 2, 18, 19, 20]
+
+
+def test_the_fixture_tells_global_from_local_attention(ref):
+    tensors, _ = ref
+    g, loc = tensors["global.latents"], tensors["local.latents"]
+    assert torch.equal(g[:, :9], loc[:, :9])  # the window is not full before the fourth chunk
+    assert (g[:, 9:] - loc[:, 9:]).abs().max() > 1e-3  # after it, eviction changes the picture
+
+
+def test_the_recipe_timesteps():
+    table = FlowTable(5.0)
+    ts = table.denoising_timesteps(4)
+    assert torch.allclose(ts, torch.tensor([1000.0, 937.5, 833.3333, 625.0]), atol=1e-3)
+    x, v = torch.randn(2, 3), torch.randn(2, 3)
+    assert torch.allclose(table.to_x0(v, x, ts[1]), x - 0.9375 * v, atol=1e-6)
+
+
+def test_windows_and_positions_stay_inside_the_rotary_table():
+    assert window(9, 3, 3).frames == (0, 1, 2, 6, 7, 8)
+    assert window(3, 3, 3).frames == (0, 1, 2)  # sinks not repeated among the recent frames
+    assert window(0, 3, 3).frames == ()
+    # far beyond the table: the window and the block move back, sinks stay at the start, distances kept
+    cached, own = positions((0, 1, 2, 5997, 5998, 5999), [6000, 6001, 6002], 3, 1024)
+    assert cached[:3] == [0, 1, 2] and own[-1] == 1023 and cached[3:] == [1018, 1019, 1020]
+    assert own == [1021, 1022, 1023]
+
+
+def test_memory_stays_flat_over_many_blocks(ref):
+    """A long stream (far past the 21 frames the original could make, and past the rotary table's 1024 frames with
+    a short table) holds the same number of cached frames from the window's filling on."""
+    tensors, meta = ref
+    eng = _engine(tensors, meta, "local")
+    eng.noise = eng._seeded_noise
+    eng.model.rope.max_seq_len = 40  # a short rotary table: positions must be re-indexed after ~13 blocks
+    sizes = []
+    for _ in range(20):
+        eng.tick()
+        sizes.append(sum(len(layer) for layer in eng.cache.layers))
+    assert len(set(sizes[2:])) == 1 and eng.block == 20
+    assert torch.isfinite(eng.tick().finished[0].latents).all()
+
+
+def test_prompt_changes_recache_and_cuts_start_a_new_shot(ref):
+    tensors, meta = ref
+    embs = {"a": tensors["prompt_embeds"], "b": tensors["prompt_embeds"].flip(1)}
+    eng = _engine(tensors, meta, "local", prompt="a")
+    eng.conds._encode = lambda text: embs[text]
+    base = [eng.tick().finished[0] for _ in range(4)]
+    eng.submit_prompt("b", "soft")
+    soft = eng.tick()
+    assert soft.applied and soft.finished[0].cond.prompt == "b" and eng.stats["recache_ms"] > 0
+    eng.submit_prompt("a", "cut")
+    cut = eng.tick()
+    assert cut.finished[0].shot_start and eng.shot == 5 and eng.cache.frames() == [0, 1, 2]
+    # a new shot starts like the stream did: block 5 of the new shot equals a fresh stream's first block, given
+    # the same noise
+    fresh = _engine(tensors, meta, "local", prompt="a")
+    fresh.noise = lambda block, step: eng.noise(block + 5, step)
+    assert torch.equal(fresh.tick().finished[0].latents, cut.finished[0].latents)
+    assert not torch.equal(base[0].latents, cut.finished[0].latents)
+
+
+def test_bad_causal_settings_are_refused():
+    with pytest.raises(ConfigError, match="without classifier-free guidance"):
+        EngineConfig(engine="causal", guidance=5.0).validate()
+    with pytest.raises(ConfigError, match="one rank"):
+        EngineConfig(engine="causal", guidance=1.0, ranks=2).validate()
+
+
+def test_a_checkpoint_in_the_original_layout_converts_and_a_wrong_one_is_refused(ref, tmp_path):
+    tensors, meta = ref
+    state = {k: v for k, v in tensors.items() if k.startswith("model.")}
+    path = str(tmp_path / "ckpt.pt")
+    torch.save({"generator_ema": state, "step": torch.tensor(3)}, path)
+    got = read_checkpoint(path)
+    assert set(got) == {k[len("model."):] for k in state}
+    model = _model(tensors, meta)
+    bad = to_diffusers(got)
+    bad.pop("blocks.0.attn1.to_q.weight")
+    with pytest.raises(ConfigError, match="missing 1"):
+        load_converted(bad, dict(model.config), "ckpt.pt")
+    with pytest.raises(ConfigError, match="not a Wan transformer"):
+        torch.save({"generator": {"x": torch.zeros(1)}}, str(tmp_path / "x.pt"))
+        read_checkpoint(str(tmp_path / "x.pt"))
