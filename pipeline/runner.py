@@ -260,10 +260,17 @@ class Runner:
         self.penc = PromptEncoder(comps.tokenizer, comps.text_encoder, comps.text_max_len, device=device,
                                   dtype=DTYPES[cfg.dtype])
         self.penc.encode(cfg.prompt)
-        self.engine = Engine(cfg, experts, comps.scheduler, self.penc.encode, device=device, world=world,
-                             layers=layers)
+        if cfg.engine == "causal":  # a causal checkpoint (pipeline/causal/): one rank, block after block
+            from .causal.engine import CausalEngine
+
+            self.engine = CausalEngine(cfg, transformer, self.penc.encode, device=device)
+            blocks = transformer.blocks
+        else:
+            self.engine = Engine(cfg, experts, comps.scheduler, self.penc.encode, device=device, world=world,
+                                 layers=layers)
+            blocks = self.engine.stage.blocks
         if cfg.compile:
-            self._progress(f"compiling the transformer blocks (cache: {compile_blocks(self.engine.stage.blocks)})")
+            self._progress(f"compiling the transformer blocks (cache: {compile_blocks(blocks)})")
         dec = open_decoder(cfg, comps.vae, transformer.config.in_channels, device)
         # a compiled decoder takes turns with the ticks (see Decoder); a graph-replayed one need not
         turns = not cfg.decode_overlap or (dec.compiled and not dec.graphed)

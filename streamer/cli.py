@@ -1,4 +1,4 @@
-"""`streamer serve`: the daemon's command line. The options are pipeline/settings.py's tree; the `streamer`
+"""`streamer serve`: the daemon's command line, and `streamer convert` (a causal checkpoint as a model folder). The options are pipeline/settings.py's tree; the `streamer`
 program with the client commands as well is clients/cli.py (`python -m streamer` runs `serve` alone)."""
 from __future__ import annotations
 
@@ -15,6 +15,30 @@ def add_serve(sub) -> None:
     p = sub.add_parser("serve", help="run the streaming daemon (the toy-world model on CPU by default)")
     add_arguments(p)
     p.set_defaults(func=cmd_serve)
+
+
+def add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="make a folder the causal engine serves from a causal checkpoint "
+                       "(Self-Forcing, CausVid, LongLive: .pt or .safetensors in the original Wan key layout)")
+    p.add_argument("checkpoint", help="the causal checkpoint (.pt with generator_ema/generator, or .safetensors)")
+    p.add_argument("--base", required=True, help="the Wan2.1 diffusers folder it was distilled from (its text "
+                   "encoder, tokenizer, VAE and transformer architecture are used)")
+    p.add_argument("--out", required=True, help="the folder to write (serve it with `streamer serve --model OUT`)")
+    p.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                   help="fuse this LoRA into the checkpoint first (LongLive ships as one); repeatable")
+    p.set_defaults(func=cmd_convert)
+
+
+def cmd_convert(args) -> int:
+    try:
+        from pipeline.causal.convert import convert
+
+        out = convert(args.checkpoint, args.base, args.out, lora=args.lora)
+    except ConfigError as e:
+        print(f"streamer convert: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: serve it with `streamer serve --model {out}`")
+    return 0
 
 
 def resolve_serve(args):
@@ -69,6 +93,7 @@ def build_parser(*more) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="streamer", description="Endless video streamer (DualParal on Wan)")
     sub = ap.add_subparsers(dest="command", required=True)
     add_serve(sub)
+    add_convert(sub)
     for add in more:
         add(sub)
     return ap

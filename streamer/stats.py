@@ -80,7 +80,9 @@ class StreamStats:
             "config": {"model": self.cfg.model, "height": self.cfg.height, "width": self.cfg.width,
                        "steps": self.cfg.steps, "guidance": self.cfg.guidance,
                        "block_frames": self.cfg.block_frames, "context_frames": self.cfg.context_frames,
-                       "seed": self.cfg.seed, "ranks": self.cfg.ranks},
+                       "seed": self.cfg.seed, "ranks": self.cfg.ranks, "engine": self.cfg.engine,
+                       "family": self.cfg.model_family().name,
+                       "experts": len(self.cfg.model_family().experts)},
         }
 
     def metric_rows(self, viewers: int, dropped: int, encoder_bytes: int, now: float | None = None) -> list:

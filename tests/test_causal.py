@@ -5,10 +5,13 @@ weights (converted from the original key layout), embedding and noise, must make
 with global attention and with a local window and sink frames."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from safetensors import safe_open
+from diffusers import WanTransformer3DModel
 from safetensors.torch import load_file
 
 from pipeline.causal.cache import KVCache, positions, window
@@ -155,3 +158,52 @@ def test_a_checkpoint_in_the_original_layout_converts_and_a_wrong_one_is_refused
     with pytest.raises(ConfigError, match="not a Wan transformer"):
         torch.save({"generator": {"x": torch.zeros(1)}}, str(tmp_path / "x.pt"))
         read_checkpoint(str(tmp_path / "x.pt"))
+
+
+def _base_folder(tmp_path, meta, layers=None):
+    """The tiny model's folder with a transformer of the fixture's architecture (`layers` to make it differ)."""
+    from pipeline.models import save_components
+    from pipeline.tiny import build_tiny_components
+
+    m = meta["model"]
+    comps = build_tiny_components()
+    comps["transformer"] = WanTransformer3DModel(
+        patch_size=tuple(m["patch_size"]), num_attention_heads=m["num_heads"],
+        attention_head_dim=m["dim"] // m["num_heads"], in_channels=m["in_dim"], out_channels=m["out_dim"],
+        text_dim=m["text_dim"], freq_dim=m["freq_dim"], ffn_dim=m["ffn_dim"], num_layers=layers or m["num_layers"],
+        cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=m["eps"], rope_max_seq_len=1024)
+    path = tmp_path / f"base{layers or ''}"
+    save_components(comps, path)
+    return str(path)
+
+
+def _convert(*args):
+    r = subprocess.run([sys.executable, "-m", "streamer", "convert", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return r.returncode, [ln for ln in r.stderr.splitlines() if ln.strip()], r.stdout
+
+
+def test_convert_then_serve_a_causal_checkpoint_with_the_daemon(ref, tmp_path):
+    from conftest import DaemonProc
+    from test_daemon_ranks_equal import y4m_frames
+
+    tensors, meta = ref
+    ckpt = str(tmp_path / "self_forcing.pt")
+    torch.save({"generator_ema": {k: v for k, v in tensors.items() if k.startswith("model.")}}, ckpt)
+    # a base of another architecture is refused by name, and nothing is written
+    code, lines, _ = _convert(ckpt, "--base", _base_folder(tmp_path, meta, layers=4), "--out", str(tmp_path / "x"))
+    assert code == 2 and len(lines) == 1 and "does not fit the base model's transformer: missing" in lines[0], lines
+    assert not (tmp_path / "x").exists()
+    out = str(tmp_path / "causal")
+    code, lines, stdout = _convert(ckpt, "--base", _base_folder(tmp_path, meta), "--out", out)
+    assert code == 0, lines
+    assert json.loads((tmp_path / "causal" / "streamer.json").read_text())["engine"] == "causal"
+    rec = tmp_path / "out.y4m"
+    with open(rec, "wb") as f:
+        d = DaemonProc("--stdout", "y4m", http=False, stdout=f, model=out)
+        d.wait_streaming()
+        st = d.wait_status(lambda s: s["blocks_published"] >= 3, "3 published blocks")
+        assert d.stop() == 0, d.log()
+    frames = y4m_frames(rec.read_bytes())
+    assert len(frames) >= 9 + 12 and len(set(frames)) > 1  # blocks of 3 latent frames: 9 video frames, then 12
+    assert st["config"]["engine"] == "causal", st["config"]

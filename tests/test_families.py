@@ -239,8 +239,9 @@ def test_the_daemon_streams_a_wan22_folder(family, args, size, folders, tmp_path
     with open(out, "wb") as f:
         d = DaemonProc("--stdout", "y4m", *args, http=False, stdout=f, model=folders[family])
         d.wait_streaming()
-        d.wait_status(lambda s: s["blocks_published"] >= 2, "2 published blocks")
+        st = d.wait_status(lambda s: s["blocks_published"] >= 2, "2 published blocks")
         assert d.stop() == 0, d.log()
+    assert st["config"]["family"] == family and st["config"]["experts"] == (2 if family == "wan2.2-a14b" else 1)
     data = out.read_bytes()
     header = data.partition(b"\n")[0]
     assert f" W{size[0]} H{size[1]} ".encode() in header, header

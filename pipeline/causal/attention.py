@@ -38,11 +38,9 @@ class CausalAttnProcessor:
         query = attn.norm_q(query).unflatten(2, (attn.heads, -1))
         key = attn.norm_k(key).unflatten(2, (attn.heads, -1))
         value = value.unflatten(2, (attn.heads, -1))
-        if req.commit:  # keys before rotary: the window may move them later
-            self.cache.put(self.layer, req.commit, req.tokens_per_frame, key, value)
+        cached = self._exchange(key, value)
         query = apply_rotary(query, *rotary_emb)
         own_key = apply_rotary(key, *rotary_emb)
-        cached = self.cache.get(self.layer, req.cached)
         if cached is not None:
             ck, cv = cached
             key = torch.cat([apply_rotary(ck, *req.cached_rope).to(own_key.dtype), own_key], dim=1)
@@ -54,6 +52,16 @@ class CausalAttnProcessor:
         out = out.flatten(2, 3).type_as(query)
         out = attn.to_out[0](out)
         return attn.to_out[1](out)
+
+
+    @torch.compiler.disable
+    def _exchange(self, key: torch.Tensor, value: torch.Tensor):
+        """The cache's write (the clean re-run: keys before rotary, the window may move them later) and read (the
+        window's keys/values). Never compiled: it indexes Python containers by layer and frame."""
+        req = self.request
+        if req.commit:
+            self.cache.put(self.layer, req.commit, req.tokens_per_frame, key, value)
+        return self.cache.get(self.layer, req.cached)
 
 
 def install(blocks, cache: KVCache, request: CausalRequest) -> None:

@@ -19,6 +19,7 @@ import torch
 from ..config import EngineConfig
 from ..engine import CondTable, FinishedBlock, TickResult
 from ..prompts import Change, PromptSchedule
+from ..schedule import Work
 from ..split import Carry, epilogue, run_blocks
 from ..stages import DTYPES
 from .attention import CausalRequest, install
@@ -165,8 +166,8 @@ class CausalEngine:
             if k + 1 < steps:
                 x = self.table.renoise(x0, self.noise(block, k + 1).to(self.device, torch.float32),
                                        self.timesteps[k + 1])
-            if self.on_step is not None:
-                self.on_step(block)
+            if self.on_step is not None:  # the runner's heartbeat (and its way to stop a long block)
+                self.on_step(Work(block=block, step=k, prev=None, succ=None))
         self._block_forward(x0, torch.tensor(CONTEXT_NOISE), text, start, commit=True)
         return x0
 
