@@ -66,16 +66,13 @@ class EngineConfig:
         return cls(**fields, ranks=values["ranks"], extra={"pace": values["pace"], "split": values["split"]})
 
     def _validate_causal(self) -> None:
-        """What the causal engine (pipeline/causal/) serves: one expert, no CFG, one rank."""
+        """What the causal engine (pipeline/causal/) serves: one expert, no CFG."""
         if float(self.guidance) > 1.0:
             raise ConfigError(f"the causal engine runs without classifier-free guidance (--guidance 1), got "
                               f"--guidance {self.guidance}")
         if len(self.model_family().experts) > 1 or self.model_family().name != "wan2.1":
             raise ConfigError(f"the causal engine serves causal Wan 2.1 checkpoints; {self.model!r} is a "
                               f"{self.model_family().name} model")
-        if self.ranks != 1:
-            raise ConfigError("the causal engine runs on one rank (--gpus/--ranks 1); splitting its layers over "
-                              "ranks is not built yet")
         if self.quant or self.reuse_context:
             raise ConfigError(f"{'--quant' if self.quant else '--reuse-context'} is for the DualParal engine")
 

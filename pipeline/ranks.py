@@ -107,7 +107,12 @@ def serve_rank(config_json: str) -> int:
         if cfg.quant == "fp8":
             for model in models:
                 quantize_blocks(model.blocks[slice(*layers)], device)
-        stage = build_stage(cfg, models, layers, rank, world, device)
+        if cfg.engine == "causal":  # a causal checkpoint's slice (pipeline/causal/stage.py)
+            from .causal.stage import CausalStage
+
+            stage = CausalStage(cfg, models[0], layers, last=rank == world - 1, device=device)
+        else:
+            stage = build_stage(cfg, models, layers, rank, world, device)
         if cfg.compile:
             compile_blocks(stage.blocks)
         with torch.inference_mode():

@@ -263,7 +263,7 @@ class Runner:
         if cfg.engine == "causal":  # a causal checkpoint (pipeline/causal/): one rank, block after block
             from .causal.engine import CausalEngine
 
-            self.engine = CausalEngine(cfg, transformer, self.penc.encode, device=device)
+            self.engine = CausalEngine(cfg, transformer, self.penc.encode, device=device, world=world, layers=layers)
             blocks = transformer.blocks
         else:
             self.engine = Engine(cfg, experts, comps.scheduler, self.penc.encode, device=device, world=world,

@@ -32,7 +32,7 @@ def _as_bytes(t: torch.Tensor) -> torch.Tensor:
     return t.detach().contiguous().reshape(-1).view(torch.uint8)
 
 
-HEADER = 17
+HEADER = 21
 STAT_FIELDS = 4  # per rank, running totals: compute ms, wait-for-input ms, peak memory GiB, windows
 
 
@@ -66,15 +66,22 @@ class ItemMeta:
     stop: bool = False
     ping: bool = False  # travels the ring and comes back with no work: retires a pipe's posted receive
     expert: int = 0  # which expert runs the window (two-expert models: pipeline.family.expert_for its timestep)
+    # the causal engine (pipeline/causal/stage.py): the window's frames start at frame `start` of the shot; it
+    # attends to the first `cached_n` frames (-1: all) of the window of the block at frame `window_at`; `commit`:
+    # its keys/values are stored as those frames' (the clean re-run)
+    start: int = 0
+    window_at: int = 0
+    cached_n: int = -1
+    commit: bool = False
 
     def header(self, carry: Carry | None) -> torch.Tensor:
         h = torch.zeros(HEADER, dtype=torch.int64)
         kind = 1 if self.stop else 2 if self.ping else 0
-        h[:8] = torch.tensor([kind, self.serial, self.block, self.step, self.frames, self.shot, int(self.use_succ),
-                              self.expert])
+        h[:12] = torch.tensor([kind, self.serial, self.block, self.step, self.frames, self.shot, int(self.use_succ),
+                               self.expert, self.start, self.window_at, self.cached_n, int(self.commit)])
         if carry is not None:
             b, n, _ = carry.hidden.shape
-            h[8:17] = torch.tensor([b, n, carry.text.shape[1], _DTYPES.index(carry.hidden.dtype),
+            h[12:21] = torch.tensor([b, n, carry.text.shape[1], _DTYPES.index(carry.hidden.dtype),
                                     _DTYPES.index(carry.text.dtype), _DTYPES.index(carry.timestep_proj.dtype),
                                     _DTYPES.index(carry.temb.dtype), *carry.grid[1:]])
         return h
@@ -83,7 +90,8 @@ class ItemMeta:
     def from_header(cls, h: torch.Tensor) -> "ItemMeta":
         v = h.tolist()
         return cls(serial=v[1], block=v[2], step=v[3], frames=v[4], shot=v[5], use_succ=bool(v[6]),
-                   stop=v[0] == 1, ping=v[0] == 2, expert=v[7])
+                   stop=v[0] == 1, ping=v[0] == 2, expert=v[7], start=v[8], window_at=v[9], cached_n=v[10],
+                   commit=bool(v[11]))
 
 
 class Stage:
@@ -95,6 +103,7 @@ class Stage:
 
     def __init__(self, geom, models, layers: tuple[int, int], last: bool, guide):
         self.geom = geom
+        self.cfg = geom.cfg
         self.models = list(models)
         self.model = self.models[0]
         self.experts = [[m.blocks[i] for i in range(*layers)] for m in self.models]
@@ -134,10 +143,10 @@ class Stage:
         req.store_tail = geom.tail_range() if reuse else None
         return run_blocks(self.experts[meta.expert], carry, rot)
 
-    def finish(self, carry: Carry, expert: int = 0) -> torch.Tensor:
+    def finish(self, carry: Carry, meta: ItemMeta) -> torch.Tensor:
         """Last stage: noise prediction for the block's own frames, CFG applied (at the expert's scale)."""
-        pred = epilogue(self.models[expert], carry)[:, :, carry.grid[0] - self.block_frames:]
-        return self.guide(pred, expert)
+        pred = epilogue(self.models[meta.expert], carry)[:, :, carry.grid[0] - self.block_frames:]
+        return self.guide(pred, meta.expert)
 
 
 def make_guide(cfg):
@@ -172,7 +181,7 @@ class LocalPipe:
 
     def submit(self, meta: ItemMeta, carry: Carry) -> None:
         t0 = time.perf_counter()
-        pred = self.stage.finish(self.stage.forward(meta, carry), meta.expert)
+        pred = self.stage.finish(self.stage.forward(meta, carry), meta)
         st = self.rank_stats[0]
         st[0] += (time.perf_counter() - t0) * 1e3
         st[2] = _peak_gib(pred.device)
@@ -216,7 +225,7 @@ def _recv_carry(src: int, device, dim: int, world: int):
     if meta.stop or meta.ping:
         return meta, None, stats.cpu()
     v = h.cpu().tolist()
-    b, n, tl, dh, dt, dp, de, gh, gw = v[8:17]
+    b, n, tl, dh, dt, dp, de, gh, gw = v[12:21]
     hidden = torch.empty(b, n, dim, dtype=_DTYPES[dh], device=device)
     text = torch.empty(b, tl, dim, dtype=_DTYPES[dt], device=device)
     tproj = torch.empty(b, 6, dim, dtype=_DTYPES[dp], device=device)
@@ -316,10 +325,10 @@ def serve_stage(stage: Stage, rank: int, world: int, device) -> None:
     """The loop of ranks 1..W-1: receive a window, run the slice, pass it on (or the prediction back to rank 0)."""
     last = rank == world - 1
     dim = stage.model.config.num_attention_heads * stage.model.config.attention_head_dim
-    pred_dtype = DTYPES[stage.geom.cfg.dtype]
+    pred_dtype = DTYPES[stage.cfg.dtype]
     pending: deque = deque()
     totals = [0.0] * STAT_FIELDS
-    cfg = stage.geom.cfg
+    cfg = stage.cfg
     pred_shape = (1, stage.model.config.out_channels, cfg.block_frames, cfg.latent_height, cfg.latent_width)
     while True:
         t_wait = time.perf_counter()
@@ -342,7 +351,7 @@ def serve_stage(stage: Stage, rank: int, world: int, device) -> None:
         faults.point(f"rank{rank}")
         carry = stage.forward(meta, carry)
         if last:
-            pred = stage.finish(carry, meta.expert).to(pred_dtype).contiguous()
+            pred = stage.finish(carry, meta).to(pred_dtype).contiguous()
         if device.type == "cuda":
             torch.cuda.current_stream(device).synchronize()  # not device-wide: sends may be pending
         totals[0] += (time.perf_counter() - t0) * 1e3

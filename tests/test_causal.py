@@ -139,8 +139,8 @@ def test_prompt_changes_recache_and_cuts_start_a_new_shot(ref):
 def test_bad_causal_settings_are_refused():
     with pytest.raises(ConfigError, match="without classifier-free guidance"):
         EngineConfig(engine="causal", guidance=5.0).validate()
-    with pytest.raises(ConfigError, match="one rank"):
-        EngineConfig(engine="causal", guidance=1.0, ranks=2).validate()
+    with pytest.raises(ConfigError, match="is for the DualParal engine"):
+        EngineConfig(engine="causal", guidance=1.0, reuse_context=True).validate()
 
 
 def test_a_checkpoint_in_the_original_layout_converts_and_a_wrong_one_is_refused(ref, tmp_path):
@@ -207,3 +207,74 @@ def test_convert_then_serve_a_causal_checkpoint_with_the_daemon(ref, tmp_path):
     frames = y4m_frames(rec.read_bytes())
     assert len(frames) >= 9 + 12 and len(set(frames)) > 1  # blocks of 3 latent frames: 9 video frames, then 12
     assert st["config"]["engine"] == "causal", st["config"]
+
+
+def _drive_causal(eng):
+    """Six blocks with a soft change (a re-cache) before block 3 and a cut before block 5."""
+    out = {}
+    for b in range(7):
+        if b == 3:
+            eng.submit_prompt("a blue square moving up", "soft")
+        if b == 5:
+            eng.submit_prompt("a white star moving down", "cut")
+        fb = eng.tick().finished[0]
+        out[fb.index] = fb.latents
+    return out
+
+
+def _causal_rank_main(rank, world, port, cfg_json, out_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from pipeline.ranks import init_dist, load_rank_slice, serve_rank
+
+    if rank != 0:
+        if serve_rank(cfg_json) != 0:
+            raise SystemExit(1)
+        return
+    import torch.distributed as dist
+
+    from pipeline.models import load_components
+    from pipeline.text import PromptEncoder
+
+    cfg = EngineConfig.from_json(cfg_json)
+    init_dist(torch.device("cpu"), world, 0)
+    _, models, layers = load_rank_slice(cfg, 0, world, torch.device("cpu"))
+    c = load_components(cfg.model, parts=("text",))
+    encode = PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len).encode
+    eng = CausalEngine(cfg, models[0], encode, world=world, layers=layers)
+    res = _drive_causal(eng)
+    eng.close()
+    from safetensors.torch import save_file
+
+    save_file({f"b{k}": v.contiguous() for k, v in res.items()}, os.path.join(out_dir, "latents.safetensors"))
+    dist.destroy_process_group()
+
+
+def test_two_ranks_make_what_one_makes(ref, tmp_path):
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+    from pipeline.models import load_components
+    from pipeline.text import PromptEncoder
+
+    tensors, meta = ref
+    ckpt = str(tmp_path / "sf.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v for k, v in tensors.items() if k.startswith("model.")}, ckpt)
+    from pipeline.causal.convert import convert
+
+    folder = convert(ckpt, _base_folder(tmp_path, meta), str(tmp_path / "causal"), recipe={"context_frames": 3,
+                                                                                          "sink_frames": 3})
+    base = dict(model=folder, engine="causal", steps=4, block_frames=3, flow_shift=5.0, guidance=1.0,
+                context_frames=3, sink_frames=3, seed=5)
+    c = load_components(folder)
+    ref_out = _drive_causal(CausalEngine(EngineConfig(**base), c.transformer,
+                                         PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len).encode))
+    cfg = EngineConfig(**base, ranks=2, extra={"scratch": str(tmp_path)})
+    mp.spawn(_causal_rank_main, args=(2, free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
+    got = load_file(str(tmp_path / "latents.safetensors"))
+    assert sorted(int(k[1:]) for k in got) == sorted(ref_out) == list(range(7))
+    for b, lat in ref_out.items():
+        assert torch.equal(got[f"b{b}"], lat), f"block {b} differs at W=2"

@@ -20,10 +20,10 @@ from ..config import EngineConfig
 from ..engine import CondTable, FinishedBlock, TickResult
 from ..prompts import Change, PromptSchedule
 from ..schedule import Work
-from ..split import Carry, epilogue, run_blocks
-from ..stages import DTYPES
-from .attention import CausalRequest, install
-from .cache import KVCache, positions, window
+from ..split import Carry
+from ..stages import DTYPES, DistPipe, ItemMeta, LocalPipe
+from .cache import window
+from .stage import CausalStage
 from .schedule import FlowTable
 
 CONTEXT_NOISE = 0.0  # the timestep of the clean re-run that writes a block into the cache
@@ -50,38 +50,25 @@ def prologue(model, latents: torch.Tensor, timestep: torch.Tensor, text_states: 
     return Carry(hidden, ce.text_embedder(text_states), proj, temb, (f // p_t, h // p_h, w // p_w))
 
 
-def rope_at(rope, frames: list[int], height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary cos/sin [1, len(frames) x height x width, 1, dim] for latent frames at these positions (post-patch
-    height x width tokens each): WanRotaryPosEmbed's tables, indexed by position instead of 0..F-1."""
-    split = [rope.t_dim, rope.h_dim, rope.w_dim]
-    idx = torch.tensor(frames, dtype=torch.long, device=rope.freqs_cos.device)
-    out = []
-    for table in (rope.freqs_cos, rope.freqs_sin):
-        t, hh, ww = table.split(split, dim=1)
-        n = len(frames)
-        parts = [t[idx].view(n, 1, 1, -1).expand(n, height, width, -1),
-                 hh[:height].view(1, height, 1, -1).expand(n, height, width, -1),
-                 ww[:width].view(1, 1, width, -1).expand(n, height, width, -1)]
-        out.append(torch.cat(parts, dim=-1).reshape(1, n * height * width, 1, -1).to(device))
-    return out[0], out[1]
-
-
 class CausalEngine:
-    """One rank; `noise(block, step)` gives a block's noise for each step ([1, C, B, h, w]; step 0: its start)."""
+    """Rank 0's causal engine; with `world` > 1 each forward flows through the other ranks' layer slices (the ring
+    of pipeline.stages) and its prediction comes back. `noise(block, step)` gives a block's noise for each step
+    ([1, C, B, h, w]; step 0: its start)."""
 
-    def __init__(self, cfg: EngineConfig, transformer, encode_prompt, device="cpu", noise=None):
+    def __init__(self, cfg: EngineConfig, transformer, encode_prompt, device="cpu", noise=None, world: int = 1,
+                 layers: tuple[int, int] | None = None):
         self.cfg = cfg.validate()
         self.device = torch.device(device)
         self.dtype = DTYPES[cfg.dtype]
         self.model = transformer.eval().requires_grad_(False)
         self.table = FlowTable(cfg.flow_shift)
         self.timesteps = self.table.denoising_timesteps(cfg.steps)
-        self.cache = KVCache(len(self.model.blocks))
-        self.request = CausalRequest()
-        install(self.model.blocks, self.cache, self.request)
-        p = self.model.config.patch_size
-        self.grid = (cfg.latent_height // p[1], cfg.latent_width // p[2])
-        self.request.tokens_per_frame = self.grid[0] * self.grid[1]
+        layers = layers or (0, len(self.model.blocks))
+        self.stage = CausalStage(cfg, self.model, layers, last=world == 1, device=self.device)
+        self.cache = self.stage.cache  # this rank's layers'
+        self.pipe = LocalPipe(self.stage) if world == 1 else DistPipe(self.stage, world, self.stage.pred_shape,
+                                                                      self.dtype, self.device)
+        self.world = world
         self.noise = noise or self._seeded_noise
         self.prompts = PromptSchedule(cfg.prompt)
         self.conds = CondTable(encode_prompt, cfg.negative_prompt, False, self.dtype, self.device)
@@ -90,6 +77,7 @@ class CausalEngine:
         self.shot = 0  # the block its shot started at
         self.clean: dict[int, torch.Tensor] = {}  # frame of the shot -> clean latents [1, C, 1, h, w] (re-cache)
         self.last_cond = None
+        self._serial = 0
         self.stats = {"ticks": 0, "blocks": 0, "tick_ms": 0.0, "forward_ms": 0.0, "recache_ms": 0.0}
         self.on_step = None
 
@@ -117,42 +105,35 @@ class CausalEngine:
                     "cached_frames": len(self.cache.frames()), "ranks": []}
 
     # --- the model -----------------------------------------------------------------------------------------
-    def _forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, own: list[int], cached: tuple[int, ...],
-                 sinks: int, commit: bool) -> torch.Tensor:
-        """The flow prediction for frames `own` of the shot ([1, C, len(own), h, w]), attending to the cached
-        keys/values of frames `cached` (the first `sinks` of them sink frames); `commit`: store this run's
-        keys/values as those of frames `own`."""
-        cached_pos, own_pos = positions(cached, own, sinks, self.model.rope.max_seq_len)
-        req = self.request
-        req.cached = cached
-        req.cached_rope = rope_at(self.model.rope, cached_pos, *self.grid, self.device) if cached else None
-        req.commit = tuple(own) if commit else ()
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, start: int, window_at: int,
+                 cached_n: int = -1, commit: bool = False) -> torch.Tensor:
+        """The flow prediction for frames [start, start + F) of the shot (x: [1, C, F, h, w]), attending to the
+        first `cached_n` (-1: all) frames of the window of the block at frame `window_at`; `commit`: store this
+        run's keys/values as those frames' (then the prediction is not computed)."""
+        self._serial += 1
+        meta = ItemMeta(serial=self._serial, block=self.block, step=0, frames=x.shape[2], shot=self.shot,
+                        use_succ=False, start=start, window_at=window_at, cached_n=cached_n, commit=commit)
         carry = prologue(self.model, x.to(self.dtype), t.to(self.device), text)
-        carry = run_blocks(self.model.blocks, carry, rope_at(self.model.rope, own_pos, *self.grid, self.device))
-        return epilogue(self.model, carry).float()
-
-    def _block_forward(self, x, t, text, start: int, commit: bool) -> torch.Tensor:
-        """A block whose frames start at frame `start` of the shot, attending to its window."""
-        win = window(start, self.cfg.sink_frames, self.cfg.context_frames)
-        own = list(range(start, start + x.shape[2]))
-        return self._forward(x, t, text, own, win.frames, len(win.sink), commit)
+        self.pipe.submit(meta, carry)
+        serial, pred = self.pipe.poll(wait=True)
+        if serial != meta.serial:
+            raise RuntimeError(f"prediction {serial} arrived for window {meta.serial}")
+        return pred.float()
 
     def _recache(self, text: torch.Tensor, start: int) -> None:
         """A prompt change: the window of the block at `start` is run again, clean, at timestep 0, under `text`,
         block-sized groups in order (sinks first), each attending to the groups re-run before it; the cache then
-        holds those frames as the new prompt sees them."""
+        holds those frames as the new prompt sees them (LongLive's re-cache)."""
         win = window(start, self.cfg.sink_frames, self.cfg.context_frames)
-        self.cache.clear()
         t0 = torch.tensor(CONTEXT_NOISE)
-        done: list[int] = []
         b = self.cfg.block_frames
         groups = [list(win.sink[i:i + b]) for i in range(0, len(win.sink), b)]
         groups += [list(win.recent[i:i + b]) for i in range(0, len(win.recent), b)]
+        done = 0
         for group in groups:
             x = torch.cat([self.clean[f] for f in group], dim=2)
-            sinks = sum(f in win.sink for f in done)
-            self._forward(x, t0, text, group, tuple(done), sinks, commit=True)
-            done += group
+            self._forward(x, t0, text, group[0], start, cached_n=done, commit=True)
+            done += len(group)
 
     @torch.inference_mode()
     def generate(self, block: int, text: torch.Tensor, start: int) -> torch.Tensor:
@@ -161,14 +142,14 @@ class CausalEngine:
         steps = len(self.timesteps)
         x0 = x
         for k, t in enumerate(self.timesteps):
-            flow = self._block_forward(x, t, text, start, commit=False)
+            flow = self._forward(x, t, text, start, start)
             x0 = self.table.to_x0(flow, x, t)
             if k + 1 < steps:
                 x = self.table.renoise(x0, self.noise(block, k + 1).to(self.device, torch.float32),
                                        self.timesteps[k + 1])
             if self.on_step is not None:  # the runner's heartbeat (and its way to stop a long block)
                 self.on_step(Work(block=block, step=k, prev=None, succ=None))
-        self._block_forward(x0, torch.tensor(CONTEXT_NOISE), text, start, commit=True)
+        self._forward(x0, torch.tensor(CONTEXT_NOISE), text, start, start, commit=True)
         return x0
 
     # --- the tick --------------------------------------------------------------------------------------------
@@ -184,9 +165,8 @@ class CausalEngine:
             self.prompts.leave(b)
             self.prompts.set_boundary(b + 1, b + 1)
         new_shot = any(ch.mode == "cut" for ch in br.applied) and b > self.shot
-        if new_shot:
+        if new_shot:  # (every rank's cache forgets the old shot at the new one's first clean re-run)
             self.shot = b
-            self.cache.clear()
             self.clean.clear()
         start = (b - self.shot) * self.cfg.block_frames
         text = self.conds.get(cond)
@@ -202,7 +182,6 @@ class CausalEngine:
             self.clean[start + i] = lat[:, :, i:i + 1]
         nxt = start + self.cfg.block_frames
         keep = set(window(nxt, self.cfg.sink_frames, self.cfg.context_frames).frames)
-        self.cache.keep(keep)
         for f in [f for f in self.clean if f not in keep]:
             del self.clean[f]
         res.entered = b
@@ -218,7 +197,13 @@ class CausalEngine:
         return res
 
     def drain(self) -> list[FinishedBlock]:
-        return []
+        return []  # every forward's prediction is waited for
 
     def close(self) -> None:
-        pass
+        """Stop the other ranks (multi-rank)."""
+        self.pipe.close()
+
+    def retire(self) -> None:
+        """Leave the other ranks running for another engine on rank 0 (tests, benchmarks)."""
+        if isinstance(self.pipe, DistPipe):
+            self.pipe.retire()

@@ -144,7 +144,7 @@ class Unroll:
         meta = ItemMeta(serial=0, block=block, step=level, frames=x.shape[2], shot=shot, use_succ=use_succ)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             carry = prologue(self.model, x, t, text)
-            return self.stage.finish(self.stage.forward(meta, carry)).float()
+            return self.stage.finish(self.stage.forward(meta, carry), meta).float()
 
 
 def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):

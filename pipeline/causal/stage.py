@@ -1,0 +1,72 @@
+"""One rank's share of the causal engine: its slice of the transformer's layers, their key/value cache, and what a
+window's header says to do with it (pipeline.stages.ItemMeta's causal fields). It has the interface of
+pipeline.stages.Stage, so the ring that carries DualParal's windows between ranks (LocalPipe, DistPipe,
+serve_stage) carries the causal engine's too: W ranks compute what one does."""
+from __future__ import annotations
+
+import torch
+
+from ..split import Carry, epilogue, run_blocks
+from .attention import CausalRequest, install
+from .cache import KVCache, positions, window
+
+
+def rope_at(rope, frames: list[int], height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary cos/sin [1, len(frames) x height x width, 1, dim] for latent frames at these positions (post-patch
+    height x width tokens each): WanRotaryPosEmbed's tables, indexed by position instead of 0..F-1."""
+    split = [rope.t_dim, rope.h_dim, rope.w_dim]
+    idx = torch.tensor(frames, dtype=torch.long, device=rope.freqs_cos.device)
+    out = []
+    for table in (rope.freqs_cos, rope.freqs_sin):
+        t, hh, ww = table.split(split, dim=1)
+        n = len(frames)
+        parts = [t[idx].view(n, 1, 1, -1).expand(n, height, width, -1),
+                 hh[:height].view(1, height, 1, -1).expand(n, height, width, -1),
+                 ww[:width].view(1, 1, width, -1).expand(n, height, width, -1)]
+        out.append(torch.cat(parts, dim=-1).reshape(1, n * height * width, 1, -1).to(device))
+    return out[0], out[1]
+
+
+class CausalStage:
+    """Layers [a, b) of the model with their cache. forward(meta, carry) runs them; the last rank's finish gives the
+    flow prediction (zeros for a clean re-run, whose output nobody reads)."""
+
+    def __init__(self, cfg, model, layers: tuple[int, int], last: bool, device):
+        self.cfg, self.model, self.last = cfg, model, last
+        self.device = torch.device(device)
+        self.blocks = [model.blocks[i] for i in range(*layers)]
+        self.cache = KVCache(len(self.blocks))
+        self.request = CausalRequest()
+        install(self.blocks, self.cache, self.request)
+        p = model.config.patch_size
+        self.grid = (cfg.latent_height // p[1], cfg.latent_width // p[2])
+        self.request.tokens_per_frame = self.grid[0] * self.grid[1]
+        self.pred_shape = (1, model.config.out_channels, cfg.block_frames, cfg.latent_height, cfg.latent_width)
+
+    def plan(self, meta) -> tuple[list[int], tuple[int, ...], int]:
+        """(own frames, cached frames, how many of those are sinks) of a window."""
+        win = window(meta.window_at, self.cfg.sink_frames, self.cfg.context_frames)
+        cached = win.frames if meta.cached_n < 0 else win.frames[:meta.cached_n]
+        return list(range(meta.start, meta.start + meta.frames)), cached, min(len(win.sink), len(cached))
+
+    def forward(self, meta, carry: Carry) -> Carry:
+        own, cached, sinks = self.plan(meta)
+        if meta.commit and meta.cached_n == 0:  # a re-cache starts: its groups rebuild the cache
+            self.cache.clear()
+        table = self.model.rope.max_seq_len
+        cached_pos, own_pos = positions(cached, own, sinks, table)
+        req = self.request
+        req.cached = cached
+        req.cached_rope = rope_at(self.model.rope, cached_pos, *self.grid, self.device) if cached else None
+        req.commit = tuple(own) if meta.commit else ()
+        carry = run_blocks(self.blocks, carry, rope_at(self.model.rope, own_pos, *self.grid, self.device))
+        if meta.commit and meta.cached_n < 0:  # a finished block: forget what the next block cannot see
+            nxt = meta.start + meta.frames
+            self.cache.keep(window(nxt, self.cfg.sink_frames, self.cfg.context_frames).frames)
+        req.commit = ()
+        return carry
+
+    def finish(self, carry: Carry, meta) -> torch.Tensor:
+        if meta.commit:
+            return torch.zeros(self.pred_shape, dtype=carry.hidden.dtype, device=carry.hidden.device)
+        return epilogue(self.model, carry)
