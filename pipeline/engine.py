@@ -75,7 +75,19 @@ class CondTable:
         return self._cache[key]
 
 
-class Engine:
+class PromptControl:
+    """Prompt changes from any thread, for an engine with `lock` and `prompts` (a PromptSchedule)."""
+
+    def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None, client: str = "") -> Change:
+        with self.lock:
+            return self.prompts.submit(prompt, mode, blocks, at_block, client=client)
+
+    def cancel_prompts(self, epoch: int | None = None) -> list[int]:
+        with self.lock:
+            return self.prompts.cancel(epoch)
+
+
+class Engine(PromptControl):
     """Rank 0's engine. With `world` > 1 the windows flow through the other ranks (DistPipe); rank 0 runs the
     prologue and its own slice and applies the scheduler step when a prediction comes back.
 
@@ -120,14 +132,6 @@ class Engine:
         self.on_step = None  # called after every block submission (heartbeat for watchdogs)
 
     # --- control (any thread) --------------------------------------------------------------------------
-    def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None, client: str = "") -> Change:
-        with self.lock:
-            return self.prompts.submit(prompt, mode, blocks, at_block, client=client)
-
-    def cancel_prompts(self, epoch: int | None = None) -> list[int]:
-        with self.lock:
-            return self.prompts.cancel(epoch)
-
     def snapshot(self) -> dict:
         with self.lock:
             return {

@@ -10,6 +10,27 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def start_rank(rank: int, world: int, port: int, cfg_json: str):
+    """In a process of mp.spawn: join the gloo group of `world` CPU ranks. Ranks 1.. serve their slice until rank 0
+    says stop and return None; rank 0 gets (EngineConfig, its models, its layers) with the group initialised."""
+    import torch
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from pipeline.config import EngineConfig
+    from pipeline.ranks import init_dist, load_rank_slice, serve_rank
+
+    if rank != 0:
+        if serve_rank(cfg_json) != 0:
+            raise SystemExit(1)
+        return None
+    cfg = EngineConfig.from_json(cfg_json)
+    init_dist(torch.device("cpu"), world, 0)
+    _, models, layers = load_rank_slice(cfg, 0, world, torch.device("cpu"))
+    return cfg, models, layers
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

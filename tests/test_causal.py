@@ -223,23 +223,17 @@ def _drive_causal(eng):
 
 
 def _causal_rank_main(rank, world, port, cfg_json, out_dir):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from pipeline.ranks import init_dist, load_rank_slice, serve_rank
+    from conftest import start_rank
 
-    if rank != 0:
-        if serve_rank(cfg_json) != 0:
-            raise SystemExit(1)
+    started = start_rank(rank, world, port, cfg_json)
+    if started is None:  # ranks 1..: served until rank 0 said stop
         return
     import torch.distributed as dist
 
     from pipeline.models import load_components
     from pipeline.text import PromptEncoder
 
-    cfg = EngineConfig.from_json(cfg_json)
-    init_dist(torch.device("cpu"), world, 0)
-    _, models, layers = load_rank_slice(cfg, 0, world, torch.device("cpu"))
+    cfg, models, layers = started
     c = load_components(cfg.model, parts=("text",))
     encode = PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len).encode
     eng = CausalEngine(cfg, models[0], encode, world=world, layers=layers)

@@ -7,7 +7,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from conftest import free_port
+from conftest import free_port, start_rank
 from pipeline.config import EngineConfig
 from pipeline.engine import Engine
 from pipeline.models import load_components
@@ -38,22 +38,12 @@ def _encoder(cfg):
 
 
 def _rank_main(rank, world, port, cfg_json, out_dir):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from pipeline.ranks import init_dist, load_rank_slice, serve_rank
-
-    if rank != 0:
-        # record what this rank materialised, then serve (serve_rank loads its own slice the same way)
-        cfg = EngineConfig.from_json(cfg_json)
-        if serve_rank(cfg_json) != 0:
-            raise SystemExit(1)
+    started = start_rank(rank, world, port, cfg_json)
+    if started is None:  # ranks 1..: served until rank 0 said stop
         return
     import torch.distributed as dist
 
-    cfg = EngineConfig.from_json(cfg_json)
-    init_dist(torch.device("cpu"), world, 0)
-    _, models, layers = load_rank_slice(cfg, 0, world, torch.device("cpu"))
+    cfg, models, layers = started
     model = models if len(models) > 1 else models[0]  # a two-expert model: both experts' slices
     encode, scheduler = _encoder(cfg)
     eng = Engine(cfg, model, scheduler, encode, world=world, layers=layers)

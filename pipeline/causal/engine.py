@@ -17,8 +17,8 @@ import time
 import torch
 
 from ..config import EngineConfig
-from ..engine import CondTable, FinishedBlock, TickResult
-from ..prompts import Change, PromptSchedule
+from ..engine import CondTable, FinishedBlock, PromptControl, TickResult
+from ..prompts import PromptSchedule
 from ..schedule import Work
 from ..split import Carry
 from ..stages import DTYPES, DistPipe, ItemMeta, LocalPipe
@@ -50,7 +50,7 @@ def prologue(model, latents: torch.Tensor, timestep: torch.Tensor, text_states: 
     return Carry(hidden, ce.text_embedder(text_states), proj, temb, (f // p_t, h // p_h, w // p_w))
 
 
-class CausalEngine:
+class CausalEngine(PromptControl):
     """Rank 0's causal engine; with `world` > 1 each forward flows through the other ranks' layer slices (the ring
     of pipeline.stages) and its prediction comes back. `noise(block, step)` gives a block's noise for each step
     ([1, C, B, h, w]; step 0: its start)."""
@@ -89,14 +89,6 @@ class CausalEngine:
         return torch.randn(shape, generator=g).to(self.device)
 
     # --- control (any thread) ------------------------------------------------------------------------------
-    def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None, client: str = "") -> Change:
-        with self.lock:
-            return self.prompts.submit(prompt, mode, blocks, at_block, client=client)
-
-    def cancel_prompts(self, epoch: int | None = None) -> list[int]:
-        with self.lock:
-            return self.prompts.cancel(epoch)
-
     def snapshot(self) -> dict:
         with self.lock:
             return {"head": self.block, "next_enter": self.block, "depth": 0, "ticks_to_output": 1,
