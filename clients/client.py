@@ -21,6 +21,7 @@ import time
 import zmq
 
 from streamer.prompt_watch import WAIT_LIMIT_S
+from streamer.protocol import MAX_MESSAGE_BYTES
 
 DEFAULT_CONTROL = os.environ.get("STREAMER_CONTROL", "tcp://127.0.0.1:5555")
 DEFAULT_PUBLISH = os.environ.get("STREAMER_PUBLISH", "tcp://127.0.0.1:5556")
@@ -72,7 +73,11 @@ class ControlClient:
             req["id"] = f"c{os.getpid()}-{next(self._ids)}"
         if self.token and "token" not in req:
             req["token"] = self.token
-        sock.send_multipart([b"", json.dumps(req).encode()])
+        body = json.dumps(req).encode()
+        if len(body) > MAX_MESSAGE_BYTES:  # the daemon would only answer "too large": say so without asking
+            raise ClientError(f"request too large: {len(body)} bytes (the daemon takes at most {MAX_MESSAGE_BYTES}; "
+                              "a prompt is limited to 2,000 characters)")
+        sock.send_multipart([b"", body])
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

@@ -27,10 +27,11 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Awaitable[dict]]
 
-# libzmq disconnects a peer that sends a bigger frame (nothing larger is ever buffered); the protocol limit plus
-# room for the envelope frames
-MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024
-RCVHWM = 64  # messages queued per peer before libzmq stops reading from it
+# libzmq disconnects a peer that sends a bigger frame (nothing larger is ever buffered, and the peer gets no
+# answer). Frames up to 1 MiB are read, so that a request over the protocol's 64 KiB (a long prompt) is answered
+# with "request too large" instead of a dropped connection that a REQ client would wait out.
+MAX_FRAME_BYTES = 16 * MAX_MESSAGE_BYTES
+RCVHWM = 32  # messages queued per peer before libzmq stops reading from it (at most 32 MiB a peer)
 MAX_PENDING_PER_PEER = 16  # requests queued behind a slow handler, per peer (each up to 64 KiB); more: an error
 MAX_ACTIVE = 32  # handler calls running at once over all peers
 

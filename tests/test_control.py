@@ -255,6 +255,25 @@ def test_bind_error_is_clear():
     asyncio.run(main())
 
 
+def test_a_100k_character_prompt_is_answered_too_large_and_the_client_says_so_without_asking(server, sock):
+    """Over the protocol's 64 KiB but under the frame cap: an error reply, not a dropped connection (a REQ client
+    would otherwise wait out its own timeout, stuck); our client refuses to send it at all."""
+    from clients.client import ClientError, ControlClient
+
+    s = sock(zmq.REQ, server.address)
+    reply = req_roundtrip(s, {"cmd": "set_prompt", "prompt": "x" * 100_000, "id": 5})
+    assert reply["ok"] is False and "too large" in reply["error"] and reply.get("id") in (5, None)
+    assert req_roundtrip(s, {"cmd": "status"})["ok"] is True  # the REQ socket is usable again
+    c = ControlClient(server.address, timeout=60.0)
+    try:
+        with pytest.raises(ClientError, match="request too large"):
+            c.set_prompt("x" * 100_000)
+        assert c.status()["ok"] is True
+    finally:
+        c.close()
+    assert not any(getattr(r, "prompt", "").startswith("xxx") for r in server.seen)  # no handler saw them
+
+
 def test_oversized_frames_cost_the_sender_its_connection_not_the_server(server, sock):
     """libzmq drops a peer whose frame is over MAX_FRAME_BYTES before buffering it; the others are served."""
     from zmq.utils.monitor import recv_monitor_message
