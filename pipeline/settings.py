@@ -63,7 +63,8 @@ OPTIONS = (
     _o("flow_shift", float, 3.0, "the scheduler's flow shift", "engine"),
     _o("block_frames", int, 2, "latent frames per block B", "engine"),
     _o("context_frames", int, 1, "context latent frames C: the last C frames before a block (they may span several "
-       "earlier blocks of its shot); a block also sees the first min(C, B) frames of its successor", "engine"),
+       "earlier blocks of its shot); a block also sees the first min(C, B) frames of its successor (the causal engine: the "
+       "window of earlier frames a block attends to besides the sinks)", "engine"),
     _o("sink_frames", int, 0, "with --reuse-context (or the causal engine): the first K frames of the current shot "
        "stay in every later block's context as cached keys/values ('sink' frames)", "engine"),
     _o("fps", float, 8.0, "output frame rate", "engine"),
@@ -163,6 +164,38 @@ def describe_preset(name: str) -> str:
         out.append(flag if v is True else "--no-" + k.replace("_", "-") if v is False else f"{flag} {v:g}"
                    if isinstance(v, float) else f"{flag} {v}")
     return " ".join(out)
+
+
+SCOPE_TITLES = {"engine": "Engine (a model folder's streamer.json may set these)", "ranks": "Engine ranks",
+                "daemon": "Daemon: sockets, encoder, outputs", "web": "Viewers and access"}
+
+
+def reference_markdown() -> str:
+    """docs/options.md: every `serve` option and preset, from this tree (tests/test_docs.py keeps it in step)."""
+    out = ["# `streamer serve` options", "",
+           "Generated from `pipeline/settings.py` (`python -c \"from pipeline.settings import reference_markdown; "
+           "print(reference_markdown(), end='')\" > docs/options.md`). Values merge as: defaults < the model "
+           "folder's streamer.json < `--preset` < the `--config` file < the command line. In a `--config` TOML "
+           "file the keys are the option names with `_` for `-`.", ""]
+    for scope, title in SCOPE_TITLES.items():
+        out += [f"## {title}", "", "| option | default | |", "|---|---|---|"]
+        for o in OPTIONS:
+            if o.scope != scope:
+                continue
+            flag = "--" + o.name.replace("_", "-")
+            if o.type is bool:
+                flag = f"{flag} / --no-{o.name.replace('_', '-')}"
+            elif o.metavar:
+                flag = f"{flag} {o.metavar}"
+            default = "" if o.default in ("", None, []) else f"`{o.default!r}`"
+            text = o.help.replace("|", "\\|")
+            if o.choices:
+                text += " (one of: " + ", ".join(f"`{c}`" for c in o.choices if c) + ")"
+            out.append(f"| `{flag}` | {default} | {text} |")
+        out.append("")
+    out += ["## Presets (`--preset NAME`)", ""]
+    out += [f"- `{name}`: {describe_preset(name)}" for name in PRESETS]
+    return "\n".join(out) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
