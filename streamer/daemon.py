@@ -28,18 +28,20 @@ from pipeline import wire
 from pipeline.config import EngineConfig
 from transports.fanout import FanOut
 from transports.http import build_app, start_http
-from transports.push import Pusher, push_format
+from transports.push import push_format
+from transports.video_format import VideoFormat
 from transports.zmq_pub import VideoPublisher
 
 from .control import ControlServer
 from .engine_link import EngineDied, EngineLink
 from .metrics import Metrics
 from .options import ServeOptions
-from .output import EncoderStage, StdoutTs, y4m_sink
+from .output import EncoderStage, y4m_sink
 from .progress import StartupProgress
 from .prompt_watch import PromptWatch, WaitRefused
 from .protocol import Cancel, Pause, Resume, SetPrompt, Status
 from .sdnotify import Notifier
+from .sinks import Sink, build_sinks
 from .stats import StreamStats
 
 log = logging.getLogger("streamer")
@@ -58,8 +60,7 @@ class Daemon:
         self._metrics = Metrics(self._metric_rows)
         self.fanout = FanOut(on_subscribe=lambda sub: self.request_keyframe())
         self.encoder: EncoderStage | None = None
-        self.stdout_ts: StdoutTs | None = None
-        self.pushers: list[Pusher] = []
+        self.sinks: list[Sink] = []  # the outputs of the encoded stream (streamer.sinks)
         self.engine: EngineLink | None = engine
         self.publisher: VideoPublisher | None = None
         self.control: ControlServer | None = None
@@ -252,7 +253,11 @@ class Daemon:
         if self.encoder is not None:
             s["encoder"] = {k: v for k, v in self.encoder.stats().items() if k != "bytes"}
         s["loaded"] = self.loaded.is_set()
-        s["push"] = [p.stats() for p in self.pushers]
+        s["outputs"] = [sink.status() for sink in self.sinks]
+        s["push"] = [sink.stats() for sink in self.sinks if sink.kind == "push"]
+        for sink in self.sinks:
+            if sink.kind == "webrtc":
+                s["webrtc"] = sink.stats()
         s["watchdog"] = {"interval_s": self.notifier.watchdog_interval(), "pings": self.notifier.pings,
                          "health_checks": self.notifier.checks}
         return s
@@ -281,22 +286,12 @@ class Daemon:
             host, _, port = self.opts.http.rpartition(":")
             from .web import WebFrontend
 
-            self.web = WebFrontend(self, host or "127.0.0.1")
+            self.web = WebFrontend(self.opts, host or "127.0.0.1", self.fanout, self.request_keyframe, self.handle,
+                                   self.status, self.fail_threadsafe)
             app = build_app(self.fanout, self.web.status, self.metrics, index_html_path=_viewer_page(),
                             extra_routes=self.web.routes(), on_error=lambda e: self.fail("http", e),
                             middlewares=[self.web.guard])
             self.http_runner = await start_http(app, host or "127.0.0.1", int(port))
-
-    async def _forward_video(self):
-        sub = self.fanout.subscribe(maxsize=1024, name="zmq-pub")
-        try:
-            while True:
-                pkt = await sub.aget(timeout=1.0)
-                if pkt is not None:
-                    faults.point("zmq publisher")
-                    self.publisher.send_packet(pkt)
-        finally:
-            self.fanout.unsubscribe(sub)
 
     async def run(self) -> int:
         self._loop = loop = asyncio.get_running_loop()
@@ -309,16 +304,15 @@ class Daemon:
             await self._close()
             return 2
         c = self.cfg
-        raw = y4m_sink(c.width, c.height, c.fps) if self.opts.stdout == "y4m" else None
-        self.encoder = EncoderStage(c.width, c.height, c.fps, self.fanout, self.opts.keyframe_interval,
+        fmt = VideoFormat(c.width, c.height, c.fps)
+        raw = y4m_sink(fmt) if self.opts.stdout == "y4m" else None
+        self.encoder = EncoderStage(fmt, self.fanout, self.opts.keyframe_interval,
                                     self.opts.crf, prefer_hw=self.opts.nvenc, raw_sink=raw,
                                     on_published=lambda b, n, e: self._soon(self.on_published, b, n, e,
                                                                             time.monotonic()),
                                     on_error=self.fail_threadsafe)
-        if self.opts.stdout == "mpegts":
-            self.stdout_ts = StdoutTs(self.fanout, c.width, c.height, c.fps, on_error=self.fail_threadsafe)
-        self.pushers = [Pusher(url, self.fanout, c.width, c.height, c.fps, silent_audio=self.opts.push_audio,
-                               on_error=self.fail_threadsafe) for url in self.opts.push]
+        self.sinks = build_sinks(self.opts, fmt, self.fanout, self.publisher, self._spawn, self.fail_threadsafe,
+                                 hub=self.web.hub if self.web is not None else None)
         self.progress = StartupProgress(self.notifier, self.opts.progress)
         if self.engine is None:
             self.engine = EngineLink(c, self.ctx, self.on_engine, attach=self.opts.attach)
@@ -326,7 +320,6 @@ class Daemon:
         self.engine.on_message = self.on_engine
         self._spawn("engine link", self.engine.pump())
         self._spawn("control", self.control.serve())
-        self._spawn("zmq publisher", self._forward_video())
         self._spawn("health", self._health())
         watch = asyncio.ensure_future(self.engine.watch())
         stop = asyncio.ensure_future(self.stop_event.wait())
@@ -370,10 +363,11 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.encoder is not None:  # flush what is queued (bounded: a failed daemon does not wait for it)
             await asyncio.to_thread(self.encoder.close, 1.0 if failed else 10.0)
-        if self.stdout_ts is not None:
-            await asyncio.to_thread(self.stdout_ts.close, 1.0 if failed else 5.0)
-        for p in self.pushers:
-            await asyncio.to_thread(p.stop, 1.0 if failed else 5.0)
+        for sink in self.sinks:  # each within its deadline (a failed daemon does not wait for flushes)
+            try:
+                await sink.stop(1.0 if failed else 5.0)
+            except Exception as e:  # noqa: BLE001 - stopping goes on with the others
+                log.warning("stopping %s: %s: %s", sink.name, type(e).__name__, e)
         await self._close()
 
     async def _close(self):

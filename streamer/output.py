@@ -15,6 +15,7 @@ from common import faults
 from transports.encoder import H264Encoder
 from transports.fanout import FanOut
 from transports.mpegts import stdout_writer
+from transports.video_format import VideoFormat
 from transports.y4m import stdout_y4m
 
 log = logging.getLogger("streamer.output")
@@ -46,11 +47,11 @@ class EncoderStage:
     thread failed ("encoder", "fan-out" or "stdout" for the raw Y4M sink) and has stopped. Both are called on the
     encoder thread."""
 
-    def __init__(self, width: int, height: int, fps: float, fanout: FanOut, keyframe_interval_s: float = 2.0,
+    def __init__(self, fmt: VideoFormat, fanout: FanOut, keyframe_interval_s: float = 2.0,
                  crf: int = 23, preset: str = "veryfast", prefer_hw: bool = False, raw_sink=None,
                  on_published=None, on_error=None):
-        self.enc = H264Encoder(width, height, fps, keyframe_interval_s=keyframe_interval_s, crf=crf, preset=preset,
-                               prefer_hw=prefer_hw)
+        self.enc = H264Encoder(fmt.width, fmt.height, fmt.fps, keyframe_interval_s=keyframe_interval_s, crf=crf,
+                               preset=preset, prefer_hw=prefer_hw)
         self.fanout = fanout
         self.raw_sink = raw_sink  # callable(frames) for y4m output, or None
         self.on_published = on_published
@@ -131,9 +132,10 @@ class StdoutTs:
     """Writes the shared packets as MPEG-TS to standard output on its own thread; finalised on close().
     on_error("stdout", exc) when writing fails (the reader went away, a muxer error)."""
 
-    def __init__(self, fanout: FanOut, width: int, height: int, fps: float, on_error=None):
+    def __init__(self, fmt: VideoFormat, fanout: FanOut, on_error=None):
         self.sub = fanout.subscribe(maxsize=4096, name="stdout")
-        self.writer = stdout_writer(width, height, fps)
+        self.writer = stdout_writer(fmt.width, fmt.height, fmt.fps)
+        self.packets = 0
         self.on_error = on_error
         self.error: str | None = None
         self._stop = threading.Event()
@@ -149,6 +151,7 @@ class StdoutTs:
                         break
                     continue
                 _run("stdout", self.writer.write, pkt)
+                self.packets += 1
         except PartFailed as f:
             self.error = str(f)
             if self.on_error is not None:
@@ -169,6 +172,6 @@ class StdoutTs:
             pass
 
 
-def y4m_sink(width: int, height: int, fps: float):
-    w = stdout_y4m(width, height, fps)
+def y4m_sink(fmt: VideoFormat):
+    w = stdout_y4m(fmt.width, fmt.height, fmt.fps)
     return w.write_frames

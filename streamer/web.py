@@ -111,11 +111,13 @@ def _json(obj, status: int = 200) -> web.Response:
 
 
 class WebFrontend:
-    """Built by the daemon when HTTP is on: owns the WebRTC hub and the routes the viewer page uses."""
+    """Built by the daemon when HTTP is on: the WebRTC hub (which the daemon then holds as an output,
+    streamer.sinks.WebRTCSink) and the routes the viewer page uses. It gets what it needs, not the daemon: the
+    options, the fan-out and a keyframe request for the hub, the control handler and the status source for its
+    routes, and where to report a failure."""
 
-    def __init__(self, daemon, http_host: str):
-        opts = daemon.opts
-        self.daemon = daemon
+    def __init__(self, opts, http_host: str, fanout, request_keyframe, handle, status, on_error):
+        self._handle, self._status = handle, status
         try:  # aiortc's and aioice's private API, as checked: fail closed before serving anything
             aiortc_compat.self_test()
             aioice_compat.self_test()
@@ -137,8 +139,8 @@ class WebFrontend:
                         "prompt", http_host or "all interfaces")
         if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
             logging.getLogger("aioice").setLevel(logging.WARNING)  # one INFO line per ICE check otherwise
-        self.hub = WebRTCHub(daemon.fanout, daemon.request_keyframe,
-                             WebRTCConfig(ice_servers=ice, max_peers=max_peers), on_error=daemon.fail_threadsafe)
+        self.hub = WebRTCHub(fanout, request_keyframe, WebRTCConfig(ice_servers=ice, max_peers=max_peers),
+                             on_error=on_error)
         self._control_slots = asyncio.Semaphore(MAX_ACTIVE_CONTROL)
         self._whep: dict[str, str] = {}  # WHEP session (unguessable) → the hub's peer id
 
@@ -217,7 +219,7 @@ class WebFrontend:
         if raw is None:
             return _json(error_reply(f"request too large (limit {MAX_MESSAGE_BYTES} bytes)"), 413)
         async with self._control_slots:
-            reply, status = await answer(self.daemon.handle, raw, client=f"http:{request.remote}")
+            reply, status = await answer(self._handle, raw, client=f"http:{request.remote}")
         return _json(reply, status)
 
     async def webrtc_config(self, request: web.Request) -> web.Response:
@@ -278,9 +280,8 @@ class WebFrontend:
                 web.options("/whep/{session}", self.whep_options)]
 
     def status(self) -> dict:
-        s = self.daemon.status()
-        s["webrtc"] = self.hub.stats()
-        return s
+        return self._status()  # the daemon's, WebRTC figures included (streamer.sinks)
 
     async def close(self) -> None:
+        """The hub is closed as an output (streamer.sinks.WebRTCSink); closing it again is harmless."""
         await self.hub.close()

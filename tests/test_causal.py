@@ -195,8 +195,9 @@ def test_convert_then_serve_a_causal_checkpoint_with_the_daemon(ref, tmp_path):
     assert code == 2 and len(lines) == 1 and "does not fit the base model's transformer: missing" in lines[0], lines
     assert not (tmp_path / "x").exists()
     out = str(tmp_path / "causal")
-    code, lines, stdout = _convert(ckpt, "--base", _base_folder(tmp_path, meta), "--out", out)
-    assert code == 0, lines
+    from pipeline.causal.convert import convert
+
+    assert convert(ckpt, _base_folder(tmp_path, meta), out) == out  # what `streamer convert` runs
     assert json.loads((tmp_path / "causal" / "streamer.json").read_text())["engine"] == "causal"
     rec = tmp_path / "out.y4m"
     with open(rec, "wb") as f:

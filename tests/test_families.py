@@ -195,6 +195,9 @@ def _edit(folder, tmp_path, name, change):
     return str(out)
 
 
+SERVED_THROUGH_THE_CLI = ("unsupported pipeline", "mismatched VAE")  # the others: describe_folder alone (faster)
+
+
 @pytest.mark.parametrize("name, change, needle", [
     ("model_index.json", lambda d: d.update(_class_name="WanImageToVideoPipeline"),
      "unsupported pipeline 'WanImageToVideoPipeline'"),
@@ -213,8 +216,9 @@ def test_a_folder_that_cannot_be_served_is_refused_by_name(name, change, needle,
     with pytest.raises(ConfigError) as e:
         describe_folder(folder)
     assert needle in str(e.value)
-    code, lines = _serve(folder)
-    assert code == 2 and len(lines) == 1 and needle in lines[0], lines
+    if needle.startswith(SERVED_THROUGH_THE_CLI):  # `streamer serve` stops with that one line, exit 2
+        code, lines = _serve(folder)
+        assert code == 2 and len(lines) == 1 and needle in lines[0], lines
 
 
 def test_ti2v_sizes_are_multiples_of_32_and_default_to_704x1280(folders):

@@ -310,7 +310,7 @@ def test_vp8_fallback_stalled_peer_pli_and_bad_offers():
     asyncio.run(main())
 
 
-# --- the routes with a stand-in daemon: token, origin, content type ---------------------------------------------
+# --- the routes with stand-ins for what the daemon gives them: token, origin, content type -------------------------
 
 class _FakeDaemon:
     def __init__(self, **opts):
@@ -341,7 +341,8 @@ def test_token_origin_and_content_type_guards():
     async def main():
         d = _FakeDaemon(token="s3cret", ice_servers="stun:stun.example.org:3478,turn:turn.example.org:3478",
                         ice_username="u", ice_credential="pw")
-        front = WebFrontend(d, "127.0.0.1")
+        front = WebFrontend(d.opts, "127.0.0.1", d.fanout, d.request_keyframe, d.handle, d.status,
+                            d.fail_threadsafe)
         app = build_app(d.fanout, front.status, lambda: "", extra_routes=front.routes(), middlewares=[front.guard])
         runner = await start_http(app, "127.0.0.1", 0)
         port = bound_port(runner)
@@ -379,7 +380,7 @@ def test_token_origin_and_content_type_guards():
                     async with s.get(base + path) as r:
                         assert r.status == 401, path
                 async with s.get(base + "/status?token=s3cret") as r:  # players that cannot send headers
-                    assert (await r.json())["webrtc"]["viewers"] == 0
+                    assert (await r.json())["block"] == 1  # the status source it was given
                 # DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends its own Host and Origin
                 rebound = {**good, "Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
                 async with s.post(base + "/control", data=body, headers=rebound) as r:

@@ -18,6 +18,7 @@ from common import faults
 
 from .fanout import FanOut
 from .mpegts import MpegTsWriter
+from .video_format import VideoFormat
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,10 @@ def _has_protocol(scheme: str) -> bool:
 class Pusher:
     """One push target. on_error(component, exc): a failure that is not the network's (a bug) ends the daemon."""
 
-    def __init__(self, url: str, fanout: FanOut, width: int, height: int, fps, silent_audio: bool = False,
+    def __init__(self, url: str, fmt: VideoFormat, fanout: FanOut, silent_audio: bool = False,
                  queue_size: int = 512, on_error=None):
         self.url, self.format = url, push_format(url)
-        self.fanout, self.size, self.fps = fanout, (width, height), fps
+        self.fanout, self.size, self.fps = fanout, (fmt.width, fmt.height), fmt.fps
         self.silent_audio, self.queue_size, self.on_error = silent_audio, queue_size, on_error
         self.state = "connecting"
         self.packets = self.bytes = self.reconnects = 0
