@@ -114,7 +114,7 @@ class Daemon:
                                                                             self.opts.token.encode()):
             self.fail("engine rank 0", f"the peer attached at {self.opts.attach} did not present the token", code=2)
             return
-        keys = ("height", "width", "fps", "steps", "block_frames", "context_frames", "seed", "model")
+        keys = ("height", "width", "fps", "steps", "block_frames", "context_frames", "seed", "model", "engine")
         diff = [f"{k}: ours {getattr(self.cfg, k)!r}, rank 0 {m.config.get(k)!r}" for k in keys
                 if m.config.get(k) != getattr(self.cfg, k)]
         if diff:
