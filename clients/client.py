@@ -21,10 +21,12 @@ import time
 import zmq
 
 from streamer.prompt_watch import WAIT_LIMIT_S
+from pipeline.prompts import DEFAULT_MODE
+from pipeline.settings import DEFAULTS
 from streamer.protocol import MAX_MESSAGE_BYTES
 
-DEFAULT_CONTROL = os.environ.get("STREAMER_CONTROL", "tcp://127.0.0.1:5555")
-DEFAULT_PUBLISH = os.environ.get("STREAMER_PUBLISH", "tcp://127.0.0.1:5556")
+DEFAULT_CONTROL = os.environ.get("STREAMER_CONTROL", DEFAULTS["control"])
+DEFAULT_PUBLISH = os.environ.get("STREAMER_PUBLISH", DEFAULTS["publish"])
 WAIT_TIMEOUT = WAIT_LIMIT_S + 10.0  # a set_prompt that waits for the stream: longer than the daemon waits
 
 
@@ -101,7 +103,7 @@ class ControlClient:
                 reply.pop("id", None)
             return reply
 
-    def set_prompt(self, prompt: str, mode: str = "soft", blocks: int | None = None,
+    def set_prompt(self, prompt: str, mode: str = DEFAULT_MODE, blocks: int | None = None,
                    at_block: int | None = None, wait: bool = False, timeout: float | None = None) -> dict:
         """wait: the daemon replies once the change is on the stream, with "on_stream": {"block", "reaction_s"}
         (or {"ok": false, ...} after its own limit, WAIT_LIMIT_S); the reply is then awaited `timeout` seconds

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from clients.client import (DEFAULT_CONTROL, DEFAULT_PUBLISH, WAIT_TIMEOUT, ClientError, ClientTimeout,
                             ControlClient)
-from streamer.protocol import MODES
+from streamer.protocol import DEFAULT_BLEND_BLOCKS, DEFAULT_MODE, MODES
 
 DEFAULT_TIMEOUT = 5.0  # seconds for a reply (--timeout)
 # Keys shown first, in this order; everything else follows alphabetically.
@@ -235,10 +235,10 @@ def add_client_commands(subparsers) -> None:
     # its own copy of the endpoint options: the --timeout default below must not change the other commands
     p = subparsers.add_parser("prompt", parents=[_endpoints()], help="change the prompt of the running stream")
     p.add_argument("text", help="the new prompt")
-    p.add_argument("--mode", choices=MODES, default="soft",
+    p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="soft: blocks in flight follow now; queue: new blocks only; blend: interpolate over "
-                        "--blocks blocks; cut: flush and refill (default soft)")
-    p.add_argument("--blocks", type=int, metavar="K", help="blend length in blocks (blend only, default 4)")
+                        f"--blocks blocks; cut: flush and refill (default {DEFAULT_MODE})")
+    p.add_argument("--blocks", type=int, metavar="K", help=f"blend length in blocks (blend only, default {DEFAULT_BLEND_BLOCKS})")
     p.add_argument("--at-block", type=int, metavar="N", help="apply at block index N instead of now")
     p.add_argument("--wait", action="store_true",
                    help="return once the change is on the stream (its first block published) and print how long "

@@ -28,7 +28,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from streamer.protocol import ProtocolError, SetPrompt, parse_request
+from streamer.protocol import DEFAULT_MODE, ProtocolError, SetPrompt, parse_request
 
 ENTRY_KEYS = {"at", "at_block", "prompt", "mode", "blocks"}
 _TOML_ENTRY_LINE = re.compile(r"^\s*\[\[\s*entry\s*\]\]")
@@ -41,7 +41,7 @@ class TimelineError(ValueError):
 @dataclass(frozen=True)
 class Entry:
     prompt: str
-    mode: str = "soft"
+    mode: str = DEFAULT_MODE
     blocks: int | None = None
     at: float | None = None  # seconds since start
     at_block: int | None = None  # block index, scheduled by the daemon

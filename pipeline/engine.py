@@ -16,7 +16,7 @@ from .config import EngineConfig
 from .context import ContextPlan, blocks_back, plan_context
 from .family import expert_for
 from .noise import NoisePool
-from .prompts import Change, Cond, PromptSchedule
+from .prompts import DEFAULT_MODE, Change, Cond, PromptSchedule
 from .schedule import BlockQueue, Work
 from .split import prologue
 from .stages import DTYPES, DistPipe, ItemMeta, LocalPipe, build_stage  # noqa: F401 - DTYPES re-exported
@@ -78,7 +78,7 @@ class CondTable:
 class PromptControl:
     """Prompt changes from any thread, for an engine with `lock` and `prompts` (a PromptSchedule)."""
 
-    def submit_prompt(self, prompt: str, mode: str = "soft", blocks=None, at_block=None, client: str = "") -> Change:
+    def submit_prompt(self, prompt: str, mode: str = DEFAULT_MODE, blocks=None, at_block=None, client: str = "") -> Change:
         with self.lock:
             return self.prompts.submit(prompt, mode, blocks, at_block, client=client)
 

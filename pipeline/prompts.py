@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODES = ("soft", "queue", "blend", "cut")
+DEFAULT_MODE = "soft"  # of a prompt change that names none: everywhere (protocol, clients, engines) from here
+DEFAULT_BLEND_BLOCKS = 4  # blocks a blend spreads over when none is given
 # Immediate changes (no at_block) are always accepted: they apply at the next tick boundary. Scheduled ones are
 # limited, so that no client can fill the schedule: at most MAX_AHEAD blocks ahead of the next emitted one, at most
 # MAX_PER_CLIENT pending per client, and MAX_SCHEDULED pending in all.
@@ -94,7 +96,7 @@ class PromptSchedule:
         return self.entry.prompt
 
     # --- submission ------------------------------------------------------------------------------------
-    def submit(self, prompt: str, mode: str = "soft", blocks: int | None = None, at_block: int | None = None,
+    def submit(self, prompt: str, mode: str = DEFAULT_MODE, blocks: int | None = None, at_block: int | None = None,
                client: str = "") -> Change:
         if mode not in MODES:
             raise PromptError(f"unknown mode {mode!r} (expected one of {', '.join(MODES)})")
@@ -113,7 +115,7 @@ class PromptSchedule:
                 raise PromptError(f"{MAX_SCHEDULED} scheduled changes are pending (the limit)")
         k = 1
         if mode == "blend":
-            k = 4 if blocks is None else int(blocks)
+            k = DEFAULT_BLEND_BLOCKS if blocks is None else int(blocks)
             if k < 1:
                 raise PromptError("blocks must be >= 1")
         head = self._head

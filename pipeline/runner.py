@@ -22,7 +22,7 @@ from .tiny_vae import StreamingTinyDecoder, check_latent_space, latent_space_of,
 from .engine import DTYPES, Engine, FinishedBlock
 from .models import load_components, vae_configs
 from .pacing import LeadEstimator, Pacer
-from .prompts import PromptError
+from .prompts import DEFAULT_MODE, PromptError
 from .ranks import dist_env, init_dist, load_rank_slice
 from . import wire
 from .compat import diffusers as diffusers_compat
@@ -199,7 +199,7 @@ class Runner:
         while (cmd := self.prompt_q.get()) is not None:
             try:
                 self.penc.encode(cmd.prompt)
-                ch = self.engine.submit_prompt(cmd.prompt, cmd.mode or "soft", cmd.blocks, cmd.at_block,
+                ch = self.engine.submit_prompt(cmd.prompt, cmd.mode or DEFAULT_MODE, cmd.blocks, cmd.at_block,
                                                client=cmd.client)
                 reply = {"ok": True, "epoch": ch.epoch, "first_block": ch.first_block, "mode": ch.mode}
                 self.wake.set()

@@ -21,6 +21,7 @@ import zmq
 import zmq.asyncio
 
 from common import faults
+from pipeline.settings import DEFAULTS
 from streamer.protocol import MAX_MESSAGE_BYTES, ProtocolError, Request, encode_reply, error_reply, parse_request
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ async def answer(handler: Handler, raw: bytes, token: str = "", client: str = ""
 
 
 class ControlServer:
-    def __init__(self, addr: str = "tcp://127.0.0.1:5555", handler: Handler | None = None,
+    def __init__(self, addr: str = DEFAULTS["control"], handler: Handler | None = None,
                  ctx: zmq.asyncio.Context | None = None, on_error: Callable[[BaseException], None] | None = None,
                  token: str = ""):
         """on_error(exc): a per-peer task failed (a bug, not a bad request); serve() failing raises instead.

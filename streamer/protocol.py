@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import ClassVar, Union
 
 from pipeline.config import MAX_PROMPT_CHARS
-from pipeline.prompts import MODES  # defined once, with the prompt logic
+from pipeline.prompts import DEFAULT_BLEND_BLOCKS, DEFAULT_MODE, MODES  # defined once, with the prompt logic
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 MAX_ID_INT = 2**63 - 1
-DEFAULT_BLEND_BLOCKS = 4
 MAX_BLEND_BLOCKS = 10_000
 MAX_AT_BLOCK = 2**53
 
@@ -59,8 +58,8 @@ class _Request:
 class SetPrompt(_Request):
     cmd: ClassVar[str] = "set_prompt"
     prompt: str
-    mode: str = "soft"
-    blocks: int | None = None  # blend length; always set (default 4) for mode "blend", None otherwise
+    mode: str = DEFAULT_MODE
+    blocks: int | None = None  # blend length; always set (DEFAULT_BLEND_BLOCKS) for mode "blend", None otherwise
     at_block: int | None = None  # schedule for this block index; None = now
     id: str | int | None = None
     token: str | None = None
@@ -243,7 +242,7 @@ def _parse_set_prompt(data: dict, rid, token) -> SetPrompt:
         raise ProtocolError("'prompt' must not be empty", rid)
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ProtocolError(f"'prompt' is longer than {MAX_PROMPT_CHARS} characters ({len(prompt)})", rid)
-    mode = data.get("mode", "soft")
+    mode = data.get("mode", DEFAULT_MODE)
     if not isinstance(mode, str):
         raise ProtocolError(f"'mode' must be a string, got {_type_name(mode)}", rid)
     if mode not in MODES:
