@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from common.errors import ConfigError  # noqa: F401 - the engine's configuration errors, re-exported
 
-from .settings import DEFAULTS, OPTIONS
+from .settings import DEFAULTS, OPTION, OPTIONS
 
 # Wan 2.1's VAE: 8x spatial, 4x temporal compression; transformer patch 1x2x2 (other families: pipeline/family.py)
 SPATIAL_FACTOR = 16  # Wan 2.1: VAE spatial factor (8) x patch (2): height and width must be multiples of this
@@ -109,8 +109,6 @@ class EngineConfig:
             raise ConfigError(
                 f"--context-frames ({self.context_frames}) may reach back at most {MAX_CONTEXT_BLOCKS} blocks "
                 f"({MAX_CONTEXT_BLOCKS * self.block_frames} frames at --block-frames {self.block_frames})")
-        if self.engine not in ("dualparal", "causal"):
-            raise ConfigError(f"--engine must be dualparal or causal, got {self.engine!r}")
         causal = self.engine == "causal"
         if not isinstance(self.sink_frames, int) or not 0 <= self.sink_frames <= self.block_frames:
             raise ConfigError(f"--sink-frames must be an integer in 0..--block-frames ({self.block_frames}), "
@@ -144,12 +142,11 @@ class EngineConfig:
             raise ConfigError(f"--flow-shift must be in (0, 100], got {self.flow_shift!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ConfigError(f"--seed must be an integer in 0..2^63-1, got {self.seed!r}")
-        for name in ("dtype", "vae_dtype"):
-            if getattr(self, name) not in ("auto", "float32", "bfloat16", "float16"):
-                raise ConfigError(f"--{name.replace('_', '-')} must be auto, float32, bfloat16 or float16, "
-                                  f"got {getattr(self, name)!r}")
-        if self.quant not in ("", "fp8"):
-            raise ConfigError(f"--quant must be fp8 (or left out), got {self.quant!r}")
+        for name in ("dtype", "vae_dtype", "quant", "engine"):  # the choices the options tree lists
+            choices = OPTION[name].choices
+            if getattr(self, name) not in choices:
+                shown = ", ".join(c for c in choices if c) + (" (or left out)" if "" in choices else "")
+                raise ConfigError(f"--{name.replace('_', '-')} must be one of {shown}, got {getattr(self, name)!r}")
         if not isinstance(self.decode_chunk, int) or not 0 <= self.decode_chunk <= 64:
             raise ConfigError(f"--decode-chunk must be an integer in 0..64, got {self.decode_chunk!r}")
         if not (self.device in ("auto", "cpu", "cuda") or

@@ -26,6 +26,9 @@ WAN_NEGATIVE_PROMPT = (
 )
 
 
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # the --config key; the flag is --name with '-' for '_'
@@ -73,7 +76,8 @@ OPTIONS = (
     _o("negative_prompt", str, WAN_NEGATIVE_PROMPT, "the negative prompt of classifier-free guidance", "engine"),
     _o("device", str, "auto", "auto (cuda:LOCAL_RANK where CUDA devices are visible, else cpu), cpu, cuda "
        "(= cuda:LOCAL_RANK), cuda:N (one rank only)", "engine"),
-    _o("dtype", str, "auto", "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16", "engine"),
+    _o("dtype", str, "auto", "auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, float16", "engine",
+       choices=DTYPE_CHOICES),
     _o("attention", str, "", "the transformer's attention kernel: cudnn, efficient, math, _native_flash (PyTorch's, "
        "preferred with the others still enabled) or another diffusers backend (flash, sage, ...)", "engine",
        field="attention_backend"),
@@ -85,7 +89,7 @@ OPTIONS = (
     _o("quant", str, "", "fp8: float8 linear layers in the transformer blocks (GPUs with fp8 units)", "engine",
        choices=("", "fp8")),
     _o("vae_dtype", str, "auto", "VAE decoder dtype: auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, "
-       "float16", "engine"),
+       "float16", "engine", choices=DTYPE_CHOICES),
     _o("tiny_vae", str, "", "decode with a tiny autoencoder in TAEHV format instead of the model's VAE (Wan 2.1 "
        "latents: taew2_1.safetensors or .pth; 'model': the one the model folder ships, e.g. toyworld-rt's): ~30x "
        "fewer FLOPs per block, lower picture quality", "engine",
