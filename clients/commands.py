@@ -238,7 +238,8 @@ def add_client_commands(subparsers) -> None:
     p.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                    help="soft: blocks in flight follow now; queue: new blocks only; blend: interpolate over "
                         f"--blocks blocks; cut: flush and refill (default {DEFAULT_MODE})")
-    p.add_argument("--blocks", type=int, metavar="K", help=f"blend length in blocks (blend only, default {DEFAULT_BLEND_BLOCKS})")
+    p.add_argument("--blocks", type=int, metavar="K",
+                   help=f"blend length in blocks (blend only, default {DEFAULT_BLEND_BLOCKS})")
     p.add_argument("--at-block", type=int, metavar="N", help="apply at block index N instead of now")
     p.add_argument("--wait", action="store_true",
                    help="return once the change is on the stream (its first block published) and print how long "

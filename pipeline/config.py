@@ -54,8 +54,8 @@ class EngineConfig:
     lead: float = D["lead"]  # the pacer's lead in seconds; 0 = auto (pipeline.pacing.LeadEstimator)
     quant: str = D["quant"]
     lora: list = field(default_factory=list)  # 'PATH[:SCALE][@high|@low]' each (pipeline/lora.py)
-    guidance_2: float = D["guidance_2"]  # the low-noise expert's guidance (two-expert models); 0 = folder's / --guidance
-    boundary_ratio: float = D["boundary_ratio"]  # two-expert models: where the low-noise expert takes over; -1 = folder's
+    guidance_2: float = D["guidance_2"]  # two-expert models: the low-noise expert's guidance; 0 = folder's/--guidance
+    boundary_ratio: float = D["boundary_ratio"]  # two-expert models: where the low-noise expert starts; -1 = folder's
     family: dict = field(default_factory=dict)  # the model family's facts (pipeline.family.Family), set by validate()
     extra: dict = field(default_factory=dict)  # pace, split, scratch (the daemon's per-run folder)
 
@@ -123,7 +123,8 @@ class EngineConfig:
             raise ConfigError(f"--guidance-2 must be in 0..50 (0: the model folder's, else --guidance), "
                               f"got {self.guidance_2!r}")
         if not (self.boundary_ratio == -1 or 0.0 <= float(self.boundary_ratio) <= 1.0):
-            raise ConfigError(f"--boundary-ratio must be in 0..1 (or -1: the model folder's), got {self.boundary_ratio!r}")
+            raise ConfigError(f"--boundary-ratio must be in 0..1 (or -1: the model folder's), "
+                              f"got {self.boundary_ratio!r}")
         if len(fam.experts) < 2 and (self.guidance_2 or self.boundary_ratio != -1):
             flag = "--guidance-2" if self.guidance_2 else "--boundary-ratio"
             raise ConfigError(f"{flag} is for models with two experts (Wan 2.2 A14B); {self.model!r} has one")

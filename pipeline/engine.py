@@ -78,7 +78,8 @@ class CondTable:
 class PromptControl:
     """Prompt changes from any thread, for an engine with `lock` and `prompts` (a PromptSchedule)."""
 
-    def submit_prompt(self, prompt: str, mode: str = DEFAULT_MODE, blocks=None, at_block=None, client: str = "") -> Change:
+    def submit_prompt(self, prompt: str, mode: str = DEFAULT_MODE, blocks=None, at_block=None,
+                      client: str = "") -> Change:
         with self.lock:
             return self.prompts.submit(prompt, mode, blocks, at_block, client=client)
 

@@ -1,4 +1,5 @@
-"""`--lora PATH[:SCALE][@high|@low]`: LoRAs fused into the transformer at load (distilled few-step Wan checkpoints ship so).
+"""`--lora PATH[:SCALE][@high|@low]`: LoRAs fused into the transformer at load (distilled few-step Wan checkpoints
+ship so; @high / @low: one expert of a two-expert model).
 
 Files are read with the Wan pipeline's own loader (`WanPipeline.lora_state_dict`), which takes diffusers-format
 LoRAs and converts the original Wan / ComfyUI / LightX2V key layouts. Each rank keeps only the entries of the layers

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from common import faults
+from common.errors import ComponentFailed  # noqa: F401 - re-exported (pipeline.worker): a part of rank 0 failed
 
 from .config import EngineConfig
 from .decode import StreamingDecoder
@@ -35,14 +36,6 @@ from .text import PromptEncoder
 
 class StopRequested(Exception):
     pass
-
-
-class ComponentFailed(Exception):
-    """A part of rank 0 other than the tick loop (the decoder) failed; `component` names it."""
-
-    def __init__(self, component: str, cause: BaseException):
-        super().__init__(f"{type(cause).__name__}: {cause}")
-        self.component, self.cause = component, cause
 
 
 class Decoder:

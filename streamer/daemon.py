@@ -396,9 +396,9 @@ def _reason(component: str, cause: BaseException | str) -> str:
 
 
 def _viewer_page():
-    from pathlib import Path
+    from .web import PAGE_DIR
 
-    p = Path(__file__).resolve().parent.parent / "clients" / "index.html"
+    p = PAGE_DIR / "index.html"
     return str(p) if p.exists() else None
 
 

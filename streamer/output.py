@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from common import faults
+from common.errors import ComponentFailed
 from transports.encoder import H264Encoder
 from transports.fanout import FanOut
 from transports.mpegts import stdout_writer
@@ -23,21 +24,15 @@ log = logging.getLogger("streamer.output")
 MAX_BACKLOG = 8  # blocks waiting for the encoder before the oldest is dropped
 
 
-class PartFailed(Exception):
-    def __init__(self, part: str, cause: BaseException):
-        super().__init__(f"{part} failed: {type(cause).__name__}: {cause}")
-        self.part, self.cause = part, cause
-
-
 def _run(part: str, fn, *args):
-    """fn(*args), any failure re-raised as PartFailed(part) (a closed stdout pipe worded as such)."""
+    """fn(*args), any failure re-raised as ComponentFailed(part) (a closed stdout pipe worded as such)."""
     try:
         faults.point(part)
         return fn(*args)
     except Exception as e:  # noqa: BLE001
         if part == "stdout" and isinstance(e, OSError):
             e = OSError(f"the reader of standard output went away ({e})")
-        raise PartFailed(part, e) from e
+        raise ComponentFailed(part, e) from e
 
 
 class EncoderStage:
@@ -114,11 +109,11 @@ class EncoderStage:
                 if self.on_published is not None:
                     self.on_published(block, len(frames), epoch)
             _run("fan-out", self.fanout.publish_many, _run("encoder", self.enc.flush))
-        except PartFailed as f:
+        except ComponentFailed as f:
             self.error = str(f)
             log.debug("%s", f, exc_info=True)
             if self.on_error is not None:
-                self.on_error(f.part, f.cause)
+                self.on_error(f.component, f.cause)
 
     def close(self, timeout: float = 10.0) -> None:
         try:
@@ -152,10 +147,10 @@ class StdoutTs:
                     continue
                 _run("stdout", self.writer.write, pkt)
                 self.packets += 1
-        except PartFailed as f:
+        except ComponentFailed as f:
             self.error = str(f)
             if self.on_error is not None:
-                self.on_error(f.part, f.cause)
+                self.on_error(f.component, f.cause)
         finally:
             try:
                 self.writer.close()

@@ -4,7 +4,7 @@ guards every route passes.
     POST /offer      {"sdp": "...", "type": "offer"} → {"sdp": "...", "type": "answer", "peer": ..., "codec": ...}
     POST /control    one control request (JSON, exactly as on the ZMQ socket) → the same reply object
     GET  /webrtc     {"iceServers": [...], "token_required": bool} for the page's RTCPeerConnection
-    GET  /viewer.js  the page's script (clients/viewer.js)
+    GET  /viewer.js  the page's script (streamer/page/viewer.js)
     WHEP (draft-ietf-wish-whep; WHIP's HTTP shape, RFC 9725), what the page, OBS, GStreamer and media servers use:
     POST   /whep          application/sdp offer → 201 Created, Location: /whep/<session>, the answer (with every
                           candidate: no trickle)
@@ -42,7 +42,7 @@ from .protocol import MAX_MESSAGE_BYTES, encode_reply, error_reply
 
 log = logging.getLogger("streamer.web")
 
-CLIENTS_DIR = Path(__file__).resolve().parent.parent / "clients"
+PAGE_DIR = Path(__file__).resolve().parent / "page"  # the viewer page and its script (package data)
 MAX_OFFER_BYTES = 128 * 1024
 MAX_ACTIVE_CONTROL = 32
 BODY_TIMEOUT = 10.0  # seconds for a request body to arrive (slow uploads hold nothing longer)
@@ -229,7 +229,7 @@ class WebFrontend:
         return _json({"iceServers": servers, "token_required": bool(self.token)})
 
     async def viewer_js(self, request: web.Request) -> web.StreamResponse:
-        path = CLIENTS_DIR / "viewer.js"
+        path = PAGE_DIR / "viewer.js"
         if not path.is_file():
             raise web.HTTPNotFound()
         return web.FileResponse(path, headers={"Content-Type": "text/javascript; charset=utf-8",

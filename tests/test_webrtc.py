@@ -16,7 +16,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessi
 from transports.encoder import H264Encoder
 from transports.fanout import FanOut
 from transports.http import bound_port, build_app, start_http
-from transports.webrtc import (OfferError, Pacer, WebRTCConfig, WebRTCHub, parse_ice_servers,
+from transports.webrtc import (OfferError, PacketPacer, WebRTCConfig, WebRTCHub, parse_ice_servers,
                                restrict_host_addresses, strip_mdns_candidates)
 
 from media import moving_gradient
@@ -34,7 +34,7 @@ def loopback_only():
 # --- pure pieces ------------------------------------------------------------------------------------------------
 
 def test_pacer_bursts_late_arrivals_and_falling_behind():
-    p = Pacer(max_lag=1.0, tolerance=0.03, window=4.0)
+    p = PacketPacer(max_lag=1.0, tolerance=0.03, window=4.0)
     # a block of 8 frames at 16 fps arrives at once at t=10: released 1/16 s apart from its arrival
     for i in range(8):
         p.arrived(i / 16, 10.0)
@@ -46,7 +46,7 @@ def test_pacer_bursts_late_arrivals_and_falling_behind():
     # released more than max_lag after its due time (the peer stalled): behind
     assert p.behind(0.5, 11.8)
     # later blocks arrive early again: once the late one leaves the window the schedule is > 1 s later than needed
-    q = Pacer(max_lag=1.0, window=2.0)
+    q = PacketPacer(max_lag=1.0, window=2.0)
     q.arrived(0.0, 0.0)
     q.due(0.0, 0.0)
     q.arrived(1.0, 3.5)  # 2.5 s late: the offset moves from 0 to 2.5

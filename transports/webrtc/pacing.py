@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import deque
 
 
-class Pacer:
+class PacketPacer:
     """When to send each packet, as pure logic over explicit times (seconds, monotonic).
 
     A packet with media time t is due at ``offset + t``. The offset is set by the first packet (due on arrival) and

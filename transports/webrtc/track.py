@@ -1,9 +1,9 @@
 """A video track whose recv() returns the daemon's already-encoded packets (av.Packet, 90 kHz pts), paced per peer.
 
 Each viewer gets its own fan-out subscription (so it starts at a keyframe, and the daemon forces one when it joins),
-a pump that timestamps arrivals, and a `Pacer` that releases packets against the wall clock by their pts (the engine
-runs up to ~2 s ahead and delivers a block at a time). aiortc packetizes the packets as they are (H.264
-passthrough). A peer that falls more than ~1 s behind skips to the newest queued keyframe.
+a pump that timestamps arrivals, and a `PacketPacer` that releases packets against the wall clock by their pts
+(the engine runs ahead by its lead and delivers a block at a time). aiortc packetizes the packets as they are
+(H.264 passthrough). A peer that falls more than ~1 s behind skips to the newest queued keyframe.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from common import faults
 
 from ..fanout import Subscription
 from ..packet import EncodedPacket
-from .pacing import Pacer
+from .pacing import PacketPacer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class PacedPacketTrack(MediaStreamTrack):
         self._request_keyframe = request_keyframe
         self.name = name
         self.queue_size = queue_size
-        self.pacer = Pacer(max_lag=max_lag)
+        self.pacer = PacketPacer(max_lag=max_lag)
         self.on_release = on_release
         self._sub: Subscription | None = None
         self._pump_task: asyncio.Task | None = None
