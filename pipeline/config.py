@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from common.errors import ConfigError  # noqa: F401 - the engine's configuration errors, re-exported
 
+from .family import Family, describe, parse_target
 from .settings import DEFAULTS, OPTION, OPTIONS
 
 # Wan 2.1's VAE: 8x spatial, 4x temporal compression; transformer patch 1x2x2 (other families: pipeline/family.py)
@@ -61,7 +62,7 @@ class EngineConfig:
 
     @classmethod
     def from_settings(cls, values: dict) -> "EngineConfig":
-        """From resolved serve options (pipeline.settings.resolve)."""
+        """From resolved serve options (pipeline.resolve.resolve)."""
         fields = {o.field or o.name: values[o.name] for o in OPTIONS if o.scope == "engine" and o.name != "pace"}
         return cls(**fields, ranks=values["ranks"], extra={"pace": values["pace"], "split": values["split"]})
 
@@ -79,8 +80,6 @@ class EngineConfig:
     def model_family(self):
         """The model's family (pipeline.family): read from the folder once, then carried in `family` (to the ranks,
         which may run where the folder is not yet)."""
-        from .family import Family, describe
-
         if not self.family:
             self.family = describe(self.model).to_dict()
         cached = self.__dict__.get("_family")
@@ -129,8 +128,6 @@ class EngineConfig:
             flag = "--guidance-2" if self.guidance_2 else "--boundary-ratio"
             raise ConfigError(f"{flag} is for models with two experts (Wan 2.2 A14B); {self.model!r} has one")
         if len(fam.experts) < 2:
-            from .lora import parse_target
-
             for spec in self.lora:
                 if parse_target(spec)[1]:
                     raise ConfigError(f"--lora {spec!r}: @{parse_target(spec)[1]} names an expert, but {self.model!r} "

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from common.errors import ConfigError
 
+from .modelinfo import resolve_model
+
 TRANSFORMER_CLASS = "WanTransformer3DModel"
 VAE_CLASS = "AutoencoderKLWan"
 PIPELINE_CLASSES = ("WanPipeline",)  # text-to-video; WanImageToVideoPipeline & co. are refused by name
@@ -67,6 +69,15 @@ def expert_for(timestep: float, boundary: float | None) -> int:
     """Which expert denoises a window at `timestep`: 0 (`transformer`) unless there is a boundary and the timestep
     is below it, exactly as diffusers' WanPipeline chooses (t >= boundary: the high-noise expert)."""
     return 1 if boundary is not None and timestep < boundary else 0
+
+
+def parse_target(spec: str) -> tuple[str, str | None]:
+    """'x@high' → ('x', 'high'); 'x@low' → ('x', 'low'); anything else → (spec, None): every expert. A two-expert
+    model's (Wan 2.2 A14B) LoRAs come in pairs, one for its high-noise expert and one for its low-noise one."""
+    rest, sep, target = spec.rpartition("@")
+    if sep and rest and target in EXPERT_NAMES:
+        return rest, target
+    return spec, None
 
 
 def _read(path: str, what: str) -> dict:
@@ -172,8 +183,6 @@ def _family(label: str, index: dict, tcfgs: dict, vcfg: dict) -> Family:
 def describe(model: str) -> Family:
     """The family of `model`: 'tiny' (built in code) is Wan 2.1; a local folder (the shipped toy-world models
     included) is read; for a hub id its JSON files are fetched (or taken from the local hub cache) and read."""
-    from .modelinfo import resolve_model
-
     if model == "tiny":
         return WAN21
     path = os.path.expanduser(resolve_model(model))

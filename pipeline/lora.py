@@ -15,17 +15,7 @@ import os
 import torch
 
 from .config import ConfigError
-
-
-def parse_target(spec: str) -> tuple[str, str | None]:
-    """'x@high' → ('x', 'high'); 'x@low' → ('x', 'low'); anything else → (spec, None): every expert. A two-expert
-    model's (Wan 2.2 A14B) LoRAs come in pairs, one for its high-noise expert and one for its low-noise one."""
-    from .family import EXPERT_NAMES
-
-    rest, sep, target = spec.rpartition("@")
-    if sep and rest and target in EXPERT_NAMES:
-        return rest, target
-    return spec, None
+from .family import EXPERT_NAMES, parse_target  # noqa: F401 - parse_target re-exported
 
 
 def parse_spec(spec: str) -> tuple[str, float]:
@@ -62,7 +52,6 @@ def apply_loras(transformer, specs, layers: tuple[int, int] | None = None, first
     pipeline.shard). Returns how many modules were changed."""
     from diffusers import WanPipeline
 
-    from .family import EXPERT_NAMES
     from .shard import owned
 
     modules = {name for name, _ in transformer.named_modules()}  # the model's own, before any adapter is added

@@ -3,7 +3,8 @@
 From this one tree come the command line (`add_arguments`), the checks of a `--config` TOML file and of a model
 folder's `streamer.json` (`check`), the engine's configuration (`EngineConfig.from_settings`), the daemon's options
 (`streamer.daemon.ServeOptions`) and the configuration of ranks started by torchrun (`pipeline.worker`).
-Values merge as: defaults < the model's streamer.json < --preset < the --config file < the command line (`resolve`).
+Values merge as: defaults < the model's streamer.json < --preset < the --config file < the command line
+(`pipeline.resolve.resolve`).
 
 Scopes: `engine` options are EngineConfig fields (a model's streamer.json may set them), `ranks` say how many engine
 processes there are and how the layers are split, `daemon` and `web` options configure the daemon's sockets,
@@ -12,11 +13,9 @@ encoder and viewers. No torch here: the CLI resolves all of this before it start
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 
 from common.errors import ConfigError
-from common.netaddr import is_loopback, zmq_host
 
 WAN_NEGATIVE_PROMPT = (
     "Bright tones, overexposed, static, blurred details, subtitles, style, works, paintings, images, static, "
@@ -254,103 +253,3 @@ def load_toml(path: str) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path!r} is not valid TOML: {e}") from None
     return check(data, FILE_KEYS, f"config file {path!r}")
-
-
-def resolve(given: dict):
-    """`given`: the command line's values (None = not given; may hold "config" and "preset"). Returns
-    (EngineConfig, values), every value checked before anything starts."""
-    from .config import EngineConfig
-    from .family import describe
-    from .modelinfo import model_defaults
-
-    given = {k: v for k, v in given.items() if v is not None}
-    if given.get("gpus") is not None and given.get("ranks") is not None:
-        raise ConfigError("give either --gpus (GPU ranks) or --ranks (CPU ranks), not both")
-    if given.get("gpus") is not None and given["gpus"] < 1:
-        raise ConfigError(f"--gpus must be >= 1, got {given['gpus']}")
-    from_file = load_toml(given["config"]) if given.get("config") else {}
-    model = given.get("model") or from_file.get("model") or DEFAULTS["model"]
-    values = {k: list(v) if isinstance(v, list) else v for k, v in DEFAULTS.items()}
-    values.update(describe(model).defaults)  # the family's (TI2V-5B: 704x1280 at 24 fps)
-    values.update(model_defaults(model, MODEL_KEYS))
-    preset = given.get("preset") or from_file.pop("preset", None)
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"--preset must be one of {', '.join(sorted(PRESETS))}, got {preset!r}")
-        values.update(PRESETS[preset])
-    values.update(from_file)
-    values.update({k: v for k, v in given.items() if k in OPTION})
-    if values["gpus"]:
-        values["ranks"] = values["gpus"]
-        if values["device"] == "auto":
-            values["device"] = "cuda"
-    elif ("ranks" in given or "ranks" in from_file) and values["device"] == "auto":
-        values["device"] = "cpu"  # --ranks: engine ranks on the CPU (gloo)
-    cfg = EngineConfig.from_settings(values).validate()
-    _check_daemon(values, cfg)
-    return cfg, values
-
-
-def _token(values: dict) -> str:
-    """--token, else the first line of --token-file, else $STREAMER_TOKEN."""
-    if values["token"]:
-        return values["token"]
-    if values["token_file"]:
-        try:
-            with open(os.path.expanduser(values["token_file"])) as f:
-                token = f.readline().strip()
-        except OSError as e:
-            raise ConfigError(f"--token-file {values['token_file']!r}: {e.strerror}") from None
-        if not token:
-            raise ConfigError(f"--token-file {values['token_file']!r} is empty")
-        return token
-    return os.environ.get("STREAMER_TOKEN", "").strip()
-
-
-def _check_exposure(values: dict) -> None:
-    """Anything bound beyond loopback needs the token, unless --allow-no-token says otherwise."""
-    if values["token"] or values["allow_no_token"]:
-        return
-    exposed = []
-    if values["http"] not in ("", "off") and not is_loopback(values["http"].rpartition(":")[0]):
-        exposed.append(f"--http {values['http']}")
-    for name in ("control", "attach"):
-        host = zmq_host(values[name]) if values[name] else None
-        if host is not None and not is_loopback(host):
-            exposed.append(f"--{name} {values[name]}")
-    if exposed:
-        raise ConfigError(f"{', '.join(exposed)} is reachable from other machines: set a token (--token-file, "
-                          "STREAMER_TOKEN or --token) or pass --allow-no-token")
-
-
-def _check_daemon(values: dict, cfg) -> None:
-    model = cfg.model
-    if model != "tiny" and (model.startswith(("/", ".", "~")) or os.path.exists(model)):
-        path = os.path.expanduser(model)
-        if not os.path.isdir(path):
-            raise ConfigError(f"--model {model!r}: no such directory")
-        if not os.path.isfile(os.path.join(path, "model_index.json")):
-            raise ConfigError(f"--model {model!r}: not a diffusers pipeline folder (no model_index.json)")
-    if values["tiny_vae"] == "model":  # the tiny decoder the model folder ships for its own VAE
-        from .modelinfo import resolve_model
-
-        values["tiny_vae"] = cfg.tiny_vae = os.path.join(os.path.expanduser(resolve_model(model)), TINY_VAE_FILE)
-        if not os.path.isfile(values["tiny_vae"]):
-            raise ConfigError(f"--tiny-vae model: the model {model!r} ships no tiny decoder ({TINY_VAE_FILE})")
-    if values["tiny_vae"] and not os.path.isfile(os.path.expanduser(values["tiny_vae"])):
-        raise ConfigError(f"--tiny-vae {values['tiny_vae']!r}: no such file")
-    if values["http"] not in ("", "off"):
-        host, sep, port = values["http"].rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ConfigError(f"--http must be HOST:PORT or 'off', got {values['http']!r}")
-    if values["keyframe_interval"] <= 0:
-        raise ConfigError("--keyframe-interval must be > 0")
-    if not 0 <= values["crf"] <= 51:
-        raise ConfigError("--crf must be in 0..51")
-
-    if values["split"]:
-        counts = str(values["split"]).split(",")
-        if len(counts) != cfg.ranks or not all(c.strip().isdigit() and int(c) > 0 for c in counts):
-            raise ConfigError(f"--split must list {cfg.ranks} positive layer counts, got {values['split']!r}")
-    values["token"] = _token(values)
-    _check_exposure(values)

@@ -224,7 +224,7 @@ def _chain(exc: BaseException):
 def _config_from_file(path: str) -> tuple[str, str]:
     """(the EngineConfig a daemon started with `streamer serve --config FILE` would give its ranks, the token that
     rank 0 presents to that daemon)."""
-    from .settings import resolve
+    from .resolve import resolve
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg, values = resolve({"config": path})

@@ -8,7 +8,8 @@ import sys
 
 from common.cache import use_bytecode_cache
 from pipeline.config import ConfigError
-from pipeline.settings import add_arguments, resolve
+from pipeline.resolve import resolve
+from pipeline.settings import add_arguments
 
 
 def add_serve(sub) -> None:

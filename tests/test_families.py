@@ -222,7 +222,7 @@ def test_a_folder_that_cannot_be_served_is_refused_by_name(name, change, needle,
 
 
 def test_ti2v_sizes_are_multiples_of_32_and_default_to_704x1280(folders):
-    from pipeline.settings import resolve
+    from pipeline.resolve import resolve
 
     cfg, values = resolve({"model": folders["wan2.2-ti2v"]})
     assert (cfg.height, cfg.width, cfg.fps) == (704, 1280, 24.0)

@@ -76,7 +76,7 @@ def test_the_lead_option_is_an_engine_setting_checked_at_start(tmp_path):
     import pytest
 
     from pipeline.config import ConfigError
-    from pipeline.settings import resolve
+    from pipeline.resolve import resolve
 
     assert resolve({"model": "tiny"})[0].lead == 0.0  # auto
     assert resolve({"model": "tiny", "lead": 0.75})[0].lead == 0.75

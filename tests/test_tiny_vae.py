@@ -208,7 +208,7 @@ def test_a_decoder_that_declares_its_latent_space_serves_only_that_model(tmp_pat
     """The toy world's real-time member ships a tiny decoder for the toy world's VAE: `--tiny-vae model` takes it,
     and it is refused for a model of the Wan 2.1 latent space (and the published files for the toy world)."""
     from pipeline.models import vae_configs
-    from pipeline.settings import resolve
+    from pipeline.resolve import resolve
     from pipeline.tiny_vae import check_latent_space, latent_space_of
 
     cfg, values = resolve({"model": "toyworld-rt", "tiny_vae": "model", "http": "off"})
