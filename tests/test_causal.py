@@ -273,3 +273,27 @@ def test_two_ranks_make_what_one_makes(ref, tmp_path):
     assert sorted(int(k[1:]) for k in got) == sorted(ref_out) == list(range(7))
     for b, lat in ref_out.items():
         assert torch.equal(got[f"b{b}"], lat), f"block {b} differs at W=2"
+
+
+def test_a_longlive_style_lora_in_the_original_layout_is_merged_before_conversion(ref, tmp_path):
+    from pipeline.causal.convert import convert
+
+    tensors, meta = ref
+    ckpt = str(tmp_path / "sf.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v for k, v in tensors.items() if k.startswith("model.")}, ckpt)
+    w = tensors["model.blocks.1.self_attn.q.weight"]
+    g = torch.Generator().manual_seed(9)
+    a, b = torch.randn(4, w.shape[1], generator=g) * 0.1, torch.randn(w.shape[0], 4, generator=g) * 0.1
+    lora = str(tmp_path / "lora.pt")
+    torch.save({"generator_lora": {"base_model.model.blocks.1.self_attn.q.lora_A.weight": a,
+                                   "base_model.model.blocks.1.self_attn.q.lora_B.weight": b}}, lora)
+    out = convert(ckpt, _base_folder(tmp_path, meta), str(tmp_path / "ll"), lora=[f"{lora}:0.5"])
+    got = WanTransformer3DModel.from_pretrained(os.path.join(out, "transformer")).state_dict()
+    assert torch.allclose(got["blocks.1.attn1.to_q.weight"], w + 0.5 * (b @ a), atol=1e-6)
+    assert torch.equal(got["blocks.0.attn1.to_q.weight"], tensors["model.blocks.0.self_attn.q.weight"])
+    torch.save({"generator_lora": {"blocks.9.self_attn.q.lora_A.weight": a,
+                                   "blocks.9.self_attn.q.lora_B.weight": b}}, lora)
+    with pytest.raises(ConfigError, match="has no weight in the checkpoint"):
+        convert(ckpt, _base_folder(tmp_path, meta, layers=3), str(tmp_path / "bad"), lora=[lora])

@@ -8,7 +8,11 @@ converter and loaded strictly into the base folder's transformer architecture: a
 refused by name. The output folder is the base folder (its text encoder, tokenizer, VAE and scheduler by symlink)
 with the converted transformer and a streamer.json that selects the causal engine and the recipe: 4 steps at
 shift 5, blocks of 3 latent frames, no CFG, a window of 18 earlier frames (Self-Forcing's 21-frame attention), 16
-fps. `--lora FILE[:SCALE]` fuses a LoRA first (LongLive ships its model as a LoRA over Self-Forcing's weights).
+fps. `--lora FILE[:SCALE]` fuses a LoRA first (LongLive ships its model as a LoRA over Self-Forcing's weights): a
+PEFT state dict in the original key layout (`generator_lora` in a .pt, or flat; `blocks.N.self_attn.q.lora_A.weight`
+and `lora_B`, any `base_model.model.` prefix) is merged into the original weights as W + SCALE x B A (SCALE: PEFT's
+alpha / rank, 1 by default, as LongLive trains with alpha = rank); any other LoRA format goes through the diffusers
+loader after conversion (pipeline/lora.py).
 """
 from __future__ import annotations
 
@@ -19,15 +23,15 @@ import torch
 
 from common.errors import ConfigError
 
-PICK = ("generator_ema", "generator", "model", "state_dict")  # where the weights sit in a training checkpoint
-PREFIXES = ("model.", "module.", "_orig_mod.", "_fsdp_wrapped_module.", "diffusion_model.")
+PICK = ("generator_ema", "generator", "generator_lora", "model", "state_dict")  # where a checkpoint's weights sit
+PREFIXES = ("base_model.", "model.", "module.", "_orig_mod.", "_fsdp_wrapped_module.", "diffusion_model.")
 RECIPE = {"engine": "causal", "steps": 4, "flow_shift": 5.0, "guidance": 1.0, "block_frames": 3,
           "context_frames": 18, "sink_frames": 0, "fps": 16.0, "negative_prompt": ""}
 SHARED = ("text_encoder", "tokenizer", "vae", "scheduler")
 
 
-def read_checkpoint(path: str) -> dict:
-    """The transformer's tensors in the original key layout (wrappers and prefixes removed)."""
+def read_state(path: str) -> dict:
+    """A checkpoint's tensors (wrappers and prefixes removed), read with weights_only."""
     path = os.path.expanduser(path)
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint {path!r}: no such file")
@@ -60,9 +64,41 @@ def read_checkpoint(path: str) -> dict:
                 if k.startswith(p):
                     k, changed = k[len(p):], True
         out[k] = v
+    return out
+
+
+def read_checkpoint(path: str) -> dict:
+    """The transformer's tensors in the original key layout (wrappers and prefixes removed)."""
+    out = read_state(path)
     if "patch_embedding.weight" not in out:
         raise ConfigError(f"checkpoint {path!r}: not a Wan transformer (no patch_embedding.weight)")
     return out
+
+
+def is_original_lora(state: dict) -> bool:
+    """A PEFT LoRA over the original Wan layout (LongLive's): blocks.N.self_attn/cross_attn/ffn ... lora_A/B."""
+    return any(".lora_A." in k for k in state) and any(k.startswith("blocks.") and (
+        ".self_attn." in k or ".cross_attn." in k or ".ffn." in k) for k in state)
+
+
+def merge_original_lora(state: dict, lora: dict, scale: float, where: str) -> int:
+    """W += scale x B A for every lora_A/lora_B pair of `lora` (original layout) into `state`; returns how many."""
+    n = 0
+    for key, a in lora.items():
+        if ".lora_A." not in key:
+            continue
+        b = lora.get(key.replace(".lora_A.", ".lora_B."))
+        base = key.replace(".lora_A.weight", ".weight").replace(".lora_A.default.weight", ".weight")
+        if b is None or base not in state:
+            raise ConfigError(f"{where}: {key} has no {'lora_B pair' if b is None else 'weight in the checkpoint'}")
+        w = state[base]
+        if tuple(w.shape) != (b.shape[0], a.shape[1]):
+            raise ConfigError(f"{where}: {key} does not fit {base} {tuple(w.shape)}")
+        state[base] = (w.float() + scale * (b.float() @ a.float())).to(w.dtype)
+        n += 1
+    if not n:
+        raise ConfigError(f"{where}: no lora_A/lora_B pairs")
+    return n
 
 
 def to_diffusers(state: dict) -> dict:
@@ -109,11 +145,22 @@ def convert(ckpt: str, base: str, out: str, lora: list | None = None, recipe: di
     if os.path.exists(out) and os.listdir(out):
         raise ConfigError(f"--out {out!r} exists and is not empty")
     config = WanTransformer3DModel.load_config(os.path.join(base, "transformer"))
-    model = load_converted(to_diffusers(read_checkpoint(ckpt)), config, f"checkpoint {ckpt!r}")
-    if lora:
+    state = read_checkpoint(ckpt)
+    later = []  # LoRAs in other formats: after conversion, through the diffusers loader
+    for spec in lora or []:
+        from ..lora import parse_spec
+
+        path, scale = parse_spec(spec)
+        extra = read_state(path)
+        if is_original_lora(extra):
+            merge_original_lora(state, extra, scale, f"--lora {spec!r}")
+        else:
+            later.append(spec)
+    model = load_converted(to_diffusers(state), config, f"checkpoint {ckpt!r}")
+    if later:
         from ..lora import apply_loras
 
-        apply_loras(model, lora)
+        apply_loras(model, later)
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(os.path.join(out, "transformer"))
     for name in SHARED:
