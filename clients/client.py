@@ -23,7 +23,7 @@ import zmq
 from streamer.prompt_watch import WAIT_LIMIT_S
 from pipeline.prompts import DEFAULT_MODE
 from pipeline.settings import DEFAULTS
-from streamer.protocol import MAX_MESSAGE_BYTES
+from streamer.protocol import MAX_MESSAGE_BYTES, Cancel, Pause, Resume, SetPrompt, Status
 
 DEFAULT_CONTROL = os.environ.get("STREAMER_CONTROL", DEFAULTS["control"])
 DEFAULT_PUBLISH = os.environ.get("STREAMER_PUBLISH", DEFAULTS["publish"])
@@ -108,28 +108,23 @@ class ControlClient:
         """wait: the daemon replies once the change is on the stream, with "on_stream": {"block", "reaction_s"}
         (or {"ok": false, ...} after its own limit, WAIT_LIMIT_S); the reply is then awaited `timeout` seconds
         (default WAIT_TIMEOUT, longer than the daemon's limit), else the client's timeout."""
-        req = {"cmd": "set_prompt", "prompt": prompt, "mode": mode}
-        if blocks is not None:
-            req["blocks"] = blocks
-        if at_block is not None:
-            req["at_block"] = at_block
         if wait:
-            req["wait"] = True
             timeout = WAIT_TIMEOUT if timeout is None else timeout
-        return self.request(req, timeout=timeout)
+        req = SetPrompt(prompt, mode, blocks, at_block, wait=True if wait else None)
+        return self.request(req.to_dict(), timeout=timeout)
 
     def cancel(self, epoch: int | None = None) -> dict:
         """Withdraw the scheduled change of `epoch`, or (None) every scheduled change."""
-        return self.request({"cmd": "cancel", "epoch": epoch} if epoch is not None else {"cmd": "cancel", "all": True})
+        return self.request((Cancel(epoch=epoch) if epoch is not None else Cancel(all=True)).to_dict())
 
     def status(self) -> dict:
-        return self.request({"cmd": "status"})
+        return self.request(Status().to_dict())
 
     def pause(self) -> dict:
-        return self.request({"cmd": "pause"})
+        return self.request(Pause().to_dict())
 
     def resume(self) -> dict:
-        return self.request({"cmd": "resume"})
+        return self.request(Resume().to_dict())
 
     def _reset(self) -> None:
         if self._sock is not None:

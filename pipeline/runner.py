@@ -157,35 +157,45 @@ class Runner:
 
     # --- commands (IO thread) --------------------------------------------------------------------------
     def handle(self, cmd: wire.Command) -> dict | None:
-        """Answer a command on the IO thread, or None when it is answered later (set_prompt: the text encoder
-        runs on the prompts thread, not here)."""
-        if cmd.cmd == "ping":
-            return {"ok": True}
-        if cmd.cmd == "stop":
-            self.stop.set()
-            self.wake.set()
-            return {"ok": True}
-        if self.engine is None:
+        """Answer a command (wire.COMMANDS) on the IO thread, or None when it is answered later (set_prompt: the
+        text encoder runs on the prompts thread, not here)."""
+        handler = getattr(self, f"_cmd_{cmd.cmd}", None) if cmd.cmd in wire.COMMANDS else None
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {cmd.cmd!r}"}
+        if self.engine is None and cmd.cmd not in ("ping", "stop"):
             return {"ok": False, "error": "engine is still loading"}
-        if cmd.cmd == "set_prompt":
-            self.prompt_q.put(cmd)
-            return None
-        if cmd.cmd == "cancel":
-            try:
-                return {"ok": True, "cancelled": self.engine.cancel_prompts(cmd.epoch)}
-            except PromptError as e:
-                return {"ok": False, "error": str(e)}
-        if cmd.cmd == "pause":
-            self.paused.set()
-            return {"ok": True, "paused": True}
-        if cmd.cmd == "resume":
-            self.paused.clear()
-            self.pacer.reset()
-            self.wake.set()
-            return {"ok": True, "paused": False}
-        if cmd.cmd == "status":
-            return {"ok": True, **self.snapshot()}
-        return {"ok": False, "error": f"unknown command {cmd.cmd!r}"}
+        return handler(cmd)
+
+    def _cmd_ping(self, cmd) -> dict:
+        return {"ok": True}
+
+    def _cmd_stop(self, cmd) -> dict:
+        self.stop.set()
+        self.wake.set()
+        return {"ok": True}
+
+    def _cmd_set_prompt(self, cmd) -> None:
+        self.prompt_q.put(cmd)
+        return None
+
+    def _cmd_cancel(self, cmd) -> dict:
+        try:
+            return {"ok": True, "cancelled": self.engine.cancel_prompts(cmd.epoch)}
+        except PromptError as e:
+            return {"ok": False, "error": str(e)}
+
+    def _cmd_pause(self, cmd) -> dict:
+        self.paused.set()
+        return {"ok": True, "paused": True}
+
+    def _cmd_resume(self, cmd) -> dict:
+        self.paused.clear()
+        self.pacer.reset()
+        self.wake.set()
+        return {"ok": True, "paused": False}
+
+    def _cmd_status(self, cmd) -> dict:
+        return {"ok": True, **self.snapshot()}
 
     def _prompts(self) -> None:
         """The prompts thread: embed each new prompt (a cache hit for the engine afterwards), then submit it."""

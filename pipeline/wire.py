@@ -100,10 +100,13 @@ class QueueFlushed:
     blocks: list
 
 
+COMMANDS = ("ping", "stop", "set_prompt", "cancel", "pause", "resume", "status")  # what rank 0 answers
+
+
 @dataclass
 class Command:
-    """A request from the daemon; `id` comes back in the Reply. cmd: ping, stop, set_prompt, cancel, pause, resume,
-    status."""
+    """A request from the daemon (`cmd`: one of COMMANDS; the fields that command uses, the others None); `id` comes
+    back in the Reply. The client-facing commands and their checks are streamer.protocol's."""
     kind: ClassVar[bytes] = b"cmd"
     cmd: str
     id: int = 0

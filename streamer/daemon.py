@@ -204,24 +204,28 @@ class Daemon:
             return {"ok": True, **self.status()}
         if not self.loaded.is_set():
             return {"ok": False, "error": "engine is still loading"}
+        handler = {SetPrompt: self._set_prompt, Cancel: self._cancel, Pause: self._pause_resume,
+                   Resume: self._pause_resume}.get(type(req))
+        if handler is None:
+            return {"ok": False, "error": f"unsupported command {req.cmd!r}"}
         try:
-            if isinstance(req, SetPrompt):
-                return await self._set_prompt(req, client)
-            if isinstance(req, Cancel):
-                reply = await self.engine.request("cancel", epoch=req.epoch)
-                if reply.get("ok") and reply.get("cancelled"):
-                    self.watch.cancelled(reply["cancelled"])
-                    self.publisher.send_event({"event": "prompt_cancelled", "epochs": reply["cancelled"]})
-                return reply
-            if isinstance(req, (Pause, Resume)):
-                reply = await self.engine.request(req.cmd)
-                self.stats.set_paused(bool(reply.get("paused")), time.monotonic())
-                return reply
+            return await handler(req, client)
         except asyncio.TimeoutError:
             return {"ok": False, "error": "engine did not answer in time"}
         except EngineDied as e:
             return {"ok": False, "error": str(e)}
-        return {"ok": False, "error": f"unsupported command {req.cmd!r}"}
+
+    async def _cancel(self, req: Cancel, client: str) -> dict:
+        reply = await self.engine.request("cancel", epoch=req.epoch)
+        if reply.get("ok") and reply.get("cancelled"):
+            self.watch.cancelled(reply["cancelled"])
+            self.publisher.send_event({"event": "prompt_cancelled", "epochs": reply["cancelled"]})
+        return reply
+
+    async def _pause_resume(self, req, client: str) -> dict:
+        reply = await self.engine.request(req.cmd)
+        self.stats.set_paused(bool(reply.get("paused")), time.monotonic())
+        return reply
 
     async def _set_prompt(self, req: SetPrompt, client: str) -> dict:
         """Submit a change; a change "now" is timed until it is on the stream (streamer.reaction), and with

@@ -100,15 +100,9 @@ class Resume(_Bare):
 
 
 Request = Union[SetPrompt, Cancel, Status, Pause, Resume]
+COMMANDS = {c.cmd: c for c in (SetPrompt, Cancel, Status, Pause, Resume)}  # every command, defined above once
 _BARE = {c.cmd: c for c in (Status, Pause, Resume)}
-
-_FIELDS = {
-    "set_prompt": {"cmd", "id", "token", "prompt", "mode", "blocks", "at_block", "wait"},
-    "cancel": {"cmd", "id", "token", "epoch", "all"},
-    "status": {"cmd", "id", "token"},
-    "pause": {"cmd", "id", "token"},
-    "resume": {"cmd", "id", "token"},
-}
+_FIELDS = {name: {"cmd"} | {f.name for f in dataclasses.fields(c)} for name, c in COMMANDS.items()}
 
 
 def _reject_constant(name: str):
