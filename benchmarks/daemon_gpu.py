@@ -41,7 +41,7 @@ def build_model(path: str, arch: str) -> float:
 
     from pipeline.archs import A14B_BOUNDARY, EXPERTS, random_transformer, random_wan_vae
     from pipeline.models import Components, save_components
-    from pipeline.tiny import _build_tokenizer, wan_scheduler
+    from pipeline.random_wan import _build_tokenizer, wan_scheduler
 
     t0 = time.perf_counter()
     dev = "cuda" if torch.cuda.is_available() else "cpu"

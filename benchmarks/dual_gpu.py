@@ -29,7 +29,7 @@ from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.engine import DTYPES, Engine  # noqa: E402
 from pipeline.ranks import init_dist  # noqa: E402
 from pipeline.stages import balanced_split, build_stage, serve_stage  # noqa: E402
-from pipeline.tiny import wan_scheduler  # noqa: E402
+from pipeline.random_wan import wan_scheduler  # noqa: E402
 
 
 def sync(dev):

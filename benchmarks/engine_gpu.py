@@ -27,7 +27,7 @@ from pipeline.archs import random_transformer, random_wan_vae  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decode import StreamingDecoder  # noqa: E402
 from pipeline.engine import BlockState, Engine  # noqa: E402
-from pipeline.tiny import wan_scheduler  # noqa: E402
+from pipeline.random_wan import wan_scheduler  # noqa: E402
 
 
 def peak_gib(dev):

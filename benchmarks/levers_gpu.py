@@ -33,7 +33,7 @@ from pipeline.decode import StreamingDecoder  # noqa: E402
 from pipeline.engine import Engine  # noqa: E402
 from pipeline.quant import quantize_blocks  # noqa: E402
 from pipeline.sdpa import preferred_kernel  # noqa: E402
-from pipeline.tiny import wan_scheduler  # noqa: E402
+from pipeline.random_wan import wan_scheduler  # noqa: E402
 from pipeline.tiny_vae import StreamingTinyDecoder  # noqa: E402
 
 

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.config import ConfigError
 from pipeline.modelinfo import DEFAULTS_FILE, model_defaults, resolve_model  # noqa: F401 - re-exported
-from pipeline.tiny import TINY_TEXT_MAX_LEN, WAN_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
+from pipeline.random_wan import TINY_TEXT_MAX_LEN, WAN_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
 
 PARTS = ("transformer", "vae", "text")
 
@@ -168,7 +168,7 @@ def vae_configs(model: str) -> tuple[dict | None, dict]:
 
 def save_components(components, path) -> None:
     """Write a diffusers WanPipeline folder (model_index.json + one subfolder per component). `components`: a
-    Components, or the dict of pipeline.tiny.build_tiny_components (whose two-expert and TI2V variants carry
+    Components, or the dict of pipeline.random_wan.build_tiny_components (whose two-expert and TI2V variants carry
     transformer_2 / boundary_ratio / expand_timesteps)."""
     from diffusers import WanPipeline
 

@@ -36,7 +36,7 @@ from .control import ControlServer
 from .engine_link import EngineDied, EngineLink
 from .metrics import Metrics
 from .options import ServeOptions
-from .output import EncoderStage, y4m_sink
+from .output import EncoderThread, y4m_sink
 from .progress import StartupProgress
 from .prompt_watch import PromptWatch, WaitRefused
 from .protocol import Cancel, Pause, Resume, SetPrompt, Status
@@ -59,7 +59,7 @@ class Daemon:
         self.watch = PromptWatch(lambda ev: self.publisher.send_event(ev))  # reaction time, waiting set_prompts
         self._metrics = Metrics(self._metric_rows)
         self.fanout = FanOut(on_subscribe=lambda sub: self.request_keyframe())
-        self.encoder: EncoderStage | None = None
+        self.encoder: EncoderThread | None = None
         self.sinks: list[Sink] = []  # the outputs of the encoded stream (streamer.sinks)
         self.engine: EngineLink | None = engine
         self.publisher: VideoPublisher | None = None
@@ -310,7 +310,7 @@ class Daemon:
         c = self.cfg
         fmt = VideoFormat(c.width, c.height, c.fps)
         raw = y4m_sink(fmt) if self.opts.stdout == "y4m" else None
-        self.encoder = EncoderStage(fmt, self.fanout, self.opts.keyframe_interval,
+        self.encoder = EncoderThread(fmt, self.fanout, self.opts.keyframe_interval,
                                     self.opts.crf, prefer_hw=self.opts.nvenc, raw_sink=raw,
                                     on_published=lambda b, n, e: self._soon(self.on_published, b, n, e,
                                                                             time.monotonic()),

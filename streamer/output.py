@@ -35,7 +35,7 @@ def _run(part: str, fn, *args):
         raise ComponentFailed(part, e) from e
 
 
-class EncoderStage:
+class EncoderThread:
     """One encoder thread. `put(frames, block, epoch)` never blocks the caller.
 
     on_published(block, frames, epoch): after a block's packets went to every consumer; on_error(component, exc): the

@@ -3,7 +3,7 @@ on standard output, each push target, the WebRTC viewers) is a `Sink`: it starts
 (`stats()`, the same for ZMQ `status` and HTTP `/status`) and stops within a deadline. `build_sinks` makes them
 from the options, so a new output is one class here and one line there.
 
-(Raw Y4M on standard output is not a sink: it takes the decoded frames, before the encoder, see output.EncoderStage.)
+(Raw Y4M on standard output is not a sink: it takes the decoded frames, before the encoder, see output.EncoderThread.)
 """
 from __future__ import annotations
 

@@ -163,7 +163,7 @@ def test_a_checkpoint_in_the_original_layout_converts_and_a_wrong_one_is_refused
 def _base_folder(tmp_path, meta, layers=None):
     """The tiny model's folder with a transformer of the fixture's architecture (`layers` to make it differ)."""
     from pipeline.models import save_components
-    from pipeline.tiny import build_tiny_components
+    from pipeline.random_wan import build_tiny_components
 
     m = meta["model"]
     comps = build_tiny_components()

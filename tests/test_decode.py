@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipeline.decode import StreamingDecoder
-from pipeline.tiny import build_tiny_components
+from pipeline.random_wan import build_tiny_components
 from pipeline.vae_trace import traceable
 
 TOL = 1e-5  # max abs difference on the [-1, 1] float video

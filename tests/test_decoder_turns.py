@@ -12,7 +12,7 @@ from pipeline.engine import FinishedBlock
 from pipeline.prompts import Cond
 from pipeline.runner import Decoder
 from pipeline.archs import random_tiny_decoder
-from pipeline.tiny import build_tiny_components
+from pipeline.random_wan import build_tiny_components
 from pipeline.tiny_vae import StreamingTinyDecoder
 
 HANG = 120  # seconds: only to catch a hang

@@ -4,7 +4,7 @@ from diffusers import WanPipeline
 
 from pipeline.config import EngineConfig
 from pipeline.engine import Engine
-from pipeline.tiny import TINY_TEXT_MAX_LEN, build_tiny_components
+from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
 
 
 def _pipe(seed=0):

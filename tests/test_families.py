@@ -19,7 +19,7 @@ from pipeline.engine import Engine
 from pipeline.family import describe_folder, expert_for
 from pipeline.models import load_components, save_components
 from pipeline.text import PromptEncoder
-from pipeline.tiny import TINY_TEXT_MAX_LEN, build_tiny_components
+from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
 from test_ranks import _drive, _rank_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

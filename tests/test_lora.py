@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from pipeline.config import ConfigError
 from pipeline.lora import apply_loras, parse_spec
-from pipeline.tiny import build_tiny_components
+from pipeline.random_wan import build_tiny_components
 
 R = 2
 

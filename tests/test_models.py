@@ -8,7 +8,7 @@ import torch
 
 from pipeline.config import ConfigError
 from pipeline.models import load_components, save_components
-from pipeline.tiny import TINY_TEXT_MAX_LEN, build_tiny_components
+from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
 
 PROMPTS = ["a red circle moving left on a black background", "Zebra!! in  Tokyo, 2024", ""]
 

@@ -3,7 +3,7 @@ import threading
 
 import numpy as np
 
-from streamer.output import MAX_BACKLOG, EncoderStage
+from streamer.output import MAX_BACKLOG, EncoderThread
 from transports.fanout import FanOut
 from transports.video_format import VideoFormat
 
@@ -15,7 +15,7 @@ def test_a_stuck_encoder_drops_the_oldest_blocks_and_never_blocks_the_caller():
     def slow_sink(frames):  # the raw (y4m) sink runs first on the encoder thread: hold it there
         entered.set()
         gate.wait(60)
-    stage = EncoderStage(VideoFormat(32, 32, 8.0), FanOut(), raw_sink=slow_sink, on_published=lambda b, n, e: published.append(b))
+    stage = EncoderThread(VideoFormat(32, 32, 8.0), FanOut(), raw_sink=slow_sink, on_published=lambda b, n, e: published.append(b))
     frames = np.zeros((4, 32, 32, 3), np.uint8)
     stage.put(frames, 0, 0)
     assert entered.wait(60)  # block 0 is being encoded (stuck); the next ones queue up

@@ -7,7 +7,7 @@ from torch.overrides import TorchFunctionMode
 
 from pipeline.config import ConfigError
 from pipeline.sdpa import apply_backend, canonical, preferred_kernel
-from pipeline.tiny import build_tiny_components
+from pipeline.random_wan import build_tiny_components
 
 
 def _flags():

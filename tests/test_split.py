@@ -3,7 +3,7 @@ import torch
 
 from pipeline.attention import install_feature_cache
 from pipeline.split import epilogue, prologue, rotary, run_blocks
-from pipeline.tiny import build_tiny_components
+from pipeline.random_wan import build_tiny_components
 
 
 def _inputs(model, frames=3):

@@ -7,7 +7,7 @@ from diffusers import WanPipeline
 
 from pipeline.settings import WAN_NEGATIVE_PROMPT
 from pipeline.text import PromptEncoder
-from pipeline.tiny import TINY_TEXT_MAX_LEN, build_tiny_components
+from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
 
 PROMPTS = [
     "a red circle moving left on a black background",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.text import PromptEncoder
-from pipeline.tiny import TINY_TEXT_MAX_LEN
+from pipeline.random_wan import TINY_TEXT_MAX_LEN
 from pipeline.toyworld.render_torch import random_transition_batch
 from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
 from pipeline.toyworld.train_vae import SCENES, latent_stats, prompts_of, sample_clips, scene_table

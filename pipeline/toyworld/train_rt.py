@@ -223,7 +223,7 @@ def _ema_update(ema: list, params: list, decay: float) -> None:
 def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print) -> dict:
     from pipeline.models import DEFAULTS_FILE, load_components, model_defaults
     from pipeline.settings import MODEL_KEYS
-    from pipeline.tiny import wan_scheduler
+    from pipeline.random_wan import wan_scheduler
     from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
     from pipeline.toyworld.train_dit import prompt_table
     from pipeline.toyworld.train_tiny import save_tiny, train_tiny

@@ -1,4 +1,5 @@
-"""A tiny, randomly initialised Wan 2.1 pipeline built entirely in code (no downloads).
+"""A tiny, randomly initialised Wan pipeline built entirely in code, no downloads (`--model tiny`; the Wan 2.2
+two-expert and TI2V variants for the tests of pipeline/family.py).
 
 Same classes as the real model (WanTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, a fast tokenizer,
 UniPCMultistepScheduler), so every code path that runs on the real model runs here too, fast, on CPU.
