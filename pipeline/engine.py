@@ -55,7 +55,9 @@ class TickResult:
 
 
 class CondTable:
-    """Text embeddings per conditioning (mixtures of prompts), batched with the negative prompt for CFG."""
+    """Text embeddings per conditioning (mixtures of prompts), batched with the negative prompt for CFG. Only what
+    the text encoder's own cache (pipeline.text.PromptEncoder) does not hold is kept here: mixtures and CFG
+    batches."""
 
     def __init__(self, encode, negative: str, use_cfg: bool, dtype, device):
         self._encode, self._use_cfg, self._dtype, self._device = encode, use_cfg, dtype, device
@@ -63,6 +65,9 @@ class CondTable:
         self._cache: dict[tuple, torch.Tensor] = {}
 
     def get(self, cond: Cond) -> torch.Tensor:
+        if not self._use_cfg and len(cond.parts) == 1 and cond.parts[0][1] == 1.0:
+            # one prompt, no CFG: the encoder's cached embedding as it is (no second copy here; same values)
+            return self._encode(cond.parts[0][0]).to(device=self._device, dtype=self._dtype)
         key = cond.parts
         if key not in self._cache:
             emb = sum(w * self._encode(text).to(device=self._device, dtype=torch.float32) for text, w in cond.parts)
