@@ -26,7 +26,8 @@ def resolve(given: dict):
     from_file = load_toml(given["config"]) if given.get("config") else {}
     model = given.get("model") or from_file.get("model") or DEFAULTS["model"]
     values = {k: list(v) if isinstance(v, list) else v for k, v in DEFAULTS.items()}
-    values.update(describe(model).defaults)  # the family's (TI2V-5B: 704x1280 at 24 fps)
+    family = describe(model)  # read once (a hub id's JSON files are fetched)
+    values.update(family.defaults)  # the family's (TI2V-5B: 704x1280 at 24 fps)
     values.update(model_defaults(model, MODEL_KEYS))
     preset = given.get("preset") or from_file.pop("preset", None)
     if preset:
@@ -41,7 +42,9 @@ def resolve(given: dict):
             values["device"] = "cuda"
     elif ("ranks" in given or "ranks" in from_file) and values["device"] == "auto":
         values["device"] = "cpu"  # --ranks: engine ranks on the CPU (gloo)
-    cfg = EngineConfig.from_settings(values).validate()
+    cfg = EngineConfig.from_settings(values)
+    cfg.family = family.to_dict()
+    cfg.validate()
     _check_daemon(values, cfg)
     return cfg, values
 
