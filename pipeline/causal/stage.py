@@ -42,6 +42,18 @@ class CausalStage:
         self.grid = (cfg.latent_height // p[1], cfg.latent_width // p[2])
         self.request.tokens_per_frame = self.grid[0] * self.grid[1]
         self.pred_shape = (1, model.config.out_channels, cfg.block_frames, cfg.latent_height, cfg.latent_width)
+        self._ropes: dict = {}
+
+    def _rope(self, positions: list[int]):
+        """rope_at for these positions, on this rank's device, computed once per set of positions: a block's steps
+        and clean re-run reuse them (a few entries only: a window's table is tokens x head dim in float64)."""
+        key = tuple(positions)
+        got = self._ropes.get(key)
+        if got is None:
+            if len(self._ropes) >= 4:
+                self._ropes.clear()
+            got = self._ropes[key] = rope_at(self.model.rope, list(positions), *self.grid, self.device)
+        return got
 
     def plan(self, meta) -> tuple[list[int], tuple[int, ...], int]:
         """(own frames, cached frames, how many of those are sinks) of a window."""
@@ -57,9 +69,9 @@ class CausalStage:
         cached_pos, own_pos = positions(cached, own, sinks, table)
         req = self.request
         req.cached = cached
-        req.cached_rope = rope_at(self.model.rope, cached_pos, *self.grid, self.device) if cached else None
+        req.cached_rope = self._rope(cached_pos) if cached else None
         req.commit = tuple(own) if meta.commit else ()
-        carry = run_blocks(self.blocks, carry, rope_at(self.model.rope, own_pos, *self.grid, self.device))
+        carry = run_blocks(self.blocks, carry, self._rope(own_pos))
         if meta.commit and meta.cached_n < 0:  # a finished block: forget what the next block cannot see
             nxt = meta.start + meta.frames
             self.cache.keep(window(nxt, self.cfg.sink_frames, self.cfg.context_frames).frames)
