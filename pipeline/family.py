@@ -61,8 +61,11 @@ class Family:
 
 # The Wan 2.1 geometry: the in-code tiny model, the toy world and every Wan 2.1 folder.
 WAN21 = Family("wan2.1")
-# What Wan2.2-TI2V-5B serves at by default (its model card: 720p at 24 fps, 704x1280 for the 16x VAE).
-TI2V_DEFAULTS = {"height": 704, "width": 1280, "fps": 24.0}
+# The families' own inference settings (Wan-Video/Wan2.2's configs): TI2V-5B at 704x1280 and 24 fps, shift 5,
+# guidance 5; T2V-A14B at shift 12, 16 fps, guidance 4 for the high-noise expert (3 for the low-noise one is
+# Wan2.2's too, but left to --guidance-2: as a default it would keep CFG on under --guidance 1, e.g. --preset realtime).
+TI2V_DEFAULTS = {"height": 704, "width": 1280, "fps": 24.0, "flow_shift": 5.0, "guidance": 5.0}
+A14B_DEFAULTS = {"flow_shift": 12.0, "guidance": 4.0, "fps": 16.0}
 
 
 def expert_for(timestep: float, boundary: float | None) -> int:
@@ -174,7 +177,8 @@ def _family(label: str, index: dict, tcfgs: dict, vcfg: dict) -> Family:
                   expand_timesteps=expand, guidance_2=float(g2) if isinstance(g2, (int, float)) else None)
     if len(tcfgs) == 2:
         return Family("wan2.2-a14b", experts=("transformer", "transformer_2"),
-                      boundary_ratio=None if boundary is None else float(boundary), **common)
+                      boundary_ratio=None if boundary is None else float(boundary), defaults=dict(A14B_DEFAULTS),
+                      **common)
     if z == 48 or vae_patch:
         return Family("wan2.2-ti2v", defaults=dict(TI2V_DEFAULTS), **common)
     return Family("wan2.1", **common)

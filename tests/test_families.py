@@ -76,7 +76,8 @@ def test_the_folders_describe_their_families(folders):
     assert a14b.name == "wan2.2-a14b" and a14b.experts == ("transformer", "transformer_2")
     assert a14b.boundary_ratio == 0.875 and a14b.size_multiple == 16
     assert ti2v.name == "wan2.2-ti2v" and ti2v.latent_channels == 48 and ti2v.vae_spatial == 16
-    assert ti2v.size_multiple == 32 and ti2v.defaults == {"height": 704, "width": 1280, "fps": 24.0}
+    assert ti2v.size_multiple == 32 and ti2v.defaults["height"] == 704 and ti2v.defaults["width"] == 1280
+    assert a14b.defaults == {"flow_shift": 12.0, "guidance": 4.0, "fps": 16.0}  # Wan2.2's own
     assert expert_for(875.0, 875.0) == 0 and expert_for(874.9, 875.0) == 1 and expert_for(10.0, None) == 0
 
 
