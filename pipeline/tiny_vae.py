@@ -25,6 +25,7 @@ from torch import nn
 from common.errors import ConfigError
 
 from .block_decoder import BlockDecoder
+from .checkpoint_io import read_weights
 
 CHANNELS = (256, 128, 64, 64)  # decoder widths, stage by stage (the published checkpoints')
 _WIDTH_LAYERS = (1, 8, 14, 20)  # the convolutions whose outputs set those widths, by checkpoint index
@@ -113,16 +114,7 @@ class TinyDecoderNet(nn.Module):
 
 
 def _read(path: str) -> dict:
-    path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise ConfigError(f"--tiny-vae {path!r}: no such file")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            return load_file(path)
-        return torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
-    except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
-        raise ConfigError(f"--tiny-vae {path!r}: cannot read it as a checkpoint ({type(e).__name__}: {e})") from None
+    return read_weights(path, "--tiny-vae")
 
 
 def load_tiny_decoder(path: str, latent_channels: int) -> TinyDecoderNet:

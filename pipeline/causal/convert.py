@@ -23,6 +23,8 @@ import torch
 
 from common.errors import ConfigError
 
+from ..checkpoint_io import read_weights
+
 PICK = ("generator_ema", "generator", "generator_lora", "model", "state_dict")  # where a checkpoint's weights sit
 PREFIXES = ("base_model.", "model.", "module.", "_orig_mod.", "_fsdp_wrapped_module.", "diffusion_model.")
 RECIPE = {"engine": "causal", "steps": 4, "flow_shift": 5.0, "guidance": 1.0, "block_frames": 3,
@@ -32,18 +34,7 @@ SHARED = ("text_encoder", "tokenizer", "vae", "scheduler")
 
 def read_state(path: str) -> dict:
     """A checkpoint's tensors (wrappers and prefixes removed), read with weights_only."""
-    path = os.path.expanduser(path)
-    if not os.path.isfile(path):
-        raise ConfigError(f"checkpoint {path!r}: no such file")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state = load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any reader failure is the file's
-        raise ConfigError(f"checkpoint {path!r}: cannot read it ({type(e).__name__}: {e})") from None
+    state = read_weights(path, "checkpoint")
     while isinstance(state, dict):  # a training checkpoint: descend into its generator's weights
         inner = next((state[k] for k in PICK if isinstance(state.get(k), dict)), None)
         if inner is None:
