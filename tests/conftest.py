@@ -31,10 +31,20 @@ def start_rank(rank: int, world: int, port: int, cfg_json: str):
     return cfg, models, layers
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, never the same one twice in this process (the kernel may hand a
+    just-closed port out again: a daemon's publish socket once got the port a test had chosen for --attach)."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no free loopback port that was not handed out before")
 
 
 class DaemonProc:
