@@ -14,8 +14,6 @@ from common.errors import ConfigError  # noqa: F401 - the engine's configuration
 from .family import Family, describe, parse_target
 from .settings import DEFAULTS, OPTION, OPTIONS
 
-# Wan 2.1's VAE: 8x spatial, 4x temporal compression; transformer patch 1x2x2 (other families: pipeline/family.py)
-SPATIAL_FACTOR = 16  # Wan 2.1: VAE spatial factor (8) x patch (2): height and width must be multiples of this
 MAX_SIDE = 4096
 MAX_PROMPT_CHARS = 2000
 MAX_CONTEXT_BLOCKS = 8  # --context-frames reaches back at most this many blocks
@@ -71,7 +69,7 @@ class EngineConfig:
         if float(self.guidance) > 1.0:
             raise ConfigError(f"the causal engine runs without classifier-free guidance (--guidance 1), got "
                               f"--guidance {self.guidance}")
-        if len(self.model_family().experts) > 1 or self.model_family().name != "wan2.1":
+        if self.model_family().name != "wan2.1":
             raise ConfigError(f"the causal engine serves causal Wan 2.1 checkpoints; {self.model!r} is a "
                               f"{self.model_family().name} model")
         if self.quant or self.reuse_context:
@@ -129,9 +127,10 @@ class EngineConfig:
             raise ConfigError(f"{flag} is for models with two experts (Wan 2.2 A14B); {self.model!r} has one")
         if len(fam.experts) < 2:
             for spec in self.lora:
-                if parse_target(spec)[1]:
-                    raise ConfigError(f"--lora {spec!r}: @{parse_target(spec)[1]} names an expert, but {self.model!r} "
-                                      "has one transformer (@high / @low are for two-expert models: Wan 2.2 A14B)")
+                target = parse_target(spec)[1]
+                if target:
+                    raise ConfigError(f"--lora {spec!r}: @{target} names an expert, but {self.model!r} has one "
+                                      "transformer (@high / @low are for two-expert models: Wan 2.2 A14B)")
         if not (0.0 < float(self.fps) <= 240.0):
             raise ConfigError(f"--fps must be in (0, 240], got {self.fps!r}")
         if isinstance(self.lead, bool) or not isinstance(self.lead, (int, float)) or not 0.0 <= self.lead <= 30.0:

@@ -112,9 +112,9 @@ def load_components(
             raise ConfigError(f"model directory {model!r} does not exist")
         if not os.path.isfile(os.path.join(source, "model_index.json")):
             raise ConfigError(f"model directory {model!r} has no model_index.json (not a diffusers pipeline folder)")
-    from pipeline.family import describe_folder
+    from pipeline.family import describe
 
-    family = describe_folder(source, model) if os.path.isdir(source) else None  # refuses what cannot be served
+    family = describe(model)  # refuses what cannot be served; a hub id's experts are known before it downloads
 
     try:
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
@@ -124,7 +124,7 @@ def load_components(
         if "transformer" in parts:
             transformer = WanTransformer3DModel.from_pretrained(source, subfolder="transformer", torch_dtype=dtype)
             transformer = transformer.to(device).eval()
-            if family is not None and "transformer_2" in family.experts:
+            if "transformer_2" in family.experts:
                 transformer_2 = WanTransformer3DModel.from_pretrained(source, subfolder="transformer_2",
                                                                       torch_dtype=dtype).to(device).eval()
         if "vae" in parts:

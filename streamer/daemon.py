@@ -23,7 +23,6 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from common import faults
 from pipeline import wire
 from pipeline.config import EngineConfig
 from transports.fanout import FanOut
@@ -257,11 +256,9 @@ class Daemon:
         if self.encoder is not None:
             s["encoder"] = {k: v for k, v in self.encoder.stats().items() if k != "bytes"}
         s["loaded"] = self.loaded.is_set()
-        s["outputs"] = [sink.status() for sink in self.sinks]
-        s["push"] = [sink.stats() for sink in self.sinks if sink.kind == "push"]
-        for sink in self.sinks:
-            if sink.kind == "webrtc":
-                s["webrtc"] = sink.stats()
+        s["outputs"] = [sink.status() for sink in self.sinks]  # once each (the WebRTC hub lists every peer)
+        s["push"] = [o for o in s["outputs"] if o["kind"] == "push"]  # (by kind too, as before the outputs list)
+        s.update({"webrtc": o for o in s["outputs"] if o["kind"] == "webrtc"})
         s["watchdog"] = {"interval_s": self.notifier.watchdog_interval(), "pings": self.notifier.pings,
                          "health_checks": self.notifier.checks}
         return s

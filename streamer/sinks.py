@@ -33,6 +33,7 @@ class Sink(ABC):
         """Stop within `deadline` seconds: flush what can be flushed in that time, then let go."""
 
     def status(self) -> dict:
+        """Its figures with its name and kind: one row of /status's `outputs`."""
         return {"name": self.name, "kind": self.kind, **self.stats()}
 
 

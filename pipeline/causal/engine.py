@@ -68,7 +68,6 @@ class CausalEngine(PromptControl):
         self.cache = self.stage.cache  # this rank's layers'
         self.pipe = LocalPipe(self.stage) if world == 1 else DistPipe(self.stage, world, self.stage.pred_shape,
                                                                       self.dtype, self.device)
-        self.world = world
         self.noise = noise or self._seeded_noise
         self.prompts = PromptSchedule(cfg.prompt)
         self.conds = CondTable(encode_prompt, cfg.negative_prompt, False, self.dtype, self.device)
