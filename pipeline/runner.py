@@ -274,6 +274,10 @@ class Runner:
             blocks = self.engine.stage.blocks
         if cfg.compile:
             self._progress(f"compiling the transformer blocks (cache: {compile_blocks(blocks)})")
+            if cfg.engine == "causal":  # every cache length the stream will see, compiled before the first frame
+                t0 = time.perf_counter()
+                n = self.engine.warm_up()
+                self._progress(f"compiled the causal window's {n} cache lengths in {time.perf_counter() - t0:.1f}s")
         dec = open_decoder(cfg, comps.vae, transformer.config.in_channels, device)
         # a compiled decoder takes turns with the ticks (see Decoder); a graph-replayed one need not
         turns = not cfg.decode_overlap or (dec.compiled and not dec.graphed)

@@ -116,6 +116,18 @@ def test_memory_stays_flat_over_many_blocks(ref):
     assert torch.isfinite(eng.tick().finished[0].latents).all()
 
 
+def test_warm_up_runs_every_cache_length_and_changes_no_latent(ref):
+    """--compile's warm-up (every cache length before the first frame) leaves the stream bitwise as it was."""
+    tensors, meta = ref
+    plain, warmed = _engine(tensors, meta, "local"), _engine(tensors, meta, "local")
+    assert warmed.warm_up() == 3  # cache lengths 0, 3 and 6 frames (3 sinks + 3 recent): then it stays 6
+    assert warmed.cache.frames() == [0, 1, 2, 6, 7, 8] and warmed.block == 0
+    for b in range(5):
+        want, got = plain.tick().finished[0], warmed.tick().finished[0]
+        assert got.index == want.index == b and torch.equal(got.latents, want.latents)
+    assert warmed.cache.frames() == plain.cache.frames()
+
+
 def test_prompt_changes_recache_and_cuts_start_a_new_shot(ref):
     tensors, meta = ref
     embs = {"a": tensors["prompt_embeds"], "b": tensors["prompt_embeds"].flip(1)}

@@ -143,6 +143,23 @@ class CausalEngine(PromptControl):
         self._forward(x0, torch.tensor(CONTEXT_NOISE), text, start, start, commit=True)
         return x0
 
+    @torch.inference_mode()
+    def warm_up(self) -> int:
+        """Run a shot's first blocks, until the window holds as many frames as it ever will, and forget them (the
+        stream starts as a new shot: its first block overwrites their frames and drops the rest, on every rank).
+        With --compile this compiles the forwards of every cache length before the first frame instead of during
+        the stream (the blocks are compiled for static shapes; on an H200 the compiles stretched the first blocks'
+        ticks to ~2 s, RESULTS §11). Returns the blocks run; the stream's latents are unchanged (seeded noise)."""
+        with self.lock:
+            text = self.conds.get(self.prompts.entry)
+        b, cfg = 0, self.cfg
+        while True:
+            self.generate(b, text, b * cfg.block_frames)
+            b += 1
+            n = len(window(b * cfg.block_frames, cfg.sink_frames, cfg.context_frames).frames)
+            if n == len(window((b - 1) * cfg.block_frames, cfg.sink_frames, cfg.context_frames).frames):
+                return b
+
     # --- the tick --------------------------------------------------------------------------------------------
     @torch.inference_mode()
     def tick(self) -> TickResult:
