@@ -39,9 +39,9 @@ def build_model(path: str, arch: str) -> float:
     import torch
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from pipeline.archs import A14B_BOUNDARY, EXPERTS, random_transformer, random_wan_vae
-    from pipeline.models import Components, save_components
-    from pipeline.random_wan import _build_tokenizer, wan_scheduler
+    from pipeline.model.archs import A14B_BOUNDARY, EXPERTS, random_transformer, random_wan_vae
+    from pipeline.model.components import Components, save_components
+    from pipeline.model.random_wan import _build_tokenizer, wan_scheduler
 
     t0 = time.perf_counter()
     dev = "cuda" if torch.cuda.is_available() else "cpu"
@@ -77,7 +77,7 @@ def build_tiny_vae(path: str, wan22: bool = False) -> None:
     taew2_2's (48 channels, 2x2 pixel patch)."""
     from safetensors.torch import save_file
 
-    from pipeline.archs import random_tiny_decoder, tiny_decoder_checkpoint
+    from pipeline.model.archs import random_tiny_decoder, tiny_decoder_checkpoint
 
     net = random_tiny_decoder(48, patch=2) if wan22 else random_tiny_decoder(16)
     save_file(tiny_decoder_checkpoint(net), path)

@@ -24,12 +24,12 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
-from pipeline.archs import random_transformer_slice  # noqa: E402
+from pipeline.model.archs import random_transformer_slice  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
-from pipeline.engine import DTYPES, Engine  # noqa: E402
-from pipeline.ranks import init_dist  # noqa: E402
-from pipeline.stages import balanced_split, build_stage, serve_stage  # noqa: E402
-from pipeline.random_wan import wan_scheduler  # noqa: E402
+from pipeline.dualparal.engine import DTYPES, Engine  # noqa: E402
+from pipeline.process.ranks import init_dist  # noqa: E402
+from pipeline.dualparal.stages import balanced_split, build_stage, serve_stage  # noqa: E402
+from pipeline.model.random_wan import wan_scheduler  # noqa: E402
 
 
 def sync(dev):
@@ -77,7 +77,7 @@ def rank_main(rank, world, port, a, out_path):
                        block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype,
                        device=str(dev.type), ranks=world)
     dtype = DTYPES[a.dtype]
-    from pipeline.archs import WAN_ARCHS
+    from pipeline.model.archs import WAN_ARCHS
     layers = balanced_split(WAN_ARCHS[a.arch]["num_layers"], world)[rank]
     model = random_transformer_slice(a.arch, layers, rank == 0, rank == world - 1, device=dev, dtype=dtype)
     if a.attention:

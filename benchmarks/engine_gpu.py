@@ -23,11 +23,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
-from pipeline.archs import random_transformer, random_wan_vae  # noqa: E402
+from pipeline.model.archs import random_transformer, random_wan_vae  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
-from pipeline.decode import StreamingDecoder  # noqa: E402
-from pipeline.engine import BlockState, Engine  # noqa: E402
-from pipeline.random_wan import wan_scheduler  # noqa: E402
+from pipeline.decoders.wan_vae import StreamingDecoder  # noqa: E402
+from pipeline.dualparal.engine import BlockState, Engine  # noqa: E402
+from pipeline.model.random_wan import wan_scheduler  # noqa: E402
 
 
 def peak_gib(dev):

@@ -26,15 +26,15 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
-from pipeline.archs import random_tiny_decoder, random_transformer, random_wan_vae  # noqa: E402
-from pipeline.compile import compile_blocks  # noqa: E402
+from pipeline.model.archs import random_tiny_decoder, random_transformer, random_wan_vae  # noqa: E402
+from pipeline.model.compile import compile_blocks  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
-from pipeline.decode import StreamingDecoder  # noqa: E402
-from pipeline.engine import Engine  # noqa: E402
-from pipeline.quant import quantize_blocks  # noqa: E402
-from pipeline.sdpa import preferred_kernel  # noqa: E402
-from pipeline.random_wan import wan_scheduler  # noqa: E402
-from pipeline.tiny_vae import StreamingTinyDecoder  # noqa: E402
+from pipeline.decoders.wan_vae import StreamingDecoder  # noqa: E402
+from pipeline.dualparal.engine import Engine  # noqa: E402
+from pipeline.model.quant import quantize_blocks  # noqa: E402
+from pipeline.model.sdpa import preferred_kernel  # noqa: E402
+from pipeline.model.random_wan import wan_scheduler  # noqa: E402
+from pipeline.decoders.tiny_vae import StreamingTinyDecoder  # noqa: E402
 
 
 def sync():

@@ -35,16 +35,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.quality_metrics import (ATTRS, CHANCE, accuracy, drift, latency, seam_stats,  # noqa: E402
                                         smoothness_summary)
 from pipeline.config import EngineConfig  # noqa: E402
-from pipeline.decode import StreamingDecoder  # noqa: E402
-from pipeline.engine import DTYPES, Engine  # noqa: E402
-from pipeline.models import load_components, model_defaults  # noqa: E402
+from pipeline.decoders.wan_vae import StreamingDecoder  # noqa: E402
+from pipeline.dualparal.engine import DTYPES, Engine  # noqa: E402
+from pipeline.model.components import load_components, model_defaults  # noqa: E402
 from pipeline.settings import MODEL_KEYS  # noqa: E402
 from pipeline.prompts import MODES  # noqa: E402
-from pipeline.quant import quantize_blocks  # noqa: E402
-from pipeline.models import vae_configs  # noqa: E402
-from pipeline.tiny_vae import (StreamingTinyDecoder, check_latent_space, latent_space_of,  # noqa: E402
+from pipeline.model.quant import quantize_blocks  # noqa: E402
+from pipeline.model.components import vae_configs  # noqa: E402
+from pipeline.decoders.tiny_vae import (StreamingTinyDecoder, check_latent_space, latent_space_of,  # noqa: E402
                                load_tiny_decoder)
-from pipeline.text import PromptEncoder  # noqa: E402
+from pipeline.model.text import PromptEncoder  # noqa: E402
 from pipeline.toyworld.classify import classify_block, smoothness  # noqa: E402
 from pipeline.toyworld.world import parse_prompt  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Write the fixture that checks our tiny decoder (pipeline/tiny_vae.py) against the original TAEHV code.
+"""Write the fixture that checks our tiny decoder (pipeline/decoders/tiny_vae.py) against the original TAEHV code.
 
 The original is not part of this repository: fetch https://github.com/madebyollin/taehv and pass the folder that
 holds its taehv.py. This script builds our decoder with seeded random weights in the taew2_1 layout (16 channels)
@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pipeline.archs import random_tiny_decoder, tiny_decoder_checkpoint  # noqa: E402
+from pipeline.model.archs import random_tiny_decoder, tiny_decoder_checkpoint  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
                    "taehv_reference.safetensors")

@@ -1,5 +1,5 @@
 """The folder the daemon keeps its caches in across restarts: $STREAMER_COMPILE_CACHE, else systemd's
-$CACHE_DIRECTORY, else ~/.cache/endless-streamer. Compiled graphs go to <root>/inductor (pipeline/compile.py), and
+$CACHE_DIRECTORY, else ~/.cache/endless-streamer. Compiled graphs go to <root>/inductor (pipeline/model/compile.py), and
 Python bytecode to <root>/pycache where the environment turned bytecode off (use_bytecode_cache)."""
 from __future__ import annotations
 

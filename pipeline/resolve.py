@@ -1,7 +1,7 @@
 """Resolve `streamer serve`'s settings: the options tree's defaults (pipeline/settings.py) < the model folder's family
 and streamer.json < --preset < the --config file < the command line, then every value checked before anything
 starts (the EngineConfig, the daemon's sockets, token and exposure). The CLI, and ranks started by torchrun
-(pipeline.worker), call `resolve`; no torch here."""
+(pipeline.process.worker), call `resolve`; no torch here."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from common.errors import ConfigError
 from common.netaddr import is_loopback, zmq_host
 
 from .config import EngineConfig
-from .family import describe
+from .model.family import describe
 from .modelinfo import model_defaults, resolve_model
 from .settings import DEFAULTS, MODEL_KEYS, OPTION, PRESETS, TINY_VAE_FILE, load_toml
 

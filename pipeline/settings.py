@@ -2,7 +2,7 @@
 
 From this one tree come the command line (`add_arguments`), the checks of a `--config` TOML file and of a model
 folder's `streamer.json` (`check`), the engine's configuration (`EngineConfig.from_settings`), the daemon's options
-(`streamer.daemon.ServeOptions`) and the configuration of ranks started by torchrun (`pipeline.worker`).
+(`streamer.daemon.ServeOptions`) and the configuration of ranks started by torchrun (`pipeline.process.worker`).
 Values merge as: defaults < the model's streamer.json < --preset < the --config file < the command line
 (`pipeline.resolve.resolve`).
 

@@ -77,7 +77,7 @@ class Pacing:
 
 @dataclass
 class Stats:
-    """After every tick (and while paused): the engine's snapshot (pipeline.engine.Engine.snapshot keys, plus
+    """After every tick (and while paused): the engine's snapshot (pipeline.dualparal.engine.Engine.snapshot keys, plus
     paused, decode_ms and tick_s)."""
     kind: ClassVar[bytes] = b"stats"
     snapshot: dict

@@ -82,7 +82,7 @@ class EngineLink:
                 # CPU ranks: one thread each unless the operator says otherwise (oversubscribed torch threads
                 # were many times slower on small machines)
                 env.setdefault("OMP_NUM_THREADS", "1")
-            cmd = [sys.executable, "-m", "pipeline.worker", "--config", cfg.to_json(), "--death-fd", str(r)]
+            cmd = [sys.executable, "-m", "pipeline.process.worker", "--config", cfg.to_json(), "--death-fd", str(r)]
             if rank == 0:
                 cmd += ["--link", self.addr]
             # the ranks' stdout goes to our stderr: the daemon's stdout may carry the video stream
@@ -102,7 +102,7 @@ class EngineLink:
 
     def root_cause(self) -> tuple[str, str] | None:
         """(component, cause) of the first failure among the ranks: the earliest failure a rank recorded
-        (`pipeline.worker.record_failure`) that was not the consequence of a peer's loss, else a rank killed by a
+        (`pipeline.process.worker.record_failure`) that was not the consequence of a peer's loss, else a rank killed by a
         signal (it could not say why), else the earliest recorded consequence, else None."""
         records = []
         for name in os.listdir(self._dir.name):

@@ -19,7 +19,7 @@ def start_rank(rank: int, world: int, port: int, cfg_json: str):
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from pipeline.config import EngineConfig
-    from pipeline.ranks import init_dist, load_rank_slice, serve_rank
+    from pipeline.process.ranks import init_dist, load_rank_slice, serve_rank
 
     if rank != 0:
         if serve_rank(cfg_json) != 0:

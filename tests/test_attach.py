@@ -10,7 +10,7 @@ from conftest import ROOT, DaemonProc, free_port
 def _torchrun(cfg_path, link, extra_env=None):
     port = free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "pipeline.worker",
+           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "pipeline.process.worker",
            "--serve-config", str(cfg_path), "--link", link]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**__import__("os").environ, "OMP_NUM_THREADS": "1", **(extra_env or {})})

@@ -174,8 +174,8 @@ def test_a_checkpoint_in_the_original_layout_converts_and_a_wrong_one_is_refused
 
 def _base_folder(tmp_path, meta, layers=None):
     """The tiny model's folder with a transformer of the fixture's architecture (`layers` to make it differ)."""
-    from pipeline.models import save_components
-    from pipeline.random_wan import build_tiny_components
+    from pipeline.model.components import save_components
+    from pipeline.model.random_wan import build_tiny_components
 
     m = meta["model"]
     comps = build_tiny_components()
@@ -243,8 +243,8 @@ def _causal_rank_main(rank, world, port, cfg_json, out_dir):
         return
     import torch.distributed as dist
 
-    from pipeline.models import load_components
-    from pipeline.text import PromptEncoder
+    from pipeline.model.components import load_components
+    from pipeline.model.text import PromptEncoder
 
     cfg, models, layers = started
     c = load_components(cfg.model, parts=("text",))
@@ -262,8 +262,8 @@ def test_two_ranks_make_what_one_makes(ref, tmp_path):
     import torch.multiprocessing as mp
 
     from conftest import free_port
-    from pipeline.models import load_components
-    from pipeline.text import PromptEncoder
+    from pipeline.model.components import load_components
+    from pipeline.model.text import PromptEncoder
 
     tensors, meta = ref
     ckpt = str(tmp_path / "sf.safetensors")

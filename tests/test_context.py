@@ -1,5 +1,5 @@
 """Context beyond one neighbouring block, and sink frames: the pure plan, and the engine against reference
-computations written from the definition (pipeline/context.py) with the model's own modules."""
+computations written from the definition (pipeline/dualparal/context.py) with the model's own modules."""
 import copy
 
 import pytest
@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import ConfigError, EngineConfig
-from pipeline.context import blocks_back, plan_context, tail_frames
-from pipeline.engine import Engine
-from pipeline.models import load_components
-from pipeline.split import rotary
-from pipeline.text import PromptEncoder
+from pipeline.dualparal.context import blocks_back, plan_context, tail_frames
+from pipeline.dualparal.engine import Engine
+from pipeline.model.components import load_components
+from pipeline.model.split import rotary
+from pipeline.model.text import PromptEncoder
 
 PROMPT, CUT_PROMPT = "a red circle moving left", "a blue square moving up"
 

@@ -106,7 +106,7 @@ def test_killed_engine_rank_takes_the_daemon_down_without_orphans(world, victim)
     st = d.wait_streaming()
     assert [r["rank"] for r in st["ranks"]] == list(range(world))
     parent = psutil.Process(d.proc.pid)
-    ranks = sorted((p for p in parent.children(recursive=True) if "pipeline.worker" in " ".join(p.cmdline())),
+    ranks = sorted((p for p in parent.children(recursive=True) if "pipeline.process.worker" in " ".join(p.cmdline())),
                    key=lambda p: int(p.environ().get("RANK", "0")))
     assert len(ranks) == world
     os.kill(ranks[victim].pid, signal.SIGKILL)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.decode import StreamingDecoder
-from pipeline.random_wan import build_tiny_components
-from pipeline.vae_trace import traceable
+from pipeline.decoders.wan_vae import StreamingDecoder
+from pipeline.model.random_wan import build_tiny_components
+from pipeline.decoders.vae_trace import traceable
 
 TOL = 1e-5  # max abs difference on the [-1, 1] float video
 

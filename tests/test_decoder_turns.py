@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from pipeline.config import EngineConfig
-from pipeline.decode import StreamingDecoder
-from pipeline.engine import FinishedBlock
+from pipeline.decoders.wan_vae import StreamingDecoder
+from pipeline.dualparal.engine import FinishedBlock
 from pipeline.prompts import Cond
-from pipeline.runner import Decoder
-from pipeline.archs import random_tiny_decoder
-from pipeline.random_wan import build_tiny_components
-from pipeline.tiny_vae import StreamingTinyDecoder
+from pipeline.process.runner import Decoder
+from pipeline.model.archs import random_tiny_decoder
+from pipeline.model.random_wan import build_tiny_components
+from pipeline.decoders.tiny_vae import StreamingTinyDecoder
 
 HANG = 120  # seconds: only to catch a hang
 

@@ -7,7 +7,7 @@ import av
 import numpy as np
 
 from conftest import DaemonProc
-from pipeline.models import DEFAULTS_FILE, load_components, model_defaults
+from pipeline.model.components import DEFAULTS_FILE, load_components, model_defaults
 from pipeline.toyworld import MODEL_DIR
 from pipeline.toyworld.classify import classify_block
 from pipeline.settings import MODEL_KEYS

@@ -3,8 +3,8 @@ import torch
 from diffusers import WanPipeline
 
 from pipeline.config import EngineConfig
-from pipeline.engine import Engine
-from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
+from pipeline.dualparal.engine import Engine
+from pipeline.model.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
 
 
 def _pipe(seed=0):
@@ -151,7 +151,7 @@ def test_reuse_context_takes_the_predecessor_from_the_cache():
 
 
 def test_compiled_blocks_compute_what_the_eager_ones_do(tmp_path, monkeypatch):
-    from pipeline.compile import compile_blocks
+    from pipeline.model.compile import compile_blocks
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     pipe = _pipe()

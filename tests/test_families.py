@@ -14,12 +14,12 @@ from safetensors.torch import load_file, save_file
 
 from conftest import free_port
 from pipeline.config import ConfigError, EngineConfig
-from pipeline.decode import StreamingDecoder
-from pipeline.engine import Engine
-from pipeline.family import describe_folder, expert_for
-from pipeline.models import load_components, save_components
-from pipeline.text import PromptEncoder
-from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
+from pipeline.decoders.wan_vae import StreamingDecoder
+from pipeline.dualparal.engine import Engine
+from pipeline.model.family import describe_folder, expert_for
+from pipeline.model.components import load_components, save_components
+from pipeline.model.text import PromptEncoder
+from pipeline.model.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
 from test_ranks import _drive, _rank_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -158,7 +158,7 @@ def _lora_file(tmp_path, module="blocks.1.attn1.to_q"):
 
 
 def test_a_lora_for_one_expert_changes_only_that_expert(folders, tmp_path):
-    from pipeline.lora import apply_loras
+    from pipeline.model.lora import apply_loras
 
     path, module = _lora_file(tmp_path)
     comps = load_components(folders["wan2.2-a14b"])

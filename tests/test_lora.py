@@ -5,8 +5,8 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.config import ConfigError
-from pipeline.lora import apply_loras, parse_spec
-from pipeline.random_wan import build_tiny_components
+from pipeline.model.lora import apply_loras, parse_spec
+from pipeline.model.random_wan import build_tiny_components
 
 R = 2
 
@@ -119,8 +119,8 @@ def test_the_daemon_fuses_a_lora_and_refuses_a_bad_one(tmp_path):
 
 
 def test_a_slice_with_the_other_layers_on_meta_takes_its_share(tmp_path):
-    from pipeline.models import load_components, save_components
-    from pipeline.shard import load_transformer_slice
+    from pipeline.model.components import load_components, save_components
+    from pipeline.model.shard import load_transformer_slice
 
     save_components(load_components("tiny"), tmp_path / "m")
     path, deltas = _lora(tmp_path, ["blocks.0.attn1.to_q", "blocks.3.ffn.net.2"])

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError
-from pipeline.models import load_components, save_components
-from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
+from pipeline.model.components import load_components, save_components
+from pipeline.model.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
 
 PROMPTS = ["a red circle moving left on a black background", "Zebra!! in  Tokyo, 2024", ""]
 
@@ -116,7 +116,7 @@ def test_load_errors(tmp_path):
 
 def test_model_defaults_file_is_checked(tmp_path):
     """A model folder's streamer.json goes through the same option checks as a --config file."""
-    from pipeline.models import DEFAULTS_FILE, model_defaults
+    from pipeline.model.components import DEFAULTS_FILE, model_defaults
     from pipeline.settings import MODEL_KEYS
 
     f = tmp_path / DEFAULTS_FILE

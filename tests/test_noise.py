@@ -1,7 +1,7 @@
 """Coordinated noise: one seeded pool, reused without the previous block's last C frames."""
 import torch
 
-from pipeline.noise import NoisePool, block_pool_indices
+from pipeline.dualparal.noise import NoisePool, block_pool_indices
 
 
 def test_each_block_avoids_the_previous_blocks_last_context_frames():

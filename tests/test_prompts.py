@@ -2,7 +2,7 @@
 import pytest
 
 from pipeline.prompts import PromptError, PromptSchedule
-from pipeline.schedule import BlockQueue
+from pipeline.dualparal.schedule import BlockQueue
 
 
 class Sim:

@@ -3,10 +3,10 @@ import torch
 from torch import nn
 
 from pipeline.config import EngineConfig
-from pipeline.engine import Engine
-from pipeline.models import load_components
-from pipeline.quant import Fp8Linear, quantize_blocks
-from pipeline.text import PromptEncoder
+from pipeline.dualparal.engine import Engine
+from pipeline.model.components import load_components
+from pipeline.model.quant import Fp8Linear, quantize_blocks
+from pipeline.model.text import PromptEncoder
 
 
 def test_fp8_linear_matches_bf16_to_fp8_precision():

@@ -9,10 +9,10 @@ from safetensors.torch import load_file, save_file
 
 from conftest import free_port, start_rank
 from pipeline.config import EngineConfig
-from pipeline.engine import Engine
-from pipeline.models import load_components
-from pipeline.shard import materialised
-from pipeline.text import PromptEncoder
+from pipeline.dualparal.engine import Engine
+from pipeline.model.components import load_components
+from pipeline.model.shard import materialised
+from pipeline.model.text import PromptEncoder
 
 CFG = dict(steps=4, block_frames=2, context_frames=1, seed=11, guidance=5.0)
 TICKS = 16

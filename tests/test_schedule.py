@@ -1,5 +1,5 @@
 """The block schedule as pure logic."""
-from pipeline.schedule import BlockQueue
+from pipeline.dualparal.schedule import BlockQueue
 
 
 def run_ticks(q, n):

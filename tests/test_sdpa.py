@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from pipeline.config import ConfigError
-from pipeline.sdpa import apply_backend, canonical, preferred_kernel
-from pipeline.random_wan import build_tiny_components
+from pipeline.model.sdpa import apply_backend, canonical, preferred_kernel
+from pipeline.model.random_wan import build_tiny_components
 
 
 def _flags():

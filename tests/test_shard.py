@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from pipeline.config import ConfigError
-from pipeline.models import load_components, save_components
-from pipeline.shard import load_transformer_slice, materialised
-from pipeline.stages import balanced_split
+from pipeline.model.components import load_components, save_components
+from pipeline.model.shard import load_transformer_slice, materialised
+from pipeline.dualparal.stages import balanced_split
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """The forward split into prologue / blocks / epilogue computes exactly what the model's forward computes."""
 import torch
 
-from pipeline.attention import install_feature_cache
-from pipeline.split import epilogue, prologue, rotary, run_blocks
-from pipeline.random_wan import build_tiny_components
+from pipeline.dualparal.attention import install_feature_cache
+from pipeline.model.split import epilogue, prologue, rotary, run_blocks
+from pipeline.model.random_wan import build_tiny_components
 
 
 def _inputs(model, frames=3):

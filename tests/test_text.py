@@ -6,8 +6,8 @@ import torch
 from diffusers import WanPipeline
 
 from pipeline.settings import WAN_NEGATIVE_PROMPT
-from pipeline.text import PromptEncoder
-from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
+from pipeline.model.text import PromptEncoder
+from pipeline.model.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components
 
 PROMPTS = [
     "a red circle moving left on a black background",

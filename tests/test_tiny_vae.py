@@ -12,9 +12,9 @@ from safetensors.torch import save_file
 
 from common.errors import ConfigError
 from conftest import ROOT, DaemonProc
-from pipeline.archs import random_tiny_decoder, tiny_decoder_checkpoint
-from pipeline.tiny_graph import GraphedTinyDecoder
-from pipeline.tiny_vae import MemoryBlock, StreamingTinyDecoder, TimeGrow, TinyDecoderNet, load_tiny_decoder
+from pipeline.model.archs import random_tiny_decoder, tiny_decoder_checkpoint
+from pipeline.decoders.tiny_graph import GraphedTinyDecoder
+from pipeline.decoders.tiny_vae import MemoryBlock, StreamingTinyDecoder, TimeGrow, TinyDecoderNet, load_tiny_decoder
 from test_daemon_ranks_equal import y4m_frames
 
 
@@ -207,9 +207,9 @@ def test_a_narrower_decoder_in_the_same_layout_loads_with_its_widths(tmp_path):
 def test_a_decoder_that_declares_its_latent_space_serves_only_that_model(tmp_path):
     """The toy world's real-time member ships a tiny decoder for the toy world's VAE: `--tiny-vae model` takes it,
     and it is refused for a model of the Wan 2.1 latent space (and the published files for the toy world)."""
-    from pipeline.models import vae_configs
+    from pipeline.model.components import vae_configs
     from pipeline.resolve import resolve
-    from pipeline.tiny_vae import check_latent_space, latent_space_of
+    from pipeline.decoders.tiny_vae import check_latent_space, latent_space_of
 
     cfg, values = resolve({"model": "toyworld-rt", "tiny_vae": "model", "http": "off"})
     assert cfg.tiny_vae.endswith("model_rt/tiny_vae.safetensors") and values["tiny_vae"] == cfg.tiny_vae
@@ -232,7 +232,7 @@ def test_streaming_decode_equals_the_original_taehv_code(name, z, patch, seed):
     at once; ours decodes it block by block. taew2_2: Wan 2.2's 48 channels and 2x2 pixel patch."""
     from safetensors.torch import load_file
 
-    from pipeline.archs import random_tiny_decoder
+    from pipeline.model.archs import random_tiny_decoder
 
     ref = load_file(os.path.join(ROOT, "tests", "fixtures", "taehv_reference.safetensors"))
     lat, want = ref[f"{name}.latents"], ref[f"{name}.frames"]  # [1, T, z, h, w], [T', 3, H, W]
@@ -245,7 +245,7 @@ def test_streaming_decode_equals_the_original_taehv_code(name, z, patch, seed):
 
 
 def test_a_taew2_2_checkpoint_loads_for_48_channel_latents(tmp_path):
-    from pipeline.archs import random_tiny_decoder
+    from pipeline.model.archs import random_tiny_decoder
 
     net = random_tiny_decoder(48, seed=3, patch=2)
     path = str(tmp_path / "taew2_2.safetensors")

@@ -18,9 +18,9 @@ def rt_run(tmp_path_factory):
 
 
 def test_training_writes_a_model_the_engine_loads(rt_run):
-    from pipeline.models import load_components, model_defaults
+    from pipeline.model.components import load_components, model_defaults
     from pipeline.settings import MODEL_KEYS
-    from pipeline.tiny_vae import latent_space_of, load_tiny_decoder
+    from pipeline.decoders.tiny_vae import latent_space_of, load_tiny_decoder
 
     out, log = rt_run
     c = load_components(str(out))
@@ -39,10 +39,10 @@ def test_the_shipped_model_streams_in_the_engine():
     import torch
 
     from pipeline.config import EngineConfig
-    from pipeline.engine import Engine
-    from pipeline.models import load_components, model_defaults
+    from pipeline.dualparal.engine import Engine
+    from pipeline.model.components import load_components, model_defaults
     from pipeline.settings import MODEL_KEYS
-    from pipeline.text import PromptEncoder
+    from pipeline.model.text import PromptEncoder
 
     d = model_defaults("toyworld-rt", MODEL_KEYS)
     c = load_components("toyworld-rt", flow_shift=d["flow_shift"])

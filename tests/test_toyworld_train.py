@@ -27,7 +27,7 @@ def smoke_run(tmp_path_factory):
 def test_output_loads_with_project_loader_and_diffusers(smoke_run):
     from diffusers import AutoencoderKLWan, WanPipeline, WanTransformer3DModel
 
-    from pipeline.models import load_components
+    from pipeline.model.components import load_components
 
     out, log = smoke_run
     c = load_components(str(out))
@@ -41,7 +41,7 @@ def test_output_loads_with_project_loader_and_diffusers(smoke_run):
     assert c.vae.config.latents_mean == pytest.approx(log["vae"]["latents_mean"])
     assert all(s > 0 for s in c.vae.config.latents_std)
     assert log["seed"] == 0 and log["config"]["preset"] == "smoke" and log["seconds"] > 0
-    from pipeline.models import model_defaults
+    from pipeline.model.components import model_defaults
     from pipeline.settings import MODEL_KEYS
 
     d = model_defaults(str(out), MODEL_KEYS)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 
-from ..attention import apply_rotary
+from ..dualparal.attention import apply_rotary
 from ..compat.diffusers import qkv_projections
 from .cache import KVCache
 

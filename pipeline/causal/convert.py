@@ -12,7 +12,7 @@ fps. `--lora FILE[:SCALE]` fuses a LoRA first (LongLive ships its model as a LoR
 PEFT state dict in the original key layout (`generator_lora` in a .pt, or flat; `blocks.N.self_attn.q.lora_A.weight`
 and `lora_B`, any `base_model.model.` prefix) is merged into the original weights as W + SCALE x B A (SCALE: PEFT's
 alpha / rank, 1 by default, as LongLive trains with alpha = rank); any other LoRA format goes through the diffusers
-loader after conversion (pipeline/lora.py).
+loader after conversion (pipeline/model/lora.py).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import torch
 
 from common.errors import ConfigError
 
-from ..checkpoint_io import read_weights
+from ..model.checkpoint_io import read_weights
 
 PICK = ("generator_ema", "generator", "generator_lora", "model", "state_dict")  # where a checkpoint's weights sit
 PREFIXES = ("base_model.", "model.", "module.", "_orig_mod.", "_fsdp_wrapped_module.", "diffusion_model.")
@@ -125,7 +125,7 @@ def convert(ckpt: str, base: str, out: str, lora: list | None = None, recipe: di
     """Write DIR (`out`): the base Wan 2.1 folder with the causal checkpoint as its transformer. Returns `out`."""
     from diffusers import WanTransformer3DModel
 
-    from ..family import describe_folder
+    from ..model.family import describe_folder
     from ..modelinfo import DEFAULTS_FILE
 
     base = os.path.abspath(os.path.expanduser(base))
@@ -139,7 +139,7 @@ def convert(ckpt: str, base: str, out: str, lora: list | None = None, recipe: di
     state = read_checkpoint(ckpt)
     later = []  # LoRAs in other formats: after conversion, through the diffusers loader
     for spec in lora or []:
-        from ..lora import parse_spec
+        from ..model.lora import parse_spec
 
         path, scale = parse_spec(spec)
         extra = read_state(path)
@@ -149,7 +149,7 @@ def convert(ckpt: str, base: str, out: str, lora: list | None = None, recipe: di
             later.append(spec)
     model = load_converted(to_diffusers(state), config, f"checkpoint {ckpt!r}")
     if later:
-        from ..lora import apply_loras
+        from ..model.lora import apply_loras
 
         apply_loras(model, later)
     os.makedirs(out, exist_ok=True)

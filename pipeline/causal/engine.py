@@ -7,7 +7,7 @@ Prompts change as in the DualParal engine (pipeline/prompts.py): soft and blend 
 new conditioning (the cache then holds keys/values as the new prompt sees the frames: LongLive's re-cache), cut
 starts a new shot with an empty cache and frame positions from 0.
 
-`tick()` makes one block and returns it finished (TickResult, as pipeline.engine.Engine's).
+`tick()` makes one block and returns it finished (TickResult, as pipeline.dualparal.engine.Engine's).
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ import time
 import torch
 
 from ..config import EngineConfig
-from ..engine import CondTable, FinishedBlock, PromptControl, TickResult
+from ..dualparal.engine import CondTable, FinishedBlock, PromptControl, TickResult
 from ..prompts import PromptSchedule
-from ..schedule import Work
-from ..split import Carry
-from ..stages import DTYPES, DistPipe, ItemMeta, LocalPipe
+from ..dualparal.schedule import Work
+from ..model.split import Carry
+from ..dualparal.stages import DTYPES, DistPipe, ItemMeta, LocalPipe
 from .cache import window
 from .stage import CausalStage
 from .schedule import FlowTable
@@ -52,7 +52,7 @@ def prologue(model, latents: torch.Tensor, timestep: torch.Tensor, text_states: 
 
 class CausalEngine(PromptControl):
     """Rank 0's causal engine; with `world` > 1 each forward flows through the other ranks' layer slices (the ring
-    of pipeline.stages) and its prediction comes back. `noise(block, step)` gives a block's noise for each step
+    of pipeline.dualparal.stages) and its prediction comes back. `noise(block, step)` gives a block's noise for each step
     ([1, C, B, h, w]; step 0: its start)."""
 
     def __init__(self, cfg: EngineConfig, transformer, encode_prompt, device="cpu", noise=None, world: int = 1,

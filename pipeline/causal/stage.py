@@ -1,12 +1,12 @@
 """One rank's share of the causal engine: its slice of the transformer's layers, their key/value cache, and what a
-window's header says to do with it (pipeline.stages.ItemMeta's causal fields). It has the interface of
-pipeline.stages.Stage, so the ring that carries DualParal's windows between ranks (LocalPipe, DistPipe,
+window's header says to do with it (pipeline.dualparal.stages.ItemMeta's causal fields). It has the interface of
+pipeline.dualparal.stages.Stage, so the ring that carries DualParal's windows between ranks (LocalPipe, DistPipe,
 serve_stage) carries the causal engine's too: W ranks compute what one does."""
 from __future__ import annotations
 
 import torch
 
-from ..split import Carry, epilogue, run_blocks
+from ..model.split import Carry, epilogue, run_blocks
 from .attention import CausalRequest, install
 from .cache import KVCache, positions, window
 

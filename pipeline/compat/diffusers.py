@@ -1,12 +1,12 @@
 """diffusers' private API the engine uses (checked for diffusers >=0.35,<0.50):
 
 - `transformer_wan._get_qkv_projections(attn, hidden, encoder_hidden)`: the Wan attention's q/k/v projections
-  (fused or not), which our feature-cache processor (pipeline/attention.py) computes exactly as the stock one;
+  (fused or not), which our feature-cache processor (pipeline/dualparal/attention.py) computes exactly as the stock one;
 - the Wan VAE decoder's causal cache calling convention `decoder(x, feat_cache=list, feat_idx=[0],
-  first_chunk=bool)` and its `WanCausalConv3d` layers (pipeline/decode.py's streaming decode);
+  first_chunk=bool)` and its `WanCausalConv3d` layers (pipeline/decoders/wan_vae.py's streaming decode);
 - `unpatchify(x, patch_size)`: the Wan 2.2 VAE's pixel rearrangement after its decoder (TI2V-5B);
 - `WanResample` (mode, time_conv, resample) and the cache depth `CACHE_T`, for the traceable temporal upsampler
-  that `--compile` swaps in (pipeline/vae_trace.py).
+  that `--compile` swaps in (pipeline/decoders/vae_trace.py).
 """
 from __future__ import annotations
 

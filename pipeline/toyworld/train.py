@@ -5,8 +5,8 @@
         [--vae-steps N] [--dit-steps N] [--context-frames C]
 
 Stage 1 trains an AutoencoderKLWan (train_vae.py), stage 2 a WanTransformer3DModel (train_dit.py) on its latents,
-conditioned by a frozen tiny UMT5 encoder + the offline tokenizer (pipeline/random_wan.py). DIR becomes a diffusers
-WanPipeline folder (pipeline.models.load_components(DIR) loads it) plus DIR/train_log.json and DIR/streamer.json
+conditioned by a frozen tiny UMT5 encoder + the offline tokenizer (pipeline/model/random_wan.py). DIR becomes a diffusers
+WanPipeline folder (pipeline.model.components.load_components(DIR) loads it) plus DIR/train_log.json and DIR/streamer.json
 (the daemon's defaults for the model: `streamer serve --model DIR`). Budgets are seconds
 unless --vae-steps/--dit-steps are given; with step budgets the same seed gives the same weights (on CPU).
 """
@@ -67,8 +67,8 @@ def serve_defaults(cfg: TrainConfig) -> dict:
 
 
 def train(cfg: TrainConfig, out: str, device: str = "cpu", log=print) -> dict:
-    from pipeline.models import DEFAULTS_FILE, Components, save_components
-    from pipeline.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
+    from pipeline.model.components import DEFAULTS_FILE, Components, save_components
+    from pipeline.model.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
     from pipeline.toyworld.train_dit import train_dit
     from pipeline.toyworld.train_vae import set_latent_stats, train_vae
 

@@ -16,8 +16,8 @@ import copy
 import numpy as np
 import torch
 
-from pipeline.text import PromptEncoder
-from pipeline.random_wan import TINY_TEXT_MAX_LEN
+from pipeline.model.text import PromptEncoder
+from pipeline.model.random_wan import TINY_TEXT_MAX_LEN
 from pipeline.toyworld.render_torch import random_transition_batch
 from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
 from pipeline.toyworld.train_vae import SCENES, latent_stats, prompts_of, sample_clips, scene_table

@@ -5,7 +5,7 @@ world's own VAE, so that `--tiny-vae` can be scored too.
 
     python -m pipeline.toyworld.train_rt --base pipeline/toyworld/model --out DIR --device cuda [--seconds 300]
 
-The DiT is fine-tuned on windows unrolled through the engine's own stage (pipeline/stages.py), so each training
+The DiT is fine-tuned on windows unrolled through the engine's own stage (pipeline/dualparal/stages.py), so each training
 window is built by the code that serves it: for the block at step k of the 4-step schedule,
 - with --reuse-context, each earlier block it attends to is first run through the model at the noise level it had
   when its keys/values were cached (one step ahead per block back, clean blocks at the last step), in stream order,
@@ -113,7 +113,7 @@ class Unroll:
 
     def __init__(self, model, sigmas, timesteps, device):
         from pipeline.config import EngineConfig
-        from pipeline.stages import build_stage
+        from pipeline.dualparal.stages import build_stage
 
         self.cfg = EngineConfig(model="toyworld", height=64, width=64, steps=RT_STEPS, guidance=1.0,
                                 block_frames=2, context_frames=2, reuse_context=True)
@@ -137,8 +137,8 @@ class Unroll:
 
     def forward(self, x, level: int, block: int, shot: int, use_succ: bool, text):
         """The stage's forward of one window at step `level` → prediction for the block's frames."""
-        from pipeline.split import prologue
-        from pipeline.stages import ItemMeta
+        from pipeline.model.split import prologue
+        from pipeline.dualparal.stages import ItemMeta
 
         t = self.timesteps[min(level, RT_STEPS - 1)].expand(x.shape[0]).to(self.device)
         meta = ItemMeta(serial=0, block=block, step=level, frames=x.shape[2], shot=shot, use_succ=use_succ)
@@ -149,7 +149,7 @@ class Unroll:
 
 def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     """One step's loss: a batch of windows of one geometry, kind and step index."""
-    from pipeline.context import blocks_back, plan_context
+    from pipeline.dualparal.context import blocks_back, plan_context
 
     (plain, plain_ids), (a_lat, b_lat, a_ids, b_ids) = pools
     b, c, reuse = GEOMETRIES[int(rng.integers(len(GEOMETRIES)))]
@@ -221,9 +221,9 @@ def _ema_update(ema: list, params: list, decay: float) -> None:
 
 
 def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print) -> dict:
-    from pipeline.models import DEFAULTS_FILE, load_components, model_defaults
+    from pipeline.model.components import DEFAULTS_FILE, load_components, model_defaults
     from pipeline.settings import MODEL_KEYS
-    from pipeline.random_wan import wan_scheduler
+    from pipeline.model.random_wan import wan_scheduler
     from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
     from pipeline.toyworld.train_dit import prompt_table
     from pipeline.toyworld.train_tiny import save_tiny, train_tiny

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.tiny_vae import LATENT_SPACE_KEY, MemoryBlock, TinyDecoderNet, latent_space
+from pipeline.decoders.tiny_vae import LATENT_SPACE_KEY, MemoryBlock, TinyDecoderNet, latent_space
 
 CLIP_LATENTS = 6  # latent frames per training clip (21 video frames)
 
@@ -61,7 +61,7 @@ def save_tiny(net: TinyDecoderNet, vae_config: dict, path: str) -> None:
 
     from safetensors.torch import save_file
 
-    from pipeline.archs import tiny_decoder_checkpoint
+    from pipeline.model.archs import tiny_decoder_checkpoint
 
     sd = {k: v.half().contiguous() for k, v in tiny_decoder_checkpoint(net).items()}
     save_file(sd, path, metadata={LATENT_SPACE_KEY: json.dumps(latent_space(vae_config))})
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from pipeline.models import load_components
+    from pipeline.model.components import load_components
     from pipeline.settings import TINY_VAE_FILE
 
     p = argparse.ArgumentParser(prog="python -m pipeline.toyworld.train_tiny", description=main.__doc__)

@@ -15,7 +15,7 @@ import torch
 
 from pipeline.config import ConfigError
 from pipeline.modelinfo import DEFAULTS_FILE, model_defaults, resolve_model  # noqa: F401 - re-exported
-from pipeline.random_wan import TINY_TEXT_MAX_LEN, WAN_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
+from pipeline.model.random_wan import TINY_TEXT_MAX_LEN, WAN_TEXT_MAX_LEN, build_tiny_components, wan_scheduler
 
 PARTS = ("transformer", "vae", "text")
 
@@ -112,7 +112,7 @@ def load_components(
             raise ConfigError(f"model directory {model!r} does not exist")
         if not os.path.isfile(os.path.join(source, "model_index.json")):
             raise ConfigError(f"model directory {model!r} has no model_index.json (not a diffusers pipeline folder)")
-    from pipeline.family import describe
+    from pipeline.model.family import describe
 
     family = describe(model)  # refuses what cannot be served; a hub id's experts are known before it downloads
 
@@ -168,7 +168,7 @@ def vae_configs(model: str) -> tuple[dict | None, dict]:
 
 def save_components(components, path) -> None:
     """Write a diffusers WanPipeline folder (model_index.json + one subfolder per component). `components`: a
-    Components, or the dict of pipeline.random_wan.build_tiny_components (whose two-expert and TI2V variants carry
+    Components, or the dict of pipeline.model.random_wan.build_tiny_components (whose two-expert and TI2V variants carry
     transformer_2 / boundary_ratio / expand_timesteps)."""
     from diffusers import WanPipeline
 

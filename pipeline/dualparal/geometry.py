@@ -2,9 +2,9 @@
 block's first and last C frames, and the rotary positions of the window and of the cached context around it."""
 from __future__ import annotations
 
-from .config import EngineConfig
+from ..config import EngineConfig
 from .context import tail_frames
-from .split import rotary
+from ..model.split import rotary
 
 
 class WindowGeometry:

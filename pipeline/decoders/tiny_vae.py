@@ -25,7 +25,7 @@ from torch import nn
 from common.errors import ConfigError
 
 from .block_decoder import BlockDecoder
-from .checkpoint_io import read_weights
+from ..model.checkpoint_io import read_weights
 
 CHANNELS = (256, 128, 64, 64)  # decoder widths, stage by stage (the published checkpoints')
 _WIDTH_LAYERS = (1, 8, 14, 20)  # the convolutions whose outputs set those widths, by checkpoint index

@@ -14,24 +14,24 @@ import torch
 import torch.distributed as dist
 
 from common import faults
-from common.errors import ComponentFailed  # noqa: F401 - re-exported (pipeline.worker): a part of rank 0 failed
+from common.errors import ComponentFailed  # noqa: F401 - re-exported (pipeline.process.worker): a part of rank 0 failed
 
-from .config import EngineConfig
-from .decode import StreamingDecoder
-from .tiny_graph import GraphedTinyDecoder
-from .tiny_vae import StreamingTinyDecoder, check_latent_space, latent_space_of, load_tiny_decoder
-from .engine import DTYPES, Engine, FinishedBlock
-from .models import load_components, vae_configs
-from .pacing import LeadEstimator, Pacer
-from .prompts import DEFAULT_MODE, PromptError
+from ..config import EngineConfig
+from ..decoders.wan_vae import StreamingDecoder
+from ..decoders.tiny_graph import GraphedTinyDecoder
+from ..decoders.tiny_vae import StreamingTinyDecoder, check_latent_space, latent_space_of, load_tiny_decoder
+from ..dualparal.engine import DTYPES, Engine, FinishedBlock
+from ..model.components import load_components, vae_configs
+from ..pacing import LeadEstimator, Pacer
+from ..prompts import DEFAULT_MODE, PromptError
 from .ranks import dist_env, init_dist, load_rank_slice
-from . import wire
-from .compat import diffusers as diffusers_compat
-from .compile import compile_blocks
-from .lora import apply_loras
-from .quant import quantize_blocks
-from .sdpa import apply_backend, preferred_kernel
-from .text import PromptEncoder
+from .. import wire
+from ..compat import diffusers as diffusers_compat
+from ..model.compile import compile_blocks
+from ..model.lora import apply_loras
+from ..model.quant import quantize_blocks
+from ..model.sdpa import apply_backend, preferred_kernel
+from ..model.text import PromptEncoder
 
 
 class StopRequested(Exception):
@@ -264,7 +264,7 @@ class Runner:
                                   dtype=DTYPES[cfg.dtype])
         self.penc.encode(cfg.prompt)
         if cfg.engine == "causal":  # a causal checkpoint (pipeline/causal/): one rank, block after block
-            from .causal.engine import CausalEngine
+            from ..causal.engine import CausalEngine
 
             self.engine = CausalEngine(cfg, transformer, self.penc.encode, device=device, world=world, layers=layers)
             blocks = transformer.blocks

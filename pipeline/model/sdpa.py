@@ -17,7 +17,7 @@ import contextlib
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .config import ConfigError
+from ..config import ConfigError
 
 # PyTorch's kernels, by diffusers' names and short aliases
 _SDPA = {"_native_cudnn": SDPBackend.CUDNN_ATTENTION, "_native_flash": SDPBackend.FLASH_ATTENTION,

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
 
 PROLOGUE = ("patch_embedding.", "condition_embedder.")
 EPILOGUE = ("norm_out.", "proj_out.", "scale_shift_table")

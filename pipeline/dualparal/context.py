@@ -8,7 +8,7 @@ A block of B latent frames sees, before its own frames:
 After its own frames it sees the first min(C, B) frames of its successor (the feature cache), if that is in flight.
 
 Without --reuse-context the context frames enter as tokens (their latents as of the start of the tick); with it,
-context and sink frames enter as the keys/values that their blocks' own forwards cached (`pipeline.attention`).
+context and sink frames enter as the keys/values that their blocks' own forwards cached (`pipeline.dualparal.attention`).
 Rotary positions are local to the window: sink frames first, then the context frames, the block, the successor.
 """
 from __future__ import annotations

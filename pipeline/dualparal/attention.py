@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 
-from .compat.diffusers import qkv_projections
+from ..compat.diffusers import qkv_projections
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,7 @@ class CacheRequest:
     store: tuple[int, int] | None = None  # token range of this block's first frames, to store for its predecessor
     extra_rope: tuple[torch.Tensor, torch.Tensor] | None = None  # cos/sin for the appended (successor) tokens
     use_read: bool = False
-    # --reuse-context: earlier frames enter as cached keys/values instead of as tokens (pipeline/context.py)
+    # --reuse-context: earlier frames enter as cached keys/values instead of as tokens (pipeline/dualparal/context.py)
     store_tail: tuple[int, int] | None = None  # token range of this block's last frames, kept for later blocks
     block: int | None = None  # this block's index (the key its tail is stored under)
     prev_sources: tuple[tuple[int, int], ...] = ()  # (block, tokens from the end of its stored tail), oldest first

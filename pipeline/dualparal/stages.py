@@ -22,7 +22,7 @@ from .geometry import WindowGeometry
 from .ring import fwd as _fwd
 from .ring import peer_ops
 from .ring import ret as _ret
-from .split import Carry, epilogue, run_blocks
+from ..model.split import Carry, epilogue, run_blocks
 
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -61,11 +61,11 @@ class ItemMeta:
     block: int
     step: int
     frames: int  # latent frames in the window (context frames entered as tokens + B)
-    shot: int  # the first block of its shot (pipeline/context.py: what its context may reach)
+    shot: int  # the first block of its shot (pipeline/dualparal/context.py: what its context may reach)
     use_succ: bool
     stop: bool = False
     ping: bool = False  # travels the ring and comes back with no work: retires a pipe's posted receive
-    expert: int = 0  # which expert runs the window (two-expert models: pipeline.family.expert_for its timestep)
+    expert: int = 0  # which expert runs the window (two-expert models: pipeline.model.family.expert_for its timestep)
     # the causal engine (pipeline/causal/stage.py): the window's frames start at frame `start` of the shot; it
     # attends to the first `cached_n` frames (-1: all) of the window of the block at frame `window_at`; `commit`:
     # its keys/values are stored as those frames' (the clean re-run)

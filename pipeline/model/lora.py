@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
 from .family import EXPERT_NAMES, parse_target  # noqa: F401 - parse_target re-exported
 
 
@@ -49,7 +49,7 @@ def apply_loras(transformer, specs, layers: tuple[int, int] | None = None, first
                 last: bool = True, expert: int = 0, experts: int = 1) -> int:
     """Fuse every LoRA of `specs` ('PATH[:SCALE][@high|@low]') meant for this expert (`expert` of `experts`, high
     noise first) into `transformer` (a whole model, or a rank's slice: `layers`, `first`, `last` as in
-    pipeline.shard). Returns how many modules were changed."""
+    pipeline.model.shard). Returns how many modules were changed."""
     from diffusers import WanPipeline
 
     from .shard import owned

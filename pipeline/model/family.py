@@ -8,8 +8,8 @@ One description covers every Wan checkpoint DualParal serves:
 - Wan 2.2 TI2V-5B (text-to-video): one transformer on the Wan 2.2 VAE (48 latent channels, 16x spatial: the VAE
   patchifies 2x2 itself), per-token timesteps (`expand_timesteps`), which for text-to-video are all the step's
   timestep, i.e. what a scalar timestep gives.
-How a block's forward runs on a slice of layers (pipeline/split.py), how weights are split per rank
-(pipeline/shard.py) and what travels between ranks (pipeline/stages.py) are the same for all three: a Wan block is a
+How a block's forward runs on a slice of layers (pipeline/model/split.py), how weights are split per rank
+(pipeline/model/shard.py) and what travels between ranks (pipeline/dualparal/stages.py) are the same for all three: a Wan block is a
 Wan block. What differs is here: the latent geometry, the experts and when each one runs, the family's defaults.
 Anything else (an image-to-video checkpoint with an image encoder, another transformer or VAE class, a VAE whose
 latents do not fit the transformer) is refused by name.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from common.errors import ConfigError
 
-from .modelinfo import resolve_model
+from ..modelinfo import resolve_model
 
 TRANSFORMER_CLASS = "WanTransformer3DModel"
 VAE_CLASS = "AutoencoderKLWan"

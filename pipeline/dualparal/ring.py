@@ -53,7 +53,7 @@ def _connect(group, edges, me: int, device) -> None:
 
 class RingBroken(RuntimeError):
     """A point-to-point operation of the ring failed: a peer rank is gone. A consequence of another rank's failure,
-    which the daemon names first (pipeline.worker.record_failure)."""
+    which the daemon names first (pipeline.process.worker.record_failure)."""
 
 
 @contextlib.contextmanager

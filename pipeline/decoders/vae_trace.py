@@ -14,7 +14,7 @@ import types
 
 import torch
 
-from .compat.diffusers import CACHE_T, WanResample
+from ..compat.diffusers import CACHE_T, WanResample
 
 FIRST = "Rep"  # diffusers' marker: the upsampler has seen the stream's first chunk only
 

@@ -11,16 +11,16 @@ import os
 import torch
 import torch.distributed as dist
 
-from .config import ConfigError, EngineConfig
-from .engine import DTYPES
-from .compat import diffusers as diffusers_compat
-from .compile import compile_blocks
-from .lora import apply_loras
-from .quant import quantize_blocks
-from .sdpa import apply_backend, preferred_kernel
-from .shard import load_transformer_slice
-from .ring import setup_ring_groups
-from .stages import balanced_split, build_stage, serve_stage
+from ..config import ConfigError, EngineConfig
+from ..dualparal.engine import DTYPES
+from ..compat import diffusers as diffusers_compat
+from ..model.compile import compile_blocks
+from ..model.lora import apply_loras
+from ..model.quant import quantize_blocks
+from ..model.sdpa import apply_backend, preferred_kernel
+from ..model.shard import load_transformer_slice
+from ..dualparal.ring import setup_ring_groups
+from ..dualparal.stages import balanced_split, build_stage, serve_stage
 
 
 def dist_env() -> tuple[int, int, int]:
@@ -59,12 +59,12 @@ def model_source(cfg: EngineConfig, rank: int) -> str:
     if cfg.model == "tiny":
         path = os.path.join(cfg.extra.get("scratch") or "/tmp", "tiny-model")
         if rank == 0:
-            from .models import load_components, save_components
+            from ..model.components import load_components, save_components
 
             save_components(load_components("tiny"), path)
         dist.barrier()
         return path
-    from .models import resolve_model
+    from ..model.components import resolve_model
 
     local = os.path.expanduser(resolve_model(cfg.model))
     if os.path.isdir(local):
@@ -108,7 +108,7 @@ def serve_rank(config_json: str) -> int:
             for model in models:
                 quantize_blocks(model.blocks[slice(*layers)], device)
         if cfg.engine == "causal":  # a causal checkpoint's slice (pipeline/causal/stage.py)
-            from .causal.stage import CausalStage
+            from ..causal.stage import CausalStage
 
             stage = CausalStage(cfg, models[0], layers, last=rank == world - 1, device=device)
         else:

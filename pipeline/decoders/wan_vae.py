@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from .block_decoder import BlockDecoder
-from .compat.diffusers import WanCausalConv3d, unpatchify
-from .compile import allow_shape_variants
+from ..compat.diffusers import WanCausalConv3d, unpatchify
+from ..model.compile import allow_shape_variants
 from .vae_trace import traceable
 
 

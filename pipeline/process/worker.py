@@ -21,7 +21,7 @@ import zmq
 from common.cache import use_bytecode_cache
 from common.errors import ConfigError
 
-from . import wire
+from .. import wire
 
 
 SNDHWM = 16  # messages queued in ZMQ for the daemon; beyond them `Link` holds the rest in its outbox
@@ -133,7 +133,7 @@ def watch_death_pipe(fd: int):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="pipeline.worker")
+    ap = argparse.ArgumentParser(prog="pipeline.process.worker")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="EngineConfig as JSON (how the daemon starts its ranks)")
     src.add_argument("--serve-config", metavar="FILE.toml",
@@ -146,13 +146,13 @@ def main(argv=None) -> int:
     try:
         config, token = (args.config, "") if args.config else _config_from_file(args.serve_config)
     except ConfigError as e:
-        print(f"pipeline.worker: error: {e}", file=sys.stderr)
+        print(f"pipeline.process.worker: error: {e}", file=sys.stderr)
         return 2
     use_bytecode_cache()  # before torch and diffusers are imported
     rank = int(os.environ.get("RANK", "0"))
     scratch = json.loads(config).get("extra", {}).get("scratch") or ""
     if json.loads(config).get("compile"):  # before torch is imported: inductor fixes its cache folder early
-        from .compile import cache_dir
+        from ..model.compile import cache_dir
 
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache_dir())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and json.loads(config).get("device") != "cpu":
@@ -167,12 +167,12 @@ def main(argv=None) -> int:
         except Exception as e:  # noqa: BLE001 - recorded for the daemon, which names the first cause
             return record_failure(scratch, rank, f"engine rank {rank}", e)
     if not args.link:
-        print("pipeline.worker: error: rank 0 needs --link (the daemon's engine socket)", file=sys.stderr)
+        print("pipeline.process.worker: error: rank 0 needs --link (the daemon's engine socket)", file=sys.stderr)
         return 2
     link = Link(args.link, daemon_timeout=None if args.death_fd >= 0 else 30.0)
     link.start()
     try:
-        from .config import EngineConfig
+        from ..config import EngineConfig
         from .runner import ComponentFailed, Runner
 
         cfg = EngineConfig.from_json(config)
@@ -194,9 +194,9 @@ def main(argv=None) -> int:
 def record_failure(scratch: str, rank: int, component: str, exc: BaseException) -> int:
     """Print the traceback, and leave one line for the daemon (`scratch`/rank<r>.error: when, which component,
     why), which names the earliest failure of all ranks. Returns the exit code: 2 for a configuration error."""
-    from .config import ConfigError
+    from ..config import ConfigError
 
-    from .ring import RingBroken
+    from ..dualparal.ring import RingBroken
 
     if not isinstance(exc, ConfigError):
         traceback.print_exception(exc, file=sys.stderr)
@@ -224,7 +224,7 @@ def _chain(exc: BaseException):
 def _config_from_file(path: str) -> tuple[str, str]:
     """(the EngineConfig a daemon started with `streamer serve --config FILE` would give its ranks, the token that
     rank 0 presents to that daemon)."""
-    from .resolve import resolve
+    from ..resolve import resolve
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cfg, values = resolve({"config": path})

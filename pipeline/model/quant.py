@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ConfigError
+from ..config import ConfigError
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = 448.0

@@ -55,7 +55,7 @@ def random_transformer(arch: str, device="cuda", dtype=torch.bfloat16, seed: int
 def random_transformer_slice(arch: str, layers: tuple[int, int], first: bool, last: bool, device="cuda",
                              dtype=torch.bfloat16, seed: int = 0):
     """Like `random_transformer`, but only this rank's parts are materialised (random values); the rest stays on
-    `meta`, as with `pipeline.shard.load_transformer_slice` for a real checkpoint. Each tensor's values depend only
+    `meta`, as with `pipeline.model.shard.load_transformer_slice` for a real checkpoint. Each tensor's values depend only
     on (seed, its name), so every split of the layers gives the same model."""
     from diffusers import WanTransformer3DModel
     from diffusers.models.transformers.transformer_wan import WanRotaryPosEmbed
@@ -100,7 +100,7 @@ def random_tiny_decoder(latent_channels: int = 16, seed: int = 0, patch: int = 1
     """The tiny decoder (`--tiny-vae`) with random weights scaled so that its memories carry signal and its output
     is a picture around 0.5 (std ~0.2) rather than a constant: what a trained one costs to encode, roughly.
     latent_channels 48, patch 2: taew2_2's layout (Wan 2.2 TI2V-5B)."""
-    from .tiny_vae import TinyDecoderNet
+    from ..decoders.tiny_vae import TinyDecoderNet
 
     torch.manual_seed(seed)
     net = TinyDecoderNet(latent_channels, patch=patch).eval().requires_grad_(False)

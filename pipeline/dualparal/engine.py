@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import EngineConfig
+from ..config import EngineConfig
 from .context import ContextPlan, blocks_back, plan_context
-from .family import expert_for
+from ..model.family import expert_for
 from .noise import NoisePool
-from .prompts import DEFAULT_MODE, Change, Cond, PromptSchedule
+from ..prompts import DEFAULT_MODE, Change, Cond, PromptSchedule
 from .schedule import BlockQueue, Work
-from .split import prologue
+from ..model.split import prologue
 from .stages import DTYPES, DistPipe, ItemMeta, LocalPipe, build_stage  # noqa: F401 - DTYPES re-exported
 
 
@@ -56,7 +56,7 @@ class TickResult:
 
 class CondTable:
     """Text embeddings per conditioning (mixtures of prompts), batched with the negative prompt for CFG. Only what
-    the text encoder's own cache (pipeline.text.PromptEncoder) does not hold is kept here: mixtures and CFG
+    the text encoder's own cache (pipeline.model.text.PromptEncoder) does not hold is kept here: mixtures and CFG
     batches."""
 
     def __init__(self, encode, negative: str, use_cfg: bool, dtype, device):
@@ -97,7 +97,7 @@ class Engine(PromptControl):
     """Rank 0's engine. With `world` > 1 the windows flow through the other ranks (DistPipe); rank 0 runs the
     prologue and its own slice and applies the scheduler step when a prediction comes back.
 
-    `transformer`: the model, or a two-expert model's list (high-noise expert first, pipeline.family): each window
+    `transformer`: the model, or a two-expert model's list (high-noise expert first, pipeline.model.family): each window
     is run by the expert of its timestep, so blocks at different noise levels in one tick may use different ones."""
 
     def __init__(self, cfg: EngineConfig, transformer, scheduler, encode_prompt, device="cpu", world: int = 1,
