@@ -77,7 +77,7 @@ def build_tiny_vae(path: str, wan22: bool = False) -> None:
     taew2_2's (48 channels, 2x2 pixel patch)."""
     from safetensors.torch import save_file
 
-    from pipeline.model.archs import random_tiny_decoder, tiny_decoder_checkpoint
+    from pipeline.decoders.tiny_vae import random_tiny_decoder, tiny_decoder_checkpoint
 
     net = random_tiny_decoder(48, patch=2) if wan22 else random_tiny_decoder(16)
     save_file(tiny_decoder_checkpoint(net), path)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipeline.model.archs import random_tiny_decoder  # noqa: E402
+from pipeline.decoders.tiny_vae import random_tiny_decoder  # noqa: E402
 from pipeline.decoders.tiny_graph import GraphedTinyDecoder  # noqa: E402
 from pipeline.decoders.tiny_vae import StreamingTinyDecoder  # noqa: E402
 

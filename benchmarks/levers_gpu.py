@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
-from pipeline.model.archs import random_tiny_decoder, random_transformer, random_wan_vae  # noqa: E402
+from pipeline.model.archs import random_transformer, random_wan_vae
+from pipeline.decoders.tiny_vae import random_tiny_decoder  # noqa: E402
 from pipeline.model.compile import compile_blocks  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decoders.wan_vae import StreamingDecoder  # noqa: E402

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from pipeline.model.archs import random_tiny_decoder, tiny_decoder_checkpoint  # noqa: E402
+from pipeline.decoders.tiny_vae import random_tiny_decoder, tiny_decoder_checkpoint  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "fixtures",
                    "taehv_reference.safetensors")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from common.errors import ConfigError  # noqa: F401 - the engine's configuration errors, re-exported
 
-from .model.family import Family, describe, parse_target
+from .family import Family, describe, parse_target
 from .settings import DEFAULTS, OPTION, OPTIONS
 
 MAX_SIDE = 4096
@@ -55,7 +55,7 @@ class EngineConfig:
     lora: list = field(default_factory=list)  # 'PATH[:SCALE][@high|@low]' each (pipeline/model/lora.py)
     guidance_2: float = D["guidance_2"]  # two-expert models: the low-noise expert's guidance; 0 = folder's/--guidance
     boundary_ratio: float = D["boundary_ratio"]  # two-expert models: where the low-noise expert starts; -1 = folder's
-    family: dict = field(default_factory=dict)  # the model family's facts (pipeline.model.family.Family), set by validate()
+    family: dict = field(default_factory=dict)  # the model family's facts (pipeline.family.Family), set by validate()
     extra: dict = field(default_factory=dict)  # pace, split, scratch (the daemon's per-run folder)
 
     @classmethod
@@ -76,7 +76,7 @@ class EngineConfig:
             raise ConfigError(f"{'--quant' if self.quant else '--reuse-context'} is for the DualParal engine")
 
     def model_family(self):
-        """The model's family (pipeline.model.family): read from the folder once, then carried in `family` (to the ranks,
+        """The model's family (pipeline.family): read from the folder once, then carried in `family` (to the ranks,
         which may run where the folder is not yet)."""
         if not self.family:
             self.family = describe(self.model).to_dict()

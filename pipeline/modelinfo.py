@@ -7,8 +7,11 @@ import os
 
 from common.errors import ConfigError
 from pipeline.settings import check
-from pipeline.toyworld import MODELS as SHIPPED
 
+_TOYWORLD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "toyworld")
+# the models shipped in the package (pipeline/toyworld/): the toy world, the daemon's default, and its real-time
+# member (4 steps, no CFG, with a tiny decoder for the toy world's VAE)
+SHIPPED = {"toyworld": os.path.join(_TOYWORLD, "model"), "toyworld-rt": os.path.join(_TOYWORLD, "model_rt")}
 DEFAULTS_FILE = "streamer.json"  # in a model folder: the daemon's defaults for that model (EngineConfig fields)
 
 

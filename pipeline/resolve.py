@@ -10,7 +10,7 @@ from common.errors import ConfigError
 from common.netaddr import is_loopback, zmq_host
 
 from .config import EngineConfig
-from .model.family import describe
+from .family import describe
 from .modelinfo import model_defaults, resolve_model
 from .settings import DEFAULTS, MODEL_KEYS, OPTION, PRESETS, TINY_VAE_FILE, load_toml
 

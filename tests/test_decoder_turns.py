@@ -11,7 +11,7 @@ from pipeline.decoders.wan_vae import StreamingDecoder
 from pipeline.dualparal.engine import FinishedBlock
 from pipeline.prompts import Cond
 from pipeline.process.runner import Decoder
-from pipeline.model.archs import random_tiny_decoder
+from pipeline.decoders.tiny_vae import random_tiny_decoder
 from pipeline.model.random_wan import build_tiny_components
 from pipeline.decoders.tiny_vae import StreamingTinyDecoder
 

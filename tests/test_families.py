@@ -16,7 +16,7 @@ from conftest import free_port
 from pipeline.config import ConfigError, EngineConfig
 from pipeline.decoders.wan_vae import StreamingDecoder
 from pipeline.dualparal.engine import Engine
-from pipeline.model.family import describe_folder, expert_for
+from pipeline.family import describe_folder, expert_for
 from pipeline.model.components import load_components, save_components
 from pipeline.model.text import PromptEncoder
 from pipeline.model.random_wan import TINY_TEXT_MAX_LEN, build_tiny_components

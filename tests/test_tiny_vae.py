@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from common.errors import ConfigError
 from conftest import ROOT, DaemonProc
-from pipeline.model.archs import random_tiny_decoder, tiny_decoder_checkpoint
+from pipeline.decoders.tiny_vae import random_tiny_decoder, tiny_decoder_checkpoint
 from pipeline.decoders.tiny_graph import GraphedTinyDecoder
 from pipeline.decoders.tiny_vae import MemoryBlock, StreamingTinyDecoder, TimeGrow, TinyDecoderNet, load_tiny_decoder
 from test_daemon_ranks_equal import y4m_frames
@@ -232,7 +232,7 @@ def test_streaming_decode_equals_the_original_taehv_code(name, z, patch, seed):
     at once; ours decodes it block by block. taew2_2: Wan 2.2's 48 channels and 2x2 pixel patch."""
     from safetensors.torch import load_file
 
-    from pipeline.model.archs import random_tiny_decoder
+    from pipeline.decoders.tiny_vae import random_tiny_decoder
 
     ref = load_file(os.path.join(ROOT, "tests", "fixtures", "taehv_reference.safetensors"))
     lat, want = ref[f"{name}.latents"], ref[f"{name}.frames"]  # [1, T, z, h, w], [T', 3, H, W]
@@ -245,7 +245,7 @@ def test_streaming_decode_equals_the_original_taehv_code(name, z, patch, seed):
 
 
 def test_a_taew2_2_checkpoint_loads_for_48_channel_latents(tmp_path):
-    from pipeline.model.archs import random_tiny_decoder
+    from pipeline.decoders.tiny_vae import random_tiny_decoder
 
     net = random_tiny_decoder(48, seed=3, patch=2)
     path = str(tmp_path / "taew2_2.safetensors")

@@ -125,7 +125,7 @@ def convert(ckpt: str, base: str, out: str, lora: list | None = None, recipe: di
     """Write DIR (`out`): the base Wan 2.1 folder with the causal checkpoint as its transformer. Returns `out`."""
     from diffusers import WanTransformer3DModel
 
-    from ..model.family import describe_folder
+    from ..family import describe_folder
     from ..modelinfo import DEFAULTS_FILE
 
     base = os.path.abspath(os.path.expanduser(base))

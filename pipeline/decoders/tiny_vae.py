@@ -243,3 +243,28 @@ class StreamingTinyDecoder(BlockDecoder):
             out = out[self.TRIM:]
             self._first = False
         return out.clamp_(0.0, 1.0)
+
+
+def random_tiny_decoder(latent_channels: int = 16, seed: int = 0, patch: int = 1):
+    """The tiny decoder (`--tiny-vae`) with random weights scaled so that its memories carry signal and its output
+    is a picture around 0.5 (std ~0.2) rather than a constant: what a trained one costs to encode, roughly.
+    latent_channels 48, patch 2: taew2_2's layout (Wan 2.2 TI2V-5B)."""
+    torch.manual_seed(seed)
+    net = TinyDecoderNet(latent_channels, patch=patch).eval().requires_grad_(False)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                m.weight *= 0.7
+                if m.bias is not None:
+                    m.bias.zero_()
+        x = torch.randn(4, latent_channels, 4, 6)
+        y, _ = net(x, [x.new_zeros(s) for s in net.memory_shapes(4, 6)])
+        net.decoder[-1].weight *= 0.2 / y.std()
+        net.decoder[-1].bias.fill_(0.5)
+    return net
+
+
+def tiny_decoder_checkpoint(net) -> dict:
+    """`net`'s weights as a TAEHV checkpoint names them (decoder.N.*)."""
+    return {f"decoder.{k}": v.detach().clone() for k, v in net.decoder.state_dict().items()}

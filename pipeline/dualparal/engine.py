@@ -14,7 +14,7 @@ import torch
 
 from ..config import EngineConfig
 from .context import ContextPlan, blocks_back, plan_context
-from ..model.family import expert_for
+from ..family import expert_for
 from .noise import NoisePool
 from ..prompts import DEFAULT_MODE, Change, Cond, PromptSchedule
 from .schedule import BlockQueue, Work
@@ -97,7 +97,7 @@ class Engine(PromptControl):
     """Rank 0's engine. With `world` > 1 the windows flow through the other ranks (DistPipe); rank 0 runs the
     prologue and its own slice and applies the scheduler step when a prediction comes back.
 
-    `transformer`: the model, or a two-expert model's list (high-noise expert first, pipeline.model.family): each window
+    `transformer`: the model, or a two-expert model's list (high-noise expert first, pipeline.family): each window
     is run by the expert of its timestep, so blocks at different noise levels in one tick may use different ones."""
 
     def __init__(self, cfg: EngineConfig, transformer, scheduler, encode_prompt, device="cpu", world: int = 1,

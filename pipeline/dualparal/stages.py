@@ -65,7 +65,7 @@ class ItemMeta:
     use_succ: bool
     stop: bool = False
     ping: bool = False  # travels the ring and comes back with no work: retires a pipe's posted receive
-    expert: int = 0  # which expert runs the window (two-expert models: pipeline.model.family.expert_for its timestep)
+    expert: int = 0  # which expert runs the window (two-expert models: pipeline.family.expert_for its timestep)
     # the causal engine (pipeline/causal/stage.py): the window's frames start at frame `start` of the shot; it
     # attends to the first `cached_n` frames (-1: all) of the window of the block at frame `window_at`; `commit`:
     # its keys/values are stored as those frames' (the clean re-run)

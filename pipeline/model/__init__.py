@@ -1,4 +1,4 @@
-"""The model: what a folder holds (family), loading its components (components, shard: a rank's layer slice only),
+"""The model, as pipeline.family describes it: its components loaded (components; shard: a rank's layer slice only),
 the transformer split into prologue, blocks and epilogue (split), text encoding (text), and what changes its
 weights or kernels (lora, quant, sdpa, compile); random-weight architectures for tests and benchmarks (archs,
 random_wan)."""

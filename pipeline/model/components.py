@@ -112,7 +112,7 @@ def load_components(
             raise ConfigError(f"model directory {model!r} does not exist")
         if not os.path.isfile(os.path.join(source, "model_index.json")):
             raise ConfigError(f"model directory {model!r} has no model_index.json (not a diffusers pipeline folder)")
-    from pipeline.model.family import describe
+    from pipeline.family import describe
 
     family = describe(model)  # refuses what cannot be served; a hub id's experts are known before it downloads
 

@@ -15,7 +15,7 @@ import os
 import torch
 
 from ..config import ConfigError
-from .family import EXPERT_NAMES, parse_target  # noqa: F401 - parse_target re-exported
+from ..family import EXPERT_NAMES, parse_target  # noqa: F401 - parse_target re-exported
 
 
 def parse_spec(spec: str) -> tuple[str, float]:

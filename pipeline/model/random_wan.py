@@ -1,5 +1,5 @@
 """A tiny, randomly initialised Wan pipeline built entirely in code, no downloads (`--model tiny`; the Wan 2.2
-two-expert and TI2V variants for the tests of pipeline/model/family.py).
+two-expert and TI2V variants for the tests of pipeline/family.py).
 
 Same classes as the real model (WanTransformer3DModel, AutoencoderKLWan, UMT5EncoderModel, a fast tokenizer,
 UniPCMultistepScheduler), so every code path that runs on the real model runs here too, fast, on CPU.
@@ -78,7 +78,7 @@ def _seeded(seed: int, make):
         return make().eval()
 
 
-TINY_FAMILIES = ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v")  # what build_tiny_components builds (pipeline/model/family.py)
+TINY_FAMILIES = ("wan2.1", "wan2.2-a14b", "wan2.2-ti2v")  # what build_tiny_components builds (pipeline/family.py)
 TINY_A14B_BOUNDARY = 0.875  # Wan2.2-T2V-A14B's boundary_ratio
 
 

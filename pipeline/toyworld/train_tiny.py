@@ -61,7 +61,7 @@ def save_tiny(net: TinyDecoderNet, vae_config: dict, path: str) -> None:
 
     from safetensors.torch import save_file
 
-    from pipeline.model.archs import tiny_decoder_checkpoint
+    from pipeline.decoders.tiny_vae import tiny_decoder_checkpoint
 
     sd = {k: v.half().contiguous() for k, v in tiny_decoder_checkpoint(net).items()}
     save_file(sd, path, metadata={LATENT_SPACE_KEY: json.dumps(latent_space(vae_config))})

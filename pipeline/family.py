@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from common.errors import ConfigError
 
-from ..modelinfo import resolve_model
+from .modelinfo import resolve_model
 
 TRANSFORMER_CLASS = "WanTransformer3DModel"
 VAE_CLASS = "AutoencoderKLWan"
