@@ -6,7 +6,7 @@ names and the frame payload's size: a malformed message raises WireError, which 
 
     rank 0 → daemon: Hello, Progress, Ready, Frames, Heartbeat, Pacing, Stats, PromptApplied, QueueFlushed, Reply,
                      Fatal, Alive, Bye
-    daemon → rank 0: Command
+    daemon → rank 0: Command (a pipeline.commands command)
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import ClassVar
+
+from . import commands
 
 
 class WireError(ValueError):
@@ -100,22 +102,30 @@ class QueueFlushed:
     blocks: list
 
 
-COMMANDS = ("ping", "stop", "set_prompt", "cancel", "pause", "resume", "status")  # what rank 0 answers
-
-
 @dataclass
 class Command:
-    """A request from the daemon (`cmd`: one of COMMANDS; the fields that command uses, the others None); `id` comes
-    back in the Reply. The client-facing commands and their checks are streamer.protocol's."""
+    """A command for rank 0 (pipeline.commands.ENGINE, typed there): `cmd` names it, `args` are its fields; `id`
+    comes back in the Reply. `Command.of(command, id)` builds it, `.command()` gives the typed command back (decode
+    checks that it does)."""
     kind: ClassVar[bytes] = b"cmd"
     cmd: str
+    args: dict = field(default_factory=dict)
     id: int = 0
-    prompt: str | None = None
-    mode: str | None = None
-    blocks: int | None = None
-    at_block: int | None = None
-    client: str = ""  # who asked (per-client limits on scheduled changes)
-    epoch: int | None = None  # cancel: this change (None: every scheduled one)
+
+    @classmethod
+    def of(cls, command: commands.Command, id: int = 0) -> "Command":
+        return cls(cmd=command.cmd, args=command.fields(), id=id)
+
+    def command(self) -> commands.Command:
+        cls = commands.ENGINE.get(self.cmd)
+        if cls is None:
+            raise WireError(f"cmd: unknown command {str(self.cmd)[:40]!r}")
+        if not isinstance(self.args, dict):
+            raise WireError(f"cmd: {self.cmd}: args must be an object")
+        try:
+            return cls(**self.args)
+        except TypeError as e:
+            raise WireError(f"cmd: {self.cmd}: {e}") from None
 
 
 @dataclass
@@ -191,4 +201,6 @@ def decode(parts: list) -> object:
         msg.payload = bytes(parts[2])
     elif len(parts) == 3:
         raise WireError(f"{kind.decode()}: unexpected payload")
+    if isinstance(msg, Command):
+        msg.command()  # a command rank 0 cannot answer is malformed, as any other message
     return msg

@@ -215,14 +215,14 @@ class Daemon:
             return {"ok": False, "error": str(e)}
 
     async def _cancel(self, req: Cancel, client: str) -> dict:
-        reply = await self.engine.request("cancel", epoch=req.epoch)
+        reply = await self.engine.request(req.for_engine())
         if reply.get("ok") and reply.get("cancelled"):
             self.watch.cancelled(reply["cancelled"])
             self.publisher.send_event({"event": "prompt_cancelled", "epochs": reply["cancelled"]})
         return reply
 
     async def _pause_resume(self, req, client: str) -> dict:
-        reply = await self.engine.request(req.cmd)
+        reply = await self.engine.request(req.for_engine())
         self.stats.set_paused(bool(reply.get("paused")), time.monotonic())
         return reply
 
@@ -236,8 +236,7 @@ class Daemon:
                     held.enter_context(self.watch.slot())
                 except WaitRefused as e:
                     return {"ok": False, "error": str(e)}
-            reply = await self.engine.request("set_prompt", prompt=req.prompt, mode=req.mode, blocks=req.blocks,
-                                              at_block=req.at_block, client=client)
+            reply = await self.engine.request(req.for_engine(client))
             if not reply.get("ok"):
                 return reply
             self.publisher.send_event({"event": "prompt_accepted", **{k: reply[k] for k in

@@ -24,6 +24,7 @@ import zmq.asyncio
 from common import faults
 from pipeline.config import EngineConfig
 from pipeline import wire
+from pipeline.commands import Command, Ping, Stop
 from pipeline.devices import runs_on_cpu
 
 log = logging.getLogger("streamer.engine")
@@ -129,7 +130,7 @@ class EngineLink:
                 if self.last_seen is not None and not self.alive():
                     return "engine rank 0", f"silent for {self.ATTACH_TIMEOUT:.0f}s at {self.attach}"
                 try:  # keep-alive: an attached rank 0 exits when the daemon falls silent
-                    await self.sock.send_multipart(wire.encode(wire.Command(cmd="ping")), flags=zmq.NOBLOCK)
+                    await self.sock.send_multipart(wire.encode(wire.Command.of(Ping())), flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
                 await asyncio.sleep(2.0)
@@ -142,7 +143,7 @@ class EngineLink:
     async def stop(self, timeout: float = 5.0) -> None:
         if self.attach or (self.procs and self.alive()):
             try:
-                await self.sock.send_multipart(wire.encode(wire.Command(cmd="stop")), flags=zmq.NOBLOCK)
+                await self.sock.send_multipart(wire.encode(wire.Command.of(Stop())), flags=zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass
         if self.attach and self.last_seen is not None:  # no process to wait for: wait for its goodbye
@@ -177,15 +178,15 @@ class EngineLink:
         self._dir.cleanup()
 
     # --- messages --------------------------------------------------------------------------------------
-    async def request(self, cmd: str, timeout: float = 10.0, **args) -> dict:
-        """Send a wire.Command and wait for its Reply's body."""
+    async def request(self, cmd: Command, timeout: float = 10.0) -> dict:
+        """Send a command (pipeline.commands) to rank 0 and wait for its Reply's body."""
         if not self.alive():
             raise EngineDied("engine is not running")
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self._waiting[rid] = fut
         try:
-            await self.sock.send_multipart(wire.encode(wire.Command(cmd=cmd, id=rid, **args)))
+            await self.sock.send_multipart(wire.encode(wire.Command.of(cmd, id=rid)))
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._waiting.pop(rid, None)

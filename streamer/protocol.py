@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
-from typing import ClassVar, Union
+from typing import Union
 
+from pipeline.commands import CLIENT, INTERNAL, Cancel, Pause, Resume, SetPrompt, Status
 from pipeline.config import MAX_PROMPT_CHARS
 from pipeline.prompts import DEFAULT_BLEND_BLOCKS, DEFAULT_MODE, MODES  # defined once, with the prompt logic
 
@@ -41,68 +41,10 @@ class ProtocolError(ValueError):
         self.status = status
 
 
-class _Request:
-    """What every request has: `cmd`, and the optional "id" and "token" fields."""
-
-    cmd: ClassVar[str] = ""
-
-    def to_dict(self) -> dict:
-        d = {"cmd": self.cmd}
-        for f in dataclasses.fields(self):
-            if getattr(self, f.name) is not None:
-                d[f.name] = getattr(self, f.name)
-        return d
-
-
-@dataclass(frozen=True)
-class SetPrompt(_Request):
-    cmd: ClassVar[str] = "set_prompt"
-    prompt: str
-    mode: str = DEFAULT_MODE
-    blocks: int | None = None  # blend length; always set (DEFAULT_BLEND_BLOCKS) for mode "blend", None otherwise
-    at_block: int | None = None  # schedule for this block index; None = now
-    id: str | int | None = None
-    token: str | None = None
-    wait: bool | None = None  # True: reply once the change is on the stream (never with at_block); None otherwise
-
-
-@dataclass(frozen=True)
-class Cancel(_Request):
-    """Withdraw scheduled prompt changes that have not taken effect: one by its epoch, or all of them."""
-    cmd: ClassVar[str] = "cancel"
-    epoch: int | None = None
-    all: bool | None = None
-    id: str | int | None = None
-    token: str | None = None
-
-
-@dataclass(frozen=True)
-class _Bare(_Request):
-    """A command without arguments."""
-
-    id: str | int | None = None
-    token: str | None = None
-
-
-@dataclass(frozen=True)
-class Status(_Bare):
-    cmd: ClassVar[str] = "status"
-
-
-@dataclass(frozen=True)
-class Pause(_Bare):
-    cmd: ClassVar[str] = "pause"
-
-
-@dataclass(frozen=True)
-class Resume(_Bare):
-    cmd: ClassVar[str] = "resume"
-
-
 Request = Union[SetPrompt, Cancel, Status, Pause, Resume]
-COMMANDS = {c.cmd: c for c in (SetPrompt, Cancel, Status, Pause, Resume)}  # every command, defined above once
+COMMANDS = CLIENT  # every command a client may send, defined once (pipeline.commands)
 _BARE = {c.cmd: c for c in (Status, Pause, Resume)}
-_FIELDS = {name: {"cmd"} | {f.name for f in dataclasses.fields(c)} for name, c in COMMANDS.items()}
+_FIELDS = {name: {"cmd"} | ({f.name for f in dataclasses.fields(c)} - INTERNAL) for name, c in COMMANDS.items()}
 
 
 def _reject_constant(name: str):

@@ -216,3 +216,8 @@ def test_cancel_and_token_fields_and_http_statuses():
         with pytest.raises(ProtocolError) as e:
             parse_request(raw)
         assert e.value.status == status and needle in e.value.message, raw[:30]
+
+
+def test_a_client_cannot_set_the_fields_the_daemon_sets():
+    with pytest.raises(ProtocolError, match="unknown field.*'client'"):
+        parse_request(b'{"cmd": "set_prompt", "prompt": "x", "client": "someone else"}')

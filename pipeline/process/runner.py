@@ -26,6 +26,7 @@ from ..pacing import LeadEstimator, Pacer
 from ..prompts import DEFAULT_MODE, PromptError
 from .ranks import dist_env, init_dist, load_rank_slice
 from .. import wire
+from ..commands import Cancel, Pause, Ping, Resume, SetPrompt, Status, Stop
 from ..compat import diffusers as diffusers_compat
 from ..model.compile import compile_blocks
 from ..model.lora import apply_loras
@@ -156,50 +157,51 @@ class Runner:
         self.paused_checks = 0
 
     # --- commands (IO thread) --------------------------------------------------------------------------
-    def handle(self, cmd: wire.Command) -> dict | None:
-        """Answer a command (wire.COMMANDS) on the IO thread, or None when it is answered later (set_prompt: the
-        text encoder runs on the prompts thread, not here)."""
-        handler = getattr(self, f"_cmd_{cmd.cmd}", None) if cmd.cmd in wire.COMMANDS else None
-        if handler is None:
-            return {"ok": False, "error": f"unknown command {cmd.cmd!r}"}
-        if self.engine is None and cmd.cmd not in ("ping", "stop"):
+    def handle(self, msg: wire.Command) -> dict | None:
+        """Answer a command (pipeline.commands.ENGINE, one method each) on the IO thread, or None when it is answered
+        later (set_prompt: the text encoder runs on the prompts thread, not here)."""
+        cmd = msg.command()
+        handler = {Ping: self._ping, Stop: self._stop, SetPrompt: self._set_prompt, Cancel: self._cancel,
+                   Pause: self._pause, Resume: self._resume, Status: self._status}[type(cmd)]
+        if self.engine is None and not isinstance(cmd, (Ping, Stop)):
             return {"ok": False, "error": "engine is still loading"}
-        return handler(cmd)
+        return handler(msg, cmd)
 
-    def _cmd_ping(self, cmd) -> dict:
+    def _ping(self, msg, cmd: Ping) -> dict:
         return {"ok": True}
 
-    def _cmd_stop(self, cmd) -> dict:
+    def _stop(self, msg, cmd: Stop) -> dict:
         self.stop.set()
         self.wake.set()
         return {"ok": True}
 
-    def _cmd_set_prompt(self, cmd) -> None:
-        self.prompt_q.put(cmd)
+    def _set_prompt(self, msg, cmd: SetPrompt) -> None:
+        self.prompt_q.put((msg, cmd))
         return None
 
-    def _cmd_cancel(self, cmd) -> dict:
+    def _cancel(self, msg, cmd: Cancel) -> dict:
         try:
             return {"ok": True, "cancelled": self.engine.cancel_prompts(cmd.epoch)}
         except PromptError as e:
             return {"ok": False, "error": str(e)}
 
-    def _cmd_pause(self, cmd) -> dict:
+    def _pause(self, msg, cmd: Pause) -> dict:
         self.paused.set()
         return {"ok": True, "paused": True}
 
-    def _cmd_resume(self, cmd) -> dict:
+    def _resume(self, msg, cmd: Resume) -> dict:
         self.paused.clear()
         self.pacer.reset()
         self.wake.set()
         return {"ok": True, "paused": False}
 
-    def _cmd_status(self, cmd) -> dict:
+    def _status(self, msg, cmd: Status) -> dict:
         return {"ok": True, **self.snapshot()}
 
     def _prompts(self) -> None:
         """The prompts thread: embed each new prompt (a cache hit for the engine afterwards), then submit it."""
-        while (cmd := self.prompt_q.get()) is not None:
+        while (item := self.prompt_q.get()) is not None:
+            msg, cmd = item
             try:
                 self.penc.encode(cmd.prompt)
                 ch = self.engine.submit_prompt(cmd.prompt, cmd.mode or DEFAULT_MODE, cmd.blocks, cmd.at_block,
@@ -209,10 +211,10 @@ class Runner:
             except PromptError as e:
                 reply = {"ok": False, "error": str(e)}
             except Exception as e:  # noqa: BLE001 - the text encoder failing is the engine failing
-                self.link.reply(cmd, {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"})
+                self.link.reply(msg, {"ok": False, "error": f"internal error: {type(e).__name__}: {e}"})
                 self._failed("text encoder", e)
                 return
-            self.link.reply(cmd, reply)
+            self.link.reply(msg, reply)
 
     def snapshot(self) -> dict:
         snap = self.engine.snapshot()
