@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
-from pipeline.model.archs import random_transformer_slice  # noqa: E402
+from pipeline.model.archs import arch_family, random_transformer_slice  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.dualparal.engine import DTYPES, Engine  # noqa: E402
 from pipeline.process.ranks import init_dist  # noqa: E402
@@ -75,7 +75,7 @@ def rank_main(rank, world, port, a, out_path):
     log("process group up")
     cfg = EngineConfig(model=a.arch, height=a.height, width=a.width, steps=a.steps, guidance=a.guidance,
                        block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype,
-                       device=str(dev.type), ranks=world)
+                       device=str(dev.type), ranks=world, family=arch_family(a.arch).to_dict())
     dtype = DTYPES[a.dtype]
     from pipeline.model.archs import WAN_ARCHS
     layers = balanced_split(WAN_ARCHS[a.arch]["num_layers"], world)[rank]

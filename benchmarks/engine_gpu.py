@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
-from pipeline.model.archs import random_transformer, random_wan_vae  # noqa: E402
+from pipeline.model.archs import arch_family, random_transformer, random_wan_vae  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decoders.wan_vae import StreamingDecoder  # noqa: E402
 from pipeline.dualparal.engine import BlockState, Engine  # noqa: E402
@@ -76,11 +76,16 @@ def main():
 
     dtype = getattr(torch, a.dtype)
     t0 = time.perf_counter()
-    model = random_transformer(a.arch, device=dev, dtype=dtype)
+    fam = arch_family(a.arch)  # (no folder: the family an architecture's folder would have)
+    # every expert (Wan2.2-A14B: the high- and the low-noise one, other weights), each window routed by its timestep
+    models = [random_transformer(a.arch, device=dev, dtype=dtype, seed=i) for i in range(len(fam.experts))]
+    model = models[0]
     res["build_s"] = time.perf_counter() - t0
-    res["params"] = sum(p.numel() for p in model.parameters())
+    res["params"] = sum(p.numel() for m in models for p in m.parameters())
+    res["family"] = fam.name
     cfg = EngineConfig(model=a.arch, height=a.height, width=a.width, steps=a.steps, guidance=a.guidance,
-                       block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype, device=a.device)
+                       block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype, device=a.device,
+                       family=fam.to_dict())
     encode = fake_text_encoder(dev, dtype)
 
     # 1. one steady-state window forward per attention backend (through the engine's own step)
@@ -88,11 +93,12 @@ def main():
     best = None
     for backend in a.backends.split(","):
         try:
-            model.set_attention_backend(backend)
+            for m in models:
+                m.set_attention_backend(backend)
         except Exception as e:  # noqa: BLE001
             res["forward_s"][backend] = f"unavailable: {e}"
             continue
-        eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev)
+        eng = Engine(cfg, models, wan_scheduler(3.0), encode, device=dev)
         eng.preload()
         # start a steady tick by hand: the tail enters, then run the tail once so the feature cache holds its K/V
         b = eng.queue.enter()
@@ -103,7 +109,7 @@ def main():
         eng.stage.cache.clear()
 
         def step(work, cond):
-            eng._submit(work, cond)
+            eng._submit(work, eng._plan(work.block), cond)
             eng._apply_one(wait=True)
         step(plan[0], eng.prompts.cond(plan[0].block))
         work = plan[1]  # previous and subsequent context both present
@@ -126,11 +132,12 @@ def main():
         eng = None  # free it before the next backend
         save()
     res["best_backend"] = best
-    model.set_attention_backend(best)
+    for m in models:
+        m.set_attention_backend(best)
 
     # 2. steady-state ticks
     reset_peak(dev)
-    eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev)
+    eng = Engine(cfg, models, wan_scheduler(3.0), encode, device=dev)
     eng.preload()
     ticks = []
     for _ in range(a.ticks):
@@ -150,7 +157,7 @@ def main():
     eng = None
 
     # 3. the fill, for real, for the first ticks; then time to first block from the measured forward times
-    eng = Engine(cfg, model, wan_scheduler(3.0), encode, device=dev)
+    eng = Engine(cfg, models, wan_scheduler(3.0), encode, device=dev)
     fill = []
     for _ in range(min(a.fill_ticks, a.steps)):
         sync()
@@ -171,13 +178,14 @@ def main():
 
     # 4. streaming decode per block
     res["decode"] = {}
-    lat_h, lat_w = a.height // 8, a.width // 8
+    lat_h, lat_w = cfg.latent_height, cfg.latent_width  # (the family's VAE: Wan 2.2's for the 5B model)
     for vdt in a.vae_dtypes.split(","):
         reset_peak(dev)
-        vae = random_wan_vae(device=dev, dtype=getattr(torch, vdt))
+        vae = random_wan_vae(device=dev, dtype=getattr(torch, vdt), wan22=fam.name == "wan2.2-ti2v")
         dec = StreamingDecoder(vae)
         g = torch.Generator(device="cpu").manual_seed(0)
-        blocks = [torch.randn(1, 16, a.block_frames, lat_h, lat_w, generator=g).to(dev) for _ in range(4)]
+        blocks = [torch.randn(1, fam.latent_channels, a.block_frames, lat_h, lat_w, generator=g).to(dev)
+                  for _ in range(4)]
         times = []
         for blk in blocks:
             sync()

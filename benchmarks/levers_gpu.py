@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _common import add_workload_args, fake_text_encoder  # noqa: E402
-from pipeline.model.archs import random_transformer, random_wan_vae
+from pipeline.model.archs import arch_family, random_transformer, random_wan_vae  # noqa: E402
 from pipeline.decoders.tiny_vae import random_tiny_decoder  # noqa: E402
 from pipeline.model.compile import compile_blocks  # noqa: E402
 from pipeline.config import EngineConfig  # noqa: E402
@@ -194,7 +194,8 @@ def main():
         with open(a.out, "w") as f:
             json.dump(res, f, indent=2)
     cfg = EngineConfig(model=a.arch, height=a.height, width=a.width, steps=a.steps, guidance=a.guidance,
-                       block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype, device=a.device)
+                       block_frames=a.block_frames, context_frames=a.context_frames, dtype=a.dtype, device=a.device,
+                       family=arch_family(a.arch).to_dict())
     encode = fake_text_encoder(dev, dtype)
     for name in filter(None, a.decode_variants.split(",")):
         try:

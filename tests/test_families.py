@@ -252,3 +252,19 @@ def test_the_daemon_streams_a_wan22_folder(family, args, size, folders, tmp_path
     assert f" W{size[0]} H{size[1]} ".encode() in header, header
     frames = y4m_frames(data)
     assert len(frames) >= 5 + 8 and len(set(frames)) > 1
+
+
+def test_an_architecture_has_the_family_its_folder_would_have(folders):
+    """benchmarks without a folder (engine_gpu.py) give EngineConfig the family of the architecture: the same as
+    pipeline.family reads from a folder of that layout (the tiny folders here have Wan 2.2's layouts)."""
+    from pipeline.family import describe_folder
+    from pipeline.model.archs import arch_family
+
+    for arch, fam in (("wan2.2-a14b", "wan2.2-a14b"), ("wan2.2-5b", "wan2.2-ti2v")):
+        want = describe_folder(folders[fam]).to_dict()
+        got = arch_family(arch).to_dict()
+        assert {k: v for k, v in got.items() if k != "guidance_2"} == \
+            {k: v for k, v in want.items() if k != "guidance_2"}, arch
+    assert arch_family("wan2.1-1.3b").name == "wan2.1"
+    with pytest.raises(ValueError, match="unknown architecture"):
+        arch_family("wan3")

@@ -5,6 +5,8 @@ import zlib
 
 import torch
 
+from ..family import A14B_DEFAULTS, TI2V_DEFAULTS, WAN21, Family
+
 WAN_ARCHS = {
     # Wan2.1-T2V-1.3B: 30 blocks, width 1536, 12 heads
     "wan2.1-1.3b": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30),
@@ -94,3 +96,16 @@ def random_wan_vae(device="cuda", dtype=torch.float32, seed: int = 0, wan22: boo
     with torch.device(device):
         vae = AutoencoderKLWan(**WAN22_VAE) if wan22 else AutoencoderKLWan()
     return vae.to(dtype).eval().requires_grad_(False)
+
+
+def arch_family(arch: str) -> Family:
+    """The model family of an architecture, as pipeline.family reads it from a folder of that architecture: what an
+    in-process benchmark (no folder) gives EngineConfig as `family`."""
+    arch_config(arch)  # (an unknown architecture is refused by name)
+    if EXPERTS.get(arch, 1) > 1:
+        return Family("wan2.2-a14b", experts=("transformer", "transformer_2"), boundary_ratio=A14B_BOUNDARY,
+                      defaults=dict(A14B_DEFAULTS))
+    if arch == "wan2.2-5b":
+        return Family("wan2.2-ti2v", latent_channels=48, vae_spatial=16, expand_timesteps=True,
+                      defaults=dict(TI2V_DEFAULTS))
+    return WAN21
