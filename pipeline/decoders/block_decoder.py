@@ -1,4 +1,4 @@
-"""What every streaming block decoder shares (the Wan VAE's in `decode.py`, the tiny one in `tiny_vae.py`): a new
+"""What every streaming block decoder shares (the Wan VAE's in `wan_vae.py`, the tiny one in `tiny_vae.py`): a new
 stream at a cut, the warm-up on blocks of zeros, and the float frames turned into uint8 RGB for the encoder."""
 from __future__ import annotations
 
