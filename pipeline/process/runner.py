@@ -23,7 +23,7 @@ from ..decoders.tiny_vae import StreamingTinyDecoder, check_latent_space, latent
 from ..dualparal.engine import DTYPES, Engine, FinishedBlock
 from ..model.components import load_components, vae_configs
 from ..pacing import LeadEstimator, Pacer
-from ..prompts import DEFAULT_MODE, PromptError
+from ..prompts import PromptError
 from .ranks import dist_env, init_dist, load_rank_slice
 from .. import wire
 from ..commands import Cancel, Pause, Ping, Resume, SetPrompt, Status, Stop
@@ -204,7 +204,7 @@ class Runner:
             msg, cmd = item
             try:
                 self.penc.encode(cmd.prompt)
-                ch = self.engine.submit_prompt(cmd.prompt, cmd.mode or DEFAULT_MODE, cmd.blocks, cmd.at_block,
+                ch = self.engine.submit_prompt(cmd.prompt, cmd.mode, cmd.blocks, cmd.at_block,
                                                client=cmd.client)
                 reply = {"ok": True, "epoch": ch.epoch, "first_block": ch.first_block, "mode": ch.mode}
                 self.wake.set()
