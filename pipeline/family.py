@@ -163,6 +163,12 @@ def _family(label: str, index: dict, tcfgs: dict, vcfg: dict) -> Family:
         if len(tcfgs) < 2:
             raise ConfigError(f"model {label!r}: boundary_ratio {boundary} names a second expert, but the folder "
                               "has no transformer_2")
+    for key in ("latents_mean", "latents_std"):  # the un-normalisation of every decoded latent
+        stats = vcfg.get(key)
+        if stats is not None and (not isinstance(stats, list) or len(stats) != z):
+            n = len(stats) if isinstance(stats, list) else type(stats).__name__
+            raise ConfigError(f"model {label!r}: mismatched VAE: {key} has {n} entries but the VAE's latents have "
+                              f"{z} channels")
     spatial = int(vcfg.get("scale_factor_spatial", 8))
     temporal = int(vcfg.get("scale_factor_temporal", 4))
     vae_patch = vcfg.get("patch_size")

@@ -208,6 +208,8 @@ SERVED_THROUGH_THE_CLI = ("unsupported pipeline", "mismatched VAE")  # the other
      "unsupported transformer class 'SkyReelsV2Transformer3DModel'"),
     ("vae/config.json", lambda d: d.update(z_dim=48, latents_mean=[0.0] * 48, latents_std=[1.0] * 48),
      "mismatched VAE: transformer has in_channels=16 but the VAE's latents have 48 channels"),
+    ("vae/config.json", lambda d: d.update(latents_mean=[0.0] * 48),
+     "mismatched VAE: latents_mean has 48 entries but the VAE's latents have 16 channels"),
     ("model_index.json", lambda d: d.update(transformer_2=[None, None]),
      "boundary_ratio 0.875 names a second expert, but the folder has no transformer_2"),
     ("transformer/config.json", lambda d: d.update(image_dim=1280), "image-to-video transformer"),
@@ -266,5 +268,13 @@ def test_an_architecture_has_the_family_its_folder_would_have(folders):
         assert {k: v for k, v in got.items() if k != "guidance_2"} == \
             {k: v for k, v in want.items() if k != "guidance_2"}, arch
     assert arch_family("wan2.1-1.3b").name == "wan2.1"
+    # the full-size random folder benchmarks/daemon_gpu.py writes for the 5B passes the same checks (its VAE
+    # config once kept diffusers' 16 Wan 2.1 statistics for 48 channels, and the daemon stopped at its start)
+    from pipeline.family import _family
+    from pipeline.model.archs import WAN22_VAE, arch_config
+
+    fam = _family("5b", {"_class_name": "WanPipeline", "expand_timesteps": True},
+                  {"transformer": arch_config("wan2.2-5b")}, dict(WAN22_VAE))
+    assert fam.to_dict() == arch_family("wan2.2-5b").to_dict()
     with pytest.raises(ValueError, match="unknown architecture"):
         arch_family("wan3")

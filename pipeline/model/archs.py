@@ -27,7 +27,10 @@ COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=40
 # the Wan 2.2 VAE (TI2V-5B): residual blocks, 48 channels, its own 2x2 pixel patch, 16x spatial
 WAN22_VAE = dict(base_dim=160, decoder_base_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                  temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
-                 patch_size=2, scale_factor_temporal=4, scale_factor_spatial=16)
+                 patch_size=2, scale_factor_temporal=4, scale_factor_spatial=16,
+                 # 48 latent statistics, as its config has (diffusers' defaults are Wan 2.1's 16): fixed values
+                 # of a trained VAE's size; only their count matters to a random-weight benchmark
+                 latents_mean=[0.0] * 48, latents_std=[1.0] * 48)
 
 
 def arch_config(arch: str) -> dict:
