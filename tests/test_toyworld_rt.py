@@ -12,7 +12,8 @@ from pipeline.toyworld.train_rt import main
 def rt_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy_rt")
     rc = main(["--out", str(out), "--device", "cpu", "--steps", "4", "--batch", "2", "--pool-clips", "2",
-               "--pair-clips", "2", "--tiny-steps", "2", "--tiny-batch", "1", "--log-every", "2"])
+               "--pair-clips", "2", "--tiny-steps", "2", "--tiny-batch", "1", "--log-every", "2",
+               "--focus", "0.5", "--shape-weight", "4", "--kinds", "0.25,0.25,0.25,0.25"])
     assert rc == 0
     return out, json.loads((out / "train_log.json").read_text())
 
@@ -32,6 +33,29 @@ def test_training_writes_a_model_the_engine_loads(rt_run):
         c.vae.config.latents_std)
     assert log["dit"]["steps"] == len(log["dit"]["losses"]) == 4 and np.all(np.isfinite(log["dit"]["losses"]))
     assert log["tiny_decoder"]["steps"] == 2 and np.all(np.isfinite(log["tiny_decoder"]["losses"]))
+    assert (log["config"]["focus"], log["config"]["shape_weight"]) == (0.5, 4.0)
+    assert log["config"]["kinds"] == [0.25] * 4
+
+
+def test_shape_mask_marks_the_shape_not_the_background():
+    import torch
+
+    from pipeline.toyworld.train_rt import shape_mask
+
+    z = torch.randn(2, 16, 1, 1, 1).expand(2, 16, 3, 8, 8).clone()  # a flat background per clip
+    z[:, :, :, 2:4, 5:7] += 3.0  # the shape
+    m = shape_mask(z)
+    assert m.shape == (2, 1, 3, 8, 8)
+    assert torch.allclose(m[:, :, :, 2:4, 5:7], torch.ones(()))
+    m[:, :, :, 2:4, 5:7] = 0
+    assert m.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("kinds", ["0.5,0.5", "0.5,0.5,0.5,0.5", "a,b,c,d", "-0.5,0.5,0.5,0.5"])
+def test_kinds_must_be_four_probabilities(kinds, capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", "--kinds", kinds])
+    assert "--kinds" in capsys.readouterr().err
 
 
 def test_the_shipped_model_streams_in_the_engine():

@@ -5,8 +5,8 @@ world's own VAE, so that `--tiny-vae` can be scored too.
 
     python -m pipeline.toyworld.train_rt --base pipeline/toyworld/model --out DIR --device cuda [--seconds 300]
 
-The DiT is fine-tuned on windows unrolled through the engine's own stage (pipeline/dualparal/stages.py), so each training
-window is built by the code that serves it: for the block at step k of the 4-step schedule,
+The DiT is fine-tuned on windows unrolled through the engine's own stage (pipeline/dualparal/stages.py), so each
+training window is built by the code that serves it: for the block at step k of the 4-step schedule,
 - with --reuse-context, each earlier block it attends to is first run through the model at the noise level it had
   when its keys/values were cached (one step ahead per block back, clean blocks at the last step), in stream order,
   so its keys/values land in the feature cache; sink frames come from the shot's first block the same way;
@@ -15,9 +15,12 @@ window is built by the code that serves it: for the block at step k of the 4-ste
 - then the block itself is run and the flow-matching loss taken on its frames.
 Geometries are drawn per step (blocks of 2, 4 or 8 latent frames; context of one or two blocks; 0 or 1 sink frame;
 reused or recomputed), so one model scores every configuration of the frontier (benchmarks/frontier.py). Steps are
-of four kinds: one scene; a shot's first block (stream start, cut); a prompt change between blocks (context of
-scene A, block of scene B, the shape continuing); and a `soft` change caught in flight (the block's noisy input is
-scene A's, its prompt B's, and the target B's continuation).
+of four kinds (`--kinds` weighs them): one scene; a shot's first block (stream start, cut); a prompt change between
+blocks (context of scene A, block of scene B, the shape continuing); and a `soft` change caught in flight (the
+block's noisy input is scene A's, its prompt B's, and the target B's continuation). `--focus P` draws the preset's
+geometry (blocks of 2, context 2, recomputed) with probability P, and `--shape-weight W` weighs the loss on the
+shape's latent pixels W times the background's (the corners that tell a triangle from a circle are a few latent
+pixels of 64).
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ GEOMETRIES = (  # (block frames, context frames, reuse); sink frames are drawn s
     (2, 2, True), (2, 4, True), (4, 4, True), (4, 8, True), (8, 8, True),
     (2, 2, False), (4, 4, False), (8, 8, False),
 )
+FOCUS = (2, 2, False)  # `--preset realtime`'s geometry: blocks of 2, 2 frames of context, recomputed
 
 
 @dataclasses.dataclass
@@ -54,6 +58,8 @@ class RTConfig:
     pool_clips: int = 4096
     pair_clips: int = 2048  # transition clips, each with its scene-A continuation
     kinds: tuple = (0.55, 0.10, 0.20, 0.15)  # one scene, shot start, change between blocks, soft change in flight
+    focus: float = 0.0  # probability of the preset's geometry (FOCUS); the rest drawn uniformly from GEOMETRIES
+    shape_weight: float = 1.0  # loss weight of the shape's latent pixels relative to the background's (1: uniform)
     sink_prob: float = 0.4  # of the reuse steps
     tiny_seconds: float = 120.0
     tiny_steps: int = 0
@@ -152,7 +158,8 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     from pipeline.dualparal.context import blocks_back, plan_context
 
     (plain, plain_ids), (a_lat, b_lat, a_ids, b_ids) = pools
-    b, c, reuse = GEOMETRIES[int(rng.integers(len(GEOMETRIES)))]
+    focus = cfg.focus > 0 and rng.random() < cfg.focus
+    b, c, reuse = FOCUS if focus else GEOMETRIES[int(rng.integers(len(GEOMETRIES)))]
     sink = 1 if reuse and rng.random() < cfg.sink_prob else 0
     kind = int(rng.choice(4, p=cfg.kinds))
     k = int(rng.integers(RT_STEPS))
@@ -211,7 +218,22 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     if not reuse and plan.frames:
         x = torch.cat(tokens(plan) + [x], dim=2)
     pred = u.forward(x, k, block, 0, succ, text_own)
-    return (pred - v_target).square().mean()
+    err = (pred - v_target).square()
+    if cfg.shape_weight == 1.0:
+        return err.mean()
+    w = 1.0 + (cfg.shape_weight - 1.0) * shape_mask(target0)
+    return (w * err).mean() / w.mean()
+
+
+def shape_mask(z: torch.Tensor) -> torch.Tensor:
+    """[N, 1, T, H, W] in [0, 1]: how far each latent pixel is from its frame's background (the per-channel median
+    over the frame), relative to the farthest one: the shape's pixels, whose corners tell a triangle from a circle,
+    near 1, the background near 0."""
+    flat = z.flatten(3)
+    bg = flat.median(dim=3, keepdim=True).values
+    d = (flat - bg).square().sum(1, keepdim=True).sqrt()
+    d = d / d.amax(dim=3, keepdim=True).clamp_min(1e-6)
+    return d.view(z.shape[0], 1, *z.shape[2:])
 
 
 @torch.no_grad()
@@ -302,6 +324,16 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
     return result
 
 
+def _kinds(text: str) -> tuple:
+    try:
+        v = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not four numbers: {text!r}") from None
+    if len(v) != 4 or min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+        raise argparse.ArgumentTypeError(f"four probabilities summing to 1 expected, got {text!r}")
+    return v
+
+
 def main(argv=None) -> int:
     from pipeline.toyworld import MODEL_DIR
 
@@ -312,6 +344,9 @@ def main(argv=None) -> int:
     for f in dataclasses.fields(RTConfig):
         if f.type in ("int", "float"):
             p.add_argument("--" + f.name.replace("_", "-"), type=int if f.type == "int" else float, default=None)
+    p.add_argument("--kinds", type=_kinds, default=None,
+                   help="probabilities of the four kinds of step (one scene, shot start, change between blocks, soft "
+                        "change in flight), comma-separated, summing to 1")
     a = p.parse_args(argv)
     cfg = RTConfig(**{k: v for k, v in vars(a).items() if k in RTConfig.__dataclass_fields__ and v is not None})
     train_rt(a.base, a.out, cfg, a.device, log=lambda m: print(m, file=sys.stderr, flush=True))
