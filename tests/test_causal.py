@@ -130,7 +130,7 @@ def test_warm_up_runs_every_cache_length_and_changes_no_latent(ref):
 
 def test_prompt_changes_recache_and_cuts_start_a_new_shot(ref):
     tensors, meta = ref
-    embs = {"a": tensors["prompt_embeds"], "b": tensors["prompt_embeds"].flip(1)}
+    embs = {"a": tensors["prompt_embeds"], "b": tensors["prompt_embeds"].flip(-1)}  # flip(1): the same prompt
     eng = _engine(tensors, meta, "local", prompt="a")
     eng.conds._encode = lambda text: embs[text]
     base = [eng.tick().finished[0] for _ in range(4)]
