@@ -302,13 +302,16 @@ def toy(a) -> dict:
         opts = [os.path.join(resolve_model(a.model), TINY_VAE_FILE) if o == "model" else o for o in opts]
         out = os.path.join(a.log_dir, f"toy_{name.replace(' ', '_').replace('/', '-')}.json")
         q = quality.main(["--model", a.model, *opts, "--blocks", str(a.blocks), "--scenes", str(a.scenes),
-                          "--scene-blocks", str(a.scene_blocks), "--modes", "soft,cut", "--out", out])
+                          "--scene-blocks", str(a.scene_blocks), "--modes", "soft,cut", "--changes", str(a.changes),
+                          "--out", out])
+        rnd = (q.get("latency_random") or {}).get("soft") or {}
         res["configs"][name] = {
             "options": opts, "accuracy": q["prompt_following"]["all"],
             "random_prompts": q["scenes"]["accuracy"]["all"] if q.get("scenes") else None,
             "seam_ratio": q["seams"]["ratio"], "drift": q["drift"]["delta"],
             "soft_clean_blocks": q["latency"]["soft"]["latency_blocks"],
             "cut_clean_blocks": q["latency"]["cut"]["latency_blocks"],
+            "soft_clean_median": rnd.get("median"), "soft_clean_within_1": rnd.get("within_1"),
             "max_jump_px": q["smoothness"]["per_block"]["mean_max_jump"],
             "psnr_vs_vae_db": (q.get("vae_psnr_vs_float32") or {}).get("mean_db")}
         done[key] = name
@@ -370,6 +373,7 @@ def main(argv=None):
     t.add_argument("--blocks", type=int, default=40)
     t.add_argument("--scenes", type=int, default=16)
     t.add_argument("--scene-blocks", type=int, default=8)
+    t.add_argument("--changes", type=int, default=0, help="random soft and cut changes timed per configuration")
     tb = sub.add_parser("table")
     tb.add_argument("gpu_json")
     tb.add_argument("toy_json")

@@ -8,11 +8,12 @@ own (dominant) prompt:
 - smoothness per block and over the whole steady-state stream (pipeline.toyworld.classify.smoothness);
 - seams: mean |frame change| across block boundaries / within blocks (1.0 = seamless);
 - drift: all-four accuracy over the first --drift-window steady blocks vs the window around block --drift-at;
-- prompt-change latency per mode: one run per mode; a change to --change-prompt is submitted live (default
-  at_block) at the tick boundary where block --change-at is the next to be emitted, and acknowledged with its
-  first_block (soft, cut: --change-at; queue, blend: the next block to enter). Latency = blocks from first_block
-  until the new prompt is recognised (all four attributes) in 2 consecutive blocks; from_request adds the
-  acknowledgement delay. gap_ticks: ticks without output before first_block (a cut refills the queue);
+- prompt-change latency per mode: one run per mode (--changes N: N more, between random scenes); a change to
+  --change-prompt is submitted live (default at_block) at the tick boundary where block --change-at is the next
+  to be emitted, and acknowledged with its first_block (soft, cut: --change-at; queue, blend: the next block to
+  enter). Latency = blocks from first_block until the new prompt is recognised (all four attributes) in 2
+  consecutive blocks; from_request adds the acknowledgement delay. gap_ticks: ticks without output before
+  first_block (a cut refills the queue);
 - --strip: a picture of the --strip-mode run across the change (one row per block), captions in PATH.txt.
 
     python benchmarks/quality.py --model /path/to/toy-model --out q.json --strip strip.png
@@ -111,11 +112,14 @@ def score(b: Block) -> dict:
             "smooth": smoothness(b.frames)}
 
 
-def change_latency(streamer: Streamer, args, mode: str) -> tuple[dict, list[Block]]:
+def change_latency(streamer: Streamer, args, mode: str, prompt: str | None = None,
+                   change_prompt: str | None = None) -> tuple[dict, list[Block]]:
+    """One run with a change from `prompt` (default: the model's) to `change_prompt` (default --change-prompt)."""
+    change_prompt = change_prompt or args.change_prompt
     kw = {"blocks": args.blend_blocks} if mode == "blend" else {}
-    blocks, ack = streamer.run(0, {"prompt": args.change_prompt, "mode": mode, **kw}, change_at=args.change_at,
-                               after_ack=args.latency_window)
-    target = parse_prompt(args.change_prompt)
+    blocks, ack = streamer.run(0, {"prompt": change_prompt, "mode": mode, **kw}, change_at=args.change_at,
+                               after_ack=args.latency_window, prompt=prompt)
+    target = parse_prompt(change_prompt)
     hits = {b.index: classify_block(b.frames, expected=target)["all_correct"] for b in blocks}
     ticks = {b.index: b.tick for b in blocks}
     fb = ack.first_block
@@ -126,6 +130,23 @@ def change_latency(streamer: Streamer, args, mode: str) -> tuple[dict, list[Bloc
             # ticks without output between the last old block and the acknowledged one (a cut refills the queue)
             "gap_ticks": ticks[fb] - ticks[fb - 1] - 1 if fb in ticks and fb - 1 in ticks else None,
             "recognised": {str(k): v for k, v in sorted(hits.items()) if k >= fb}}, blocks
+
+
+def random_changes(streamer: Streamer, args, mode: str) -> dict:
+    """Blocks until clean over --changes seeded random changes between two different scenes of the world."""
+    from pipeline.toyworld.world import all_scenes, prompt_of
+
+    scenes = all_scenes()
+    rng = np.random.default_rng(args.seed + 1)
+    runs = []
+    for _ in range(args.changes):
+        a, b = rng.choice(len(scenes), size=2, replace=False)
+        r, _ = change_latency(streamer, args, mode, prompt_of(scenes[a]), prompt_of(scenes[b]))
+        runs.append({"from": prompt_of(scenes[a]), "to": prompt_of(scenes[b]), "latency_blocks": r["latency_blocks"]})
+    got = [r["latency_blocks"] for r in runs if r["latency_blocks"] is not None]
+    return {"n": len(runs), "not_reached": len(runs) - len(got),
+            "median": float(np.median(got)) if got else None, "max": max(got) if got else None,
+            "within_1": sum(x <= 1 for x in got) / len(runs) if runs else None, "runs": runs}
 
 
 def vae_psnr(cfg: EngineConfig, blocks: list[Block]) -> dict:
@@ -222,6 +243,9 @@ def print_table(res: dict) -> None:
         lat = r["latency_blocks"]
         print(f"  {m:<6} first_block {r['first_block']:>4}  latency {'not reached' if lat is None else lat:>11}"
               f"  from request {_fmt(r['from_request']):>4}  gap_ticks {_fmt(r['gap_ticks'])}")
+    for m, r in (res.get("latency_random") or {}).items():
+        print(f"  {m:<6} over {r['n']} random changes: median {_fmt(r['median'])}, max {_fmt(r['max'])}, "
+              f"within 1 block {_fmt(r['within_1'])}, not reached {r['not_reached']}")
 
 
 def main(argv=None) -> dict:
@@ -253,6 +277,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--change-at", type=int, default=None,
                     help="submit the change when this block is next to be emitted (default warmup + 4)")
     ap.add_argument("--latency-window", type=int, default=16, help="blocks generated from first_block on")
+    ap.add_argument("--changes", type=int, default=0,
+                    help="also time this many seeded random changes (scene A to scene B) per mode: median, max and "
+                         "the fraction clean within 1 block")
     ap.add_argument("--blend-blocks", type=int, default=4)
     ap.add_argument("--strip", default=None, help="picture strip across the change (PNG; PPM without Pillow)")
     ap.add_argument("--strip-mode", default="soft")
@@ -294,6 +321,8 @@ def main(argv=None) -> dict:
     runs = {}
     for m in modes:
         res["latency"][m], runs[m] = change_latency(streamer, args, m)
+    if args.changes:
+        res["latency_random"] = {m: random_changes(streamer, args, m) for m in modes}
     if args.strip:
         mode = args.strip_mode if args.strip_mode in runs else modes[0]
         shown = [b for b in runs[mode] if b.index >= args.change_at - 2]

@@ -88,7 +88,7 @@ def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "quality.py"), "--model", "tiny", "--blocks", "6",
            "--warmup", "1", "--scenes", "2", "--scene-blocks", "2",
            "--steps", "2", "--change-at", "3", "--latency-window", "3", "--drift-window", "2",
-           "--out", str(out), "--strip", str(strip)]
+           "--changes", "2", "--out", str(out), "--strip", str(strip)]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -105,6 +105,9 @@ def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
         assert r["first_block"] >= 3 and "latency_blocks" in r and "gap_ticks" in r
         assert max(int(k) for k in r["recognised"]) == r["first_block"] + 2  # latency window from first_block
     assert res["latency"]["cut"]["gap_ticks"] > 0  # a cut refills the queue: output pauses
+    for m, r in res["latency_random"].items():  # --changes 2: two changes between different random scenes each
+        assert r["n"] == len(r["runs"]) == 2 and all(x["from"] != x["to"] for x in r["runs"])
+        assert r["not_reached"] == sum(x["latency_blocks"] is None for x in r["runs"])
     assert [r["index"] for r in res["blocks"]] == list(range(6))
     for r in res["blocks"]:
         parse_prompt(r["prompt"])
