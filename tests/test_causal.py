@@ -137,6 +137,11 @@ def test_prompt_changes_recache_and_cuts_start_a_new_shot(ref):
     eng.submit_prompt("b", "soft")
     soft = eng.tick()
     assert soft.applied and soft.finished[0].cond.prompt == "b" and eng.stats["recache_ms"] > 0
+    same = _engine(tensors, meta, "local", prompt="a")  # the same stream without the change
+    same.conds._encode = lambda text: embs[text]
+    unchanged = [same.tick().finished[0] for _ in range(5)]
+    assert all(torch.equal(x.latents, y.latents) for x, y in zip(unchanged, base))
+    assert not torch.allclose(unchanged[4].latents, soft.finished[0].latents, atol=1e-3)  # the change shows
     eng.submit_prompt("a", "cut")
     cut = eng.tick()
     assert cut.finished[0].shot_start and eng.shot == 5 and eng.cache.frames() == [0, 1, 2]
