@@ -156,6 +156,7 @@ class Unroll:
 def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     """One step's loss: a batch of windows of one geometry, kind and step index."""
     from pipeline.dualparal.context import blocks_back, plan_context
+    from pipeline.toyworld.loop import shape_weighted_mean
 
     (plain, plain_ids), (a_lat, b_lat, a_ids, b_ids) = pools
     focus = cfg.focus > 0 and rng.random() < cfg.focus
@@ -218,11 +219,7 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     if not reuse and plan.frames:
         x = torch.cat(tokens(plan) + [x], dim=2)
     pred = u.forward(x, k, block, 0, succ, text_own)
-    err = (pred - v_target).square()
-    if cfg.shape_weight == 1.0:
-        return err.mean()
-    w = 1.0 + (cfg.shape_weight - 1.0) * shape_mask(target0)
-    return (w * err).mean() / w.mean()
+    return shape_weighted_mean((pred - v_target).square(), shape_mask(target0), cfg.shape_weight)
 
 
 def shape_mask(z: torch.Tensor) -> torch.Tensor:

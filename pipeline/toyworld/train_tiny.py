@@ -30,7 +30,7 @@ def clip_forward(net: TinyDecoderNet, z: torch.Tensor) -> torch.Tensor:
 
 def train_tiny(vae, rng, cfg, device, log=print):
     """→ (TinyDecoderNet in float32 on the CPU, losses, seconds, steps)."""
-    from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
+    from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step, shape_weighted_mean
     from pipeline.toyworld.train_vae import SHAPE_WEIGHT, latent_stats, sample_clips
 
     net = TinyDecoderNet(vae.config.z_dim, cfg.tiny_channels).to(device).train()
@@ -43,13 +43,11 @@ def train_tiny(vae, rng, cfg, device, log=print):
             z = vae.encode(x).latent_dist.mode()
             teacher = vae.decode(z).sample.clamp(-1, 1).add(1).div(2)  # [N, 3, T, H, W]
             zn = ((z - mean) / std).transpose(1, 2)  # [N, F, C, h, w]
-            # the shape's pixels weigh more (as in the VAE's own training): its corners are what tells a square
-            # or a triangle from a circle, and they are few
-            weight = (1.0 + (SHAPE_WEIGHT - 1.0) * mask).transpose(1, 2)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
             out = clip_forward(net, zn)[:, 3:].float()  # a stream's first latent frame gives one frame
         err = out - teacher.transpose(1, 2)
-        loss = (weight * (err.abs() + err.square())).mean() / weight.mean()
+        # the shape's pixels weigh more, as in the VAE's own training
+        loss = shape_weighted_mean(err.abs() + err.square(), mask.transpose(1, 2), SHAPE_WEIGHT)
         losses.append(optimiser_step(opt, net.parameters(), loss, lr_at(step, progress, 1e-3, 50)))
         log_every(log, "tiny decoder", step, losses, cfg.log_every, elapsed)
     return net.eval().cpu().float(), losses, budget.elapsed, budget.done

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
+from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step, shape_weighted_mean
 from pipeline.toyworld.render_torch import SceneTable, random_batch
 from pipeline.toyworld.world import all_scenes, prompt_of
 
@@ -83,9 +83,7 @@ def vae_loss(vae, x, mask):
     post = vae.encode(x).latent_dist
     rec = vae.decode(post.sample()).sample
     err = rec - x
-    w = 1.0 + (SHAPE_WEIGHT - 1.0) * mask
-    loss = (w * (err.abs() + err.square())).sum() / (w.sum() * 3) + KL_WEIGHT * post.kl().mean()
-    return loss
+    return shape_weighted_mean(err.abs() + err.square(), mask, SHAPE_WEIGHT) + KL_WEIGHT * post.kl().mean()
 
 
 def train_vae(cfg, rng: np.random.Generator, device, log=print) -> tuple:
