@@ -104,12 +104,39 @@ def gpu_memory() -> list[int] | None:
         return None
 
 
+def rss_mib(pid: int | None) -> float | None:
+    """The resident memory of process `pid` and all its descendants (the engine's processes), MiB (Linux /proc);
+    None where unknown."""
+    if pid is None:
+        return None
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    total, todo, seen = 0.0, [pid], False
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+                seen = True
+        except (OSError, StopIteration, ValueError):
+            continue
+    return round(total, 1) if seen else None
+
+
 class Sampler(threading.Thread):
     """/status and GPU memory once a second until stopped."""
 
-    def __init__(self, base: str, t_start: float):
+    def __init__(self, base: str, t_start: float, pid: int | None = None):
         super().__init__(daemon=True)
-        self.base, self.t_start = base, t_start
+        self.base, self.t_start, self.pid = base, t_start, pid
         self.samples: list[dict] = []
         self.config: dict = {}  # the daemon's resolved configuration (its /status)
         self.mem_peak: list[int] = []
@@ -129,9 +156,10 @@ class Sampler(threading.Thread):
                 "frames_published": st.get("frames_published"), "blocks_emitted": st.get("blocks_emitted"),
                 "tick_ms": st.get("tick_ms"), "decode_ms": st.get("decode_ms"), "encode_ms": enc.get("encode_ms"),
                 "encoder_backlog": enc.get("backlog_blocks"), "last_block_age_s": st.get("last_block_age_s"),
-                "ranks": st.get("ranks")})
+                "ranks": st.get("ranks"), "rss_mib": rss_mib(self.pid)})
             mem = gpu_memory()
             if mem:
+                self.samples[-1]["gpu_mib"] = mem
                 self.mem_peak = [max(a, b) for a, b in zip(mem, self.mem_peak or [0] * len(mem))]
 
 
@@ -237,7 +265,7 @@ def main():
     with open(a.log, "wb") as log:
         t_start = time.monotonic()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        sampler = Sampler(base, t_start)
+        sampler = Sampler(base, t_start, proc.pid)
         sampler.start()
         try:
             res["stream"] = record_stream(base + "/stream.ts", ts_path, a.seconds, t_start,
@@ -323,6 +351,15 @@ def summarize(res: dict, a) -> None:
         s["engine_fps_from_ticks"] = round(frames_per_block / (s["tick_ms_median"] / 1e3), 2)
         if s["fps_status_median"]:
             s["e2e_over_engine"] = round(s["fps_status_median"] / s["engine_fps_from_ticks"], 3)
+    # flat memory over a long run: the card (nvidia-smi, all processes) and the daemon's resident memory one minute
+    # into streaming and at the end
+    later = [x for x in streaming if streaming and x["t"] >= streaming[0]["t"] + 60]
+    if later:
+        for key in ("gpu_mib", "rss_mib"):
+            a_, b_ = later[0].get(key), later[-1].get(key)
+            if a_ is not None and b_ is not None:
+                s[f"{key}_after_1min_and_end"] = [a_, b_]
+                s["memory_span_s"] = round(later[-1]["t"] - later[0]["t"], 1)
     ranks = (streaming[-1].get("ranks") if streaming else None) or []
     s["engine_peak_gib"] = [r.get("peak_mem_gib") for r in ranks]
     s["gpu_memory_peak_mib"] = res.get("gpu_memory_peak_mib")
