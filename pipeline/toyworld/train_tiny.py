@@ -4,6 +4,12 @@ Clips are rendered on the device, encoded by the VAE, and the tiny decoder learn
 latents the transformer produces, the frames the VAE decoder gives from them (L1 + L2 on frames in [0, 1]). A clip
 batch runs through the decoder's layers with each memory block's "previous frame" taken within its own clip, which
 is what streaming one clip through `StreamingTinyDecoder` computes (its first three frames are dropped, as there).
+
+Two options aim at block boundaries, where the real-time DiT's latents jump a little between one block and the
+next (the seam ratio of quality.py): `jolt` adds to each clip's latents, from a random frame on, a step of up to
+`jolt` latent standard deviations, and the teacher decodes the same jolted latents, so the student learns the VAE's
+answer to such a step; `temporal` weighs a loss on frame-to-frame differences (the student's against the
+teacher's), the quantity the seam ratio measures.
 """
 from __future__ import annotations
 
@@ -28,27 +34,57 @@ def clip_forward(net: TinyDecoderNet, z: torch.Tensor) -> torch.Tensor:
     return x.unflatten(0, (n, -1))
 
 
-def train_tiny(vae, rng, cfg, device, log=print):
-    """→ (TinyDecoderNet in float32 on the CPU, losses, seconds, steps)."""
-    from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step, shape_weighted_mean
-    from pipeline.toyworld.train_vae import SHAPE_WEIGHT, latent_stats, sample_clips
+def jolted(z: torch.Tensor, std: torch.Tensor, jolt: float) -> torch.Tensor:
+    """Latents [N, C, F, h, w] with, in each clip, a step of u·std·ε (u uniform in [0, jolt), ε standard normal per
+    channel and position) added to every frame from a random frame k in 1..F-1 on."""
+    n, _, f = z.shape[:3]
+    k = torch.randint(1, f, (n,), device=z.device)
+    after = (torch.arange(f, device=z.device)[None] >= k[:, None]).to(z.dtype).view(n, 1, f, 1, 1)
+    u = torch.rand(n, device=z.device, dtype=z.dtype).mul(jolt).view(n, 1, 1, 1, 1)
+    step = u * std * torch.randn(n, z.shape[1], 1, *z.shape[3:], device=z.device, dtype=z.dtype)
+    return z + step * after
 
-    net = TinyDecoderNet(vae.config.z_dim, cfg.tiny_channels).to(device).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.0)
+
+def tiny_loss(out: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temporal: float) -> torch.Tensor:
+    """Frames [N, T, 3, H, W] against the teacher's: L1 + L2 per pixel, plus `temporal` × L1 of the frame-to-frame
+    differences; the shape's pixels (mask [N, T, 1, H, W]) weigh more, as in the VAE's own training."""
+    from pipeline.toyworld.loop import shape_weighted_mean
+    from pipeline.toyworld.train_vae import SHAPE_WEIGHT
+
+    err = out - teacher
+    loss = shape_weighted_mean(err.abs() + err.square(), mask, SHAPE_WEIGHT)
+    if temporal > 0:
+        d_err = err[:, 1:] - err[:, :-1]  # (out[t+1] - out[t]) - (teacher[t+1] - teacher[t])
+        loss = loss + temporal * shape_weighted_mean(d_err.abs(), torch.maximum(mask[:, 1:], mask[:, :-1]),
+                                                     SHAPE_WEIGHT)
+    return loss
+
+
+def train_tiny(vae, rng, cfg, device, log=print, net: TinyDecoderNet | None = None):
+    """→ (TinyDecoderNet in float32 on the CPU, losses, seconds, steps). `net`: continue from this decoder (else a
+    new one of cfg.tiny_channels); cfg.tiny_jolt and cfg.tiny_temporal (default 0: off) as in the module's text;
+    cfg.tiny_lr (default 1e-3)."""
+    from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
+    from pipeline.toyworld.train_vae import latent_stats, sample_clips
+
+    jolt, temporal = getattr(cfg, "tiny_jolt", 0.0), getattr(cfg, "tiny_temporal", 0.0)
+    lr = getattr(cfg, "tiny_lr", 1e-3)
+    net = (net or TinyDecoderNet(vae.config.z_dim, cfg.tiny_channels)).to(device).float().train().requires_grad_(True)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     mean, std = latent_stats(vae, device)
     losses, budget = [], Budget(cfg.tiny_steps, cfg.tiny_seconds)
     for step, progress, elapsed in budget:
         with torch.no_grad():
             x, mask, _ = sample_clips(rng, cfg.tiny_batch, 4 * CLIP_LATENTS - 3, 64, device)
             z = vae.encode(x).latent_dist.mode()
+            if jolt > 0:
+                z = jolted(z, std, jolt)
             teacher = vae.decode(z).sample.clamp(-1, 1).add(1).div(2)  # [N, 3, T, H, W]
             zn = ((z - mean) / std).transpose(1, 2)  # [N, F, C, h, w]
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.device(device).type == "cuda"):
             out = clip_forward(net, zn)[:, 3:].float()  # a stream's first latent frame gives one frame
-        err = out - teacher.transpose(1, 2)
-        # the shape's pixels weigh more, as in the VAE's own training
-        loss = shape_weighted_mean(err.abs() + err.square(), mask.transpose(1, 2), SHAPE_WEIGHT)
-        losses.append(optimiser_step(opt, net.parameters(), loss, lr_at(step, progress, 1e-3, 50)))
+        loss = tiny_loss(out, teacher.transpose(1, 2), mask.transpose(1, 2), temporal)
+        losses.append(optimiser_step(opt, net.parameters(), loss, lr_at(step, progress, lr, 50)))
         log_every(log, "tiny decoder", step, losses, cfg.log_every, elapsed)
     return net.eval().cpu().float(), losses, budget.elapsed, budget.done
 
@@ -85,16 +121,25 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--channels", default="64,64,32,32")
+    p.add_argument("--init", default=None, help="continue from this tiny decoder checkpoint (its channels)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--jolt", type=float, default=0.0, help="latent steps of up to this many standard deviations "
+                   "from a random frame on, decoded by the teacher too (0: off)")
+    p.add_argument("--temporal", type=float, default=0.0, help="weight of the frame-to-frame difference loss")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     import os
 
+    from pipeline.decoders.tiny_vae import load_tiny_decoder
+
     torch.manual_seed(a.seed)
     vae = load_components(a.model, device=a.device, parts=("vae",)).vae.requires_grad_(False)
     cfg = SimpleNamespace(tiny_channels=tuple(int(c) for c in a.channels.split(",")), tiny_seconds=a.seconds,
-                          tiny_steps=a.steps, tiny_batch=a.batch, log_every=100)
+                          tiny_steps=a.steps, tiny_batch=a.batch, log_every=100, tiny_lr=a.lr, tiny_jolt=a.jolt,
+                          tiny_temporal=a.temporal)
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    net, losses, seconds, steps = train_tiny(vae, np.random.default_rng(a.seed), cfg, a.device, log)
+    init = load_tiny_decoder(a.init, vae.config.z_dim) if a.init else None
+    net, losses, seconds, steps = train_tiny(vae, np.random.default_rng(a.seed), cfg, a.device, log, net=init)
     from pipeline.modelinfo import resolve_model
 
     out = a.out or os.path.join(resolve_model(a.model), TINY_VAE_FILE)
