@@ -308,7 +308,8 @@ def toy(a) -> dict:
         res["configs"][name] = {
             "options": opts, "accuracy": q["prompt_following"]["all"],
             "random_prompts": q["scenes"]["accuracy"]["all"] if q.get("scenes") else None,
-            "seam_ratio": q["seams"]["ratio"], "drift": q["drift"]["delta"],
+            "seam_ratio": q["seams"]["ratio"], "seam_ratio_latent": q["seams"].get("latent_ratio"),
+            "drift": q["drift"]["delta"],
             "soft_clean_blocks": q["latency"]["soft"]["latency_blocks"],
             "cut_clean_blocks": q["latency"]["cut"]["latency_blocks"],
             "soft_clean_median": rnd.get("median"), "soft_clean_within_1": rnd.get("within_1"),
@@ -327,8 +328,8 @@ def table(gpu_res: dict, toy_res: dict) -> str:
         return "–" if v is None else f"{v:.{nd}f}" if isinstance(v, float) else str(v)
 
     rows = ["| configuration | fps unpaced | soft → display | cut → display | peak GiB | first frame | "
-            "accuracy (random prompts) | seams | drift | soft clean after (median, blocks) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "accuracy (random prompts) | seams | seams, latent-aligned | drift | soft clean after (median, blocks) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     names = list(dict.fromkeys(list(gpu_res.get("configs", {})) + list(toy_res.get("configs", {}))))
     for name in names:
         g = gpu_res.get("configs", {}).get(name, {})
@@ -340,7 +341,7 @@ def table(gpu_res: dict, toy_res: dict) -> str:
         rows.append(f"| {name} | {f(u.get('fps'), 1)} | {sec(p.get('soft', {}).get('display', {}).get('median'))} | "
                     f"{sec(p.get('cut', {}).get('display', {}).get('median'))} | {f(u.get('peak_gib'), 1)} | "
                     f"{sec(u.get('first_frame_s'))} | {f(t.get('random_prompts'), 3)} | {f(t.get('seam_ratio'), 3)} "
-                    f"| {f(t.get('drift'), 3)} | {f(t.get('soft_clean_median', t.get('soft_clean_blocks')))} |")
+                    f"| {f(t.get('seam_ratio_latent'), 3)} | {f(t.get('drift'), 3)} | {f(t.get('soft_clean_median', t.get('soft_clean_blocks')))} |")
     return "\n".join(rows)
 
 

@@ -233,7 +233,8 @@ def print_table(res: dict) -> None:
     for name, k in (("visible fraction", "visible_frac"), ("max jump (px)", "max_jump"), ("area CV", "area_cv")):
         print(f"  {name:<18} {_fmt(sm['per_block']['mean_' + k]):>14}  {_fmt((sm['stream'] or {}).get(k)):>16}")
     se = res["seams"]
-    print(f"seams: boundary {_fmt(se['boundary_mad'])} / within {_fmt(se['within_mad'])} = ratio {_fmt(se['ratio'])}")
+    print(f"seams: boundary {_fmt(se['boundary_mad'])} / within {_fmt(se['within_mad'])} = ratio {_fmt(se['ratio'])}; "
+          f"/ latent boundaries within {_fmt(se.get('latent_boundary_mad'))} = {_fmt(se.get('latent_ratio'))}")
     d = res["drift"]
     print(f"drift: all-four {_fmt(d['early'])} (blocks {d['early_blocks']}) -> {_fmt(d['late'])} "
           f"(blocks {d['late_blocks']}{'' if d['reached_at'] else ', did not reach block ' + str(d['at'])})")

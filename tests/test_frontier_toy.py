@@ -18,7 +18,7 @@ def test_the_toy_frontier_scores_a_configuration_and_tabulates_it(tmp_path):
     res = json.loads(out.read_text())
     row = res["configs"]["full 2/2"]
     assert row["options"][:4] == ["--block-frames", "2", "--context-frames", "2"]
-    assert 0.0 <= row["random_prompts"] <= 1.0 and row["seam_ratio"] > 0
+    assert 0.0 <= row["random_prompts"] <= 1.0 and row["seam_ratio"] > 0 and row["seam_ratio_latent"] > 0
     assert "soft_clean_median" in row and 0.0 <= row["soft_clean_within_1"] <= 1.0
     assert "not_scored" in res["configs"]["causal+tiny 3/18"]
     q = json.loads((tmp_path / "toy_full_2-2.json").read_text())

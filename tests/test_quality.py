@@ -37,6 +37,29 @@ def test_seam_ratio_is_one_for_a_continuous_clip_and_large_for_shuffled_blocks()
     assert seam_stats(shuffled)["ratio"] > 3.0
 
 
+def _rhythm(n_blocks, per, jump, seam=0.0):
+    """Frames of one grey level that steps by 1 a frame and by `jump` between latent frames (every 4 frames, as a
+    Wan VAE decodes), and by `seam` more at block boundaries; cut into blocks of `per` frames ending on a latent."""
+    level, frames = 10.0, []
+    for t in range(n_blocks * per):
+        if t:
+            level += jump if t % 4 == 0 else 1.0
+            level += seam if t % per == 0 else 0.0
+        frames.append(np.full((4, 4, 3), level, dtype=np.float64))
+    f = np.round(np.array(frames)).astype(np.uint8)
+    return [f[i * per:(i + 1) * per] for i in range(n_blocks)]
+
+
+def test_latent_ratio_sees_seams_and_not_the_vae_rhythm():
+    smooth = seam_stats(_rhythm(6, 8, jump=3.0))
+    assert smooth["ratio"] > 1.3  # boundary (a latent step, 3) against all transitions (mean 9/7)
+    assert smooth["latent_ratio"] == pytest.approx(1.0)  # against the latent step inside blocks: like with like
+    seamed = seam_stats(_rhythm(6, 8, jump=3.0, seam=2.0))
+    assert seamed["latent_ratio"] == pytest.approx(5.0 / 3.0)
+    assert seam_stats(_rhythm(6, 4, jump=3.0))["latent_ratio"] is None  # blocks of one latent frame: none inside
+    assert seam_stats(_rhythm(6, 8, jump=3.0), period=None)["latent_ratio"] is None
+
+
 def test_ground_truth_blocks_score_perfectly_and_smoothly():
     recs = []
     for i, b in enumerate(_blocks(4)):

@@ -1,12 +1,16 @@
 """The toy world's tiny-decoder distillation: the boundary options (a latent step the teacher decodes too, a loss on
-frame-to-frame differences) and continuing from a shipped decoder, on CPU."""
+frame-to-frame differences), continuing from a shipped decoder, and the seam floor of the decoders without streaming,
+on CPU."""
 import os
+import sys
 
 import pytest
 import torch
 
-from pipeline.decoders.tiny_vae import load_tiny_decoder
-from pipeline.toyworld import train_tiny as tt
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.decoders.tiny_vae import load_tiny_decoder  # noqa: E402
+from pipeline.toyworld import train_tiny as tt  # noqa: E402
 
 MODEL_RT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "pipeline", "toyworld", "model_rt")
 
@@ -58,3 +62,15 @@ def test_init_must_be_a_tiny_decoder(tmp_path):
     with pytest.raises(Exception, match="--tiny-vae"):
         tt.main(["--model", MODEL_RT, "--out", str(tmp_path / "o.safetensors"), "--device", "cpu", "--steps", "1",
                  "--init", str(junk)])
+
+
+def test_seam_floor_scores_ground_truth_as_seamless(tmp_path):
+    from benchmarks import seam_floor
+
+    res = seam_floor.main(["--model", MODEL_RT, "--tiny", os.path.join(MODEL_RT, "tiny_vae.safetensors"),
+                           "--clips", "2", "--latents", "6", "--out", str(tmp_path / "floor.json")])
+    d = res["decoders"]
+    assert d["ground truth (rendered)"]["ratio"] == pytest.approx(1.0, abs=0.02)
+    assert d["ground truth (rendered)"]["boundaries"] == 2 * 2  # 6 latents in blocks of 2: 3 blocks a clip
+    for name in ("the VAE", "tiny tiny_vae.safetensors"):
+        assert d[name]["boundary_mad"] > 0 and d[name]["latent_ratio"] > 0
