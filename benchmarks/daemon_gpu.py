@@ -353,7 +353,7 @@ def summarize(res: dict, a) -> None:
             s["e2e_over_engine"] = round(s["fps_status_median"] / s["engine_fps_from_ticks"], 3)
     # flat memory over a long run: the card (nvidia-smi, all processes) and the daemon's resident memory one minute
     # into streaming and at the end
-    later = [x for x in streaming if streaming and x["t"] >= streaming[0]["t"] + 60]
+    later = [x for x in streaming if x["t"] >= streaming[0]["t"] + 60]
     if later:
         for key in ("gpu_mib", "rss_mib"):
             a_, b_ = later[0].get(key), later[-1].get(key)
