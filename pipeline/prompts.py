@@ -7,6 +7,9 @@ Changes take effect at tick boundaries, so an acknowledgement computed from the 
 - blend (default: next to enter; over K blocks): block N+j enters with weight (j+1)/K of the new prompt;
 - cut   (default: the next block to be emitted): blocks >= N are flushed and re-enter with the new prompt, as a
         new shot: block N is generated without context frames from the blocks before it.
+A change "now" that has not taken effect when a newer change does (a blend waiting for its first block to enter,
+overtaken by a cut or a soft change) is superseded: dropped, never applied after the newer one. Scheduled changes
+(at_block) are not: they wait for their block on purpose.
 """
 from __future__ import annotations
 
@@ -75,6 +78,7 @@ class _Blend:
 class BoundaryResult:
     flush_from: int | None = None
     applied: list[Change] = field(default_factory=list)
+    superseded: list[Change] = field(default_factory=list)  # changes "now" overtaken by a newer one, dropped
 
 
 class PromptSchedule:
@@ -157,7 +161,11 @@ class PromptSchedule:
         """Apply every change due at this boundary. `head`: the queue's head (or next_enter if empty)."""
         res = BoundaryResult()
         keep = []
-        for ch in self.pending:
+        newest = 0  # the newest change applied at this boundary
+        for ch in self.pending:  # (in order of first block, then epoch)
+            if not ch.scheduled and ch.epoch < newest:
+                res.superseded.append(ch)  # a newer change took effect first
+                continue
             new = Cond(((ch.prompt, 1.0),), ch.epoch)
             if ch.mode == "soft" and head >= ch.first_block:
                 for b in self.inflight:
@@ -179,7 +187,9 @@ class PromptSchedule:
                 keep.append(ch)
                 continue
             res.applied.append(ch)
-        self.pending = keep
+            newest = max(newest, ch.epoch)
+        res.superseded += [p for p in keep if not p.scheduled and p.epoch < newest]
+        self.pending = [p for p in keep if p not in res.superseded]
         return res
 
     def enter(self, block: int) -> Cond:

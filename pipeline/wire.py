@@ -4,8 +4,8 @@ On the ZMQ PAIR socket a message is [kind, JSON header, payload?]: the kind name
 fields, and only `Frames` has a payload (the raw RGB bytes). Never pickle. `decode` checks the kind, the field
 names and the frame payload's size: a malformed message raises WireError, which the receiver treats as fatal.
 
-    rank 0 → daemon: Hello, Progress, Ready, Frames, Heartbeat, Pacing, Stats, PromptApplied, QueueFlushed, Reply,
-                     Fatal, Alive, Bye
+    rank 0 → daemon: Hello, Progress, Ready, Frames, Heartbeat, Pacing, Stats, PromptApplied, PromptSuperseded,
+                     QueueFlushed, Reply, Fatal, Alive, Bye
     daemon → rank 0: Command (a pipeline.commands command)
 """
 from __future__ import annotations
@@ -96,6 +96,14 @@ class PromptApplied:
 
 
 @dataclass
+class PromptSuperseded:
+    """Changes "now" that had not taken effect were dropped: a newer change (epoch `by`) took effect first."""
+    kind: ClassVar[bytes] = b"prompt_superseded"
+    epochs: list
+    by: int
+
+
+@dataclass
 class QueueFlushed:
     """A cut flushed these blocks from the queue (they re-enter with the new prompt)."""
     kind: ClassVar[bytes] = b"queue_flushed"
@@ -157,7 +165,7 @@ class Bye:
 
 
 MESSAGES = {c.kind: c for c in (Hello, Progress, Ready, Frames, Heartbeat, Pacing, Stats, PromptApplied,
-                                QueueFlushed, Command, Reply, Fatal, Alive, Bye)}
+                                PromptSuperseded, QueueFlushed, Command, Reply, Fatal, Alive, Bye)}
 
 
 def encode(msg) -> list[bytes]:

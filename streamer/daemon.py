@@ -76,7 +76,7 @@ class Daemon:
         self.failed_component = ""
         self._on_engine = {wire.Frames: self._frames, wire.Stats: self._stats, wire.Progress: self._progress_msg,
                            wire.Hello: self._hello, wire.Fatal: self._fatal, wire.PromptApplied: self._event,
-                           wire.QueueFlushed: self._event}  # Ready, Heartbeat, Pacing: liveness only
+                           wire.PromptSuperseded: self._event, wire.QueueFlushed: self._event}  # Ready, Heartbeat, Pacing: liveness only
 
     # --- engine messages (event loop thread) -----------------------------------------------------------
     def on_engine(self, msg) -> None:

@@ -109,6 +109,40 @@ def test_prompt_change_is_acknowledged_and_lands_at_the_acknowledged_block(daemo
         assert c.status()["epoch"] >= 4
 
 
+def test_a_cut_supersedes_a_blend_that_had_not_begun(daemon):
+    """Both wait for the same tick boundary (the engine paused): the cut takes effect and the blend, older and due at a
+    later block, is dropped with a prompt_superseded event, never applied after the cut."""
+    with VideoSubscriber(daemon.publish, topics=(b"events",)) as sub, ControlClient(daemon.control) as c:
+        _collect(sub, want_video=0, want_blocks=1)
+        assert c.pause()["ok"] is True
+        try:
+            blend = c.set_prompt("a yellow square moving left on a black background", mode="blend", blocks=2)
+            cut = c.set_prompt("a green circle moving down on a black background", mode="cut")
+        finally:
+            assert c.resume()["ok"] is True
+        assert blend["ok"] and cut["ok"] and cut["first_block"] < blend["first_block"]
+        blocks, applied, superseded = {}, [], []
+        deadline = time.monotonic() + 90
+        last = blend["first_block"] + 6  # past where the blend would have ramped to its prompt
+        while last not in blocks and time.monotonic() < deadline:
+            msg = sub.recv(timeout=1.0)
+            if msg is None:
+                continue
+            ev = msg[1]
+            if ev.get("event") == "block":
+                blocks[ev["block"]] = ev
+            elif ev.get("event") == "prompt_applied":
+                applied.append(ev["epoch"])
+            elif ev.get("event") == "prompt_superseded":
+                superseded.append(ev)
+    assert last in blocks, f"block {last} never emitted"
+    assert superseded == [{"event": "prompt_superseded", "epochs": [blend["epoch"]], "by": cut["epoch"]}]
+    assert cut["epoch"] in applied and blend["epoch"] not in applied
+    for n in range(cut["first_block"], last + 1):
+        assert (blocks[n]["epoch"], blocks[n]["prompt"]) == (cut["epoch"], "a green circle moving down on a black "
+                                                                          "background"), blocks[n]
+
+
 def test_malformed_control_messages_get_errors_while_frames_keep_flowing(daemon):
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)

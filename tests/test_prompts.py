@@ -139,3 +139,50 @@ def test_cancel_withdraws_pending_changes_only():
     s.begin_tick(0, 0)
     with pytest.raises(PromptError):
         s.cancel(now.epoch)  # it took effect
+
+
+def test_a_cut_supersedes_an_earlier_blend_that_had_not_begun():
+    s = Sim(steps=4)
+    s.run(6)
+    blend = s.p.submit("b", "blend", blocks=2)  # waits for the next block to enter, 3 after the head
+    cut = s.p.submit("c", "cut")  # the next block emitted: the blend's first block is flushed before it enters
+    assert cut.first_block < blend.first_block
+    br = s.p.begin_tick(s.q.head, s.q.next_enter)
+    assert [c.epoch for c in br.applied] == [cut.epoch]
+    assert [c.epoch for c in br.superseded] == [blend.epoch] and s.p.pending == []
+    s.q.flush_from(br.flush_from)
+    s.p.enter(s.q.enter())
+    s.p.set_boundary(*s.q.next_boundary())
+    for blk in s.q.advance():
+        s.emitted.append((blk, s.p.leave(blk)))
+    s.run(12)
+    after = [c for b, c in s.emitted if b >= cut.first_block]
+    assert len(after) >= 10 and all(c.parts == (("c", 1.0),) and c.epoch == cut.epoch for c in after)
+
+
+@pytest.mark.parametrize("older", ["queue", "blend"])
+def test_a_newer_soft_change_is_not_undone_by_an_older_one_due_later(older):
+    s = Sim(steps=4)
+    s.run(6)
+    first = s.p.submit("b", older)  # due when the next block enters
+    soft = s.p.submit("c", "soft")  # due at once, for every block in flight
+    s.run(12)
+    assert [e.epoch for e in s.events] == [soft.epoch]
+    after = [c for b, c in s.emitted if b >= soft.first_block]
+    assert len(after) >= 10 and all(c.parts == (("c", 1.0),) for c in after)
+    assert first.epoch not in [e.epoch for e in s.events]
+
+
+def test_scheduled_changes_are_never_superseded():
+    s = Sim(steps=3)
+    s.run(5)
+    head = s.q.head
+    soft = s.p.submit("b", "soft")  # applies, then the cut at the same boundary overwrites its blocks
+    queue = s.p.submit("c", "queue")  # not begun when the newer cut applies: superseded
+    later = s.p.submit("d", "soft", at_block=head + 1)  # scheduled: waits for its block whatever comes before
+    cut = s.p.submit("e", "cut")
+    s.run(12)
+    assert [e.epoch for e in s.events] == [soft.epoch, cut.epoch, later.epoch]
+    assert queue.epoch not in [e.epoch for e in s.events]
+    assert s.cond_of(head).parts == (("e", 1.0),)
+    assert all(c.parts == (("d", 1.0),) for b, c in s.emitted if b > head)

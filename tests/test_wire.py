@@ -9,7 +9,8 @@ SAMPLES = [
     wire.Hello(config={"steps": 4}), wire.Progress(msg="loading", done=True), wire.Ready(first_block=0, ticks=8),
     wire.Frames(block=3, epoch=1, prompt="p", frames=2, height=2, width=2, tick=9, decode_ms=1.5, payload=bytes(24)),
     wire.Heartbeat(block=1, step=2), wire.Pacing(), wire.Stats(snapshot={"depth": 8, "ranks": []}),
-    wire.PromptApplied(epoch=2, mode="cut", prompt="q", first_block=7), wire.QueueFlushed(blocks=[7, 8]),
+    wire.PromptApplied(epoch=2, mode="cut", prompt="q", first_block=7), wire.PromptSuperseded(epochs=[1], by=2),
+    wire.QueueFlushed(blocks=[7, 8]),
     wire.Command.of(commands.SetPrompt(prompt="x", mode="blend", blocks=4, client="zmq:1"), id=5),
     wire.Reply(id=5, body={"ok": True}), wire.Fatal(component="decoder", error="E: x"), wire.Alive(), wire.Bye(),
 ]

@@ -168,7 +168,7 @@ class CausalEngine(PromptControl):
         b = self.block
         with self.lock:
             br = self.prompts.begin_tick(b, b)
-            res.applied = br.applied
+            res.applied, res.superseded = br.applied, br.superseded
             cond = self.prompts.enter(b)
             self.prompts.leave(b)
             self.prompts.set_boundary(b + 1, b + 1)

@@ -48,6 +48,7 @@ class BlockState:
 class TickResult:
     finished: list[FinishedBlock] = field(default_factory=list)
     applied: list[Change] = field(default_factory=list)
+    superseded: list[Change] = field(default_factory=list)  # changes "now" overtaken by a newer one (dropped)
     flushed: list[int] = field(default_factory=list)
     entered: int | None = None
     seconds: float = 0.0
@@ -186,7 +187,7 @@ class Engine(PromptControl):
         res = TickResult()
         with self.lock:
             br = self.prompts.begin_tick(self.queue.head, self.queue.next_enter)
-            res.applied = br.applied
+            res.applied, res.superseded = br.applied, br.superseded
             for ch in br.applied:
                 if ch.mode == "cut":  # a new shot from its first block; later shot starts were flushed with it
                     self.shots = [s for s in self.shots if s < ch.first_block] + [ch.first_block]

@@ -363,6 +363,9 @@ class Runner:
             for ch in res.applied:
                 self.link.send(wire.PromptApplied(epoch=ch.epoch, mode=ch.mode, prompt=ch.prompt,
                                                   first_block=ch.first_block))
+            if res.superseded:
+                self.link.send(wire.PromptSuperseded(epochs=[ch.epoch for ch in res.superseded],
+                                                     by=max(ch.epoch for ch in res.applied)))
             if res.flushed:
                 self.link.send(wire.QueueFlushed(blocks=res.flushed))
             for fb in res.finished:
