@@ -251,7 +251,7 @@ class Daemon:
     def status(self) -> dict:
         s = self.stats.status()
         s["reaction"] = self.watch.snapshot()
-        s["viewers"] = len(self.fanout.subscribers)
+        s["subscribers"] = [sub.name for sub in self.fanout.subscribers]  # consumers of the encoded stream
         if self.encoder is not None:
             s["encoder"] = {k: v for k, v in self.encoder.stats().items() if k != "bytes"}
         s["loaded"] = self.loaded.is_set()
