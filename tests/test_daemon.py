@@ -74,9 +74,16 @@ def test_status_and_metrics_over_http(daemon):
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/status", timeout=10) as r:
         st = json.loads(r.read())
     assert st["blocks_emitted"] > 0 and st["config"]["height"] == 64
+    assert "zmq-pub" in st["subscribers"] and "viewers" not in st  # the consumers by name; viewers under webrtc
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/stream.ts", timeout=30) as stream:
+        stream.read(188)  # a /stream.ts client is a subscriber while it reads
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/status", timeout=10) as r:
+            names = json.loads(r.read())["subscribers"]
+    assert "zmq-pub" in names and any(n.startswith("http:127.0.0.1") for n in names)
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.http_port}/metrics", timeout=10) as r:
         text = r.read().decode()
     assert "streamer_blocks_emitted_total" in text
+    assert "streamer_subscribers " in text
 
 
 def test_prompt_change_is_acknowledged_and_lands_at_the_acknowledged_block(daemon):
