@@ -23,6 +23,22 @@ def _collect(sub, want_video=24, want_blocks=0, timeout=60.0):
     return video, events
 
 
+def _events_until(sub, block, timeout):
+    """Events from `sub` until block `block` is emitted (or `timeout` s): ({block: its event}, the other events)."""
+    blocks, others = {}, []
+    deadline = time.monotonic() + timeout
+    while block not in blocks and time.monotonic() < deadline:
+        msg = sub.recv(timeout=1.0)
+        if msg is None:
+            continue
+        ev = msg[1]
+        if ev.get("event") == "block":
+            blocks[ev["block"]] = ev
+        else:
+            others.append(ev)
+    return blocks, others
+
+
 def _decode_annexb(packets):
     codec = av.CodecContext.create("h264", "r")
     frames = []
@@ -94,18 +110,8 @@ def test_prompt_change_is_acknowledged_and_lands_at_the_acknowledged_block(daemo
             ack = c.set_prompt(prompt, mode=mode)
             assert ack["ok"] is True, ack
             n, epoch = ack["first_block"], ack["epoch"]
-            blocks = {}
-            applied = []
-            deadline = time.monotonic() + 60
-            while n not in blocks and time.monotonic() < deadline:
-                msg = sub.recv(timeout=1.0)
-                if msg is None:
-                    continue
-                ev = msg[1]
-                if ev.get("event") == "block":
-                    blocks[ev["block"]] = ev
-                elif ev.get("event") == "prompt_applied":
-                    applied.append(ev)
+            blocks, others = _events_until(sub, n, timeout=60)
+            applied = [e for e in others if e.get("event") == "prompt_applied"]
             assert n in blocks, f"block {n} never emitted ({mode})"
             assert blocks[n]["epoch"] == epoch, (mode, blocks[n])
             assert any(a["epoch"] == epoch and a["first_block"] == n for a in applied), (mode, applied)
@@ -128,20 +134,10 @@ def test_a_cut_supersedes_a_blend_that_had_not_begun(daemon):
         finally:
             assert c.resume()["ok"] is True
         assert blend["ok"] and cut["ok"] and cut["first_block"] < blend["first_block"]
-        blocks, applied, superseded = {}, [], []
-        deadline = time.monotonic() + 90
         last = blend["first_block"] + 6  # past where the blend would have ramped to its prompt
-        while last not in blocks and time.monotonic() < deadline:
-            msg = sub.recv(timeout=1.0)
-            if msg is None:
-                continue
-            ev = msg[1]
-            if ev.get("event") == "block":
-                blocks[ev["block"]] = ev
-            elif ev.get("event") == "prompt_applied":
-                applied.append(ev["epoch"])
-            elif ev.get("event") == "prompt_superseded":
-                superseded.append(ev)
+        blocks, others = _events_until(sub, last, timeout=90)
+    applied = [e["epoch"] for e in others if e.get("event") == "prompt_applied"]
+    superseded = [e for e in others if e.get("event") == "prompt_superseded"]
     assert last in blocks, f"block {last} never emitted"
     assert superseded == [{"event": "prompt_superseded", "epochs": [blend["epoch"]], "by": cut["epoch"]}]
     assert cut["epoch"] in applied and blend["epoch"] not in applied
