@@ -122,7 +122,9 @@ def cmd_cancel(args) -> int:
             reply = _checked(client.cancel(None if args.all else args.epoch))
     except ClientError as e:
         return _fail(str(e))
-    print(f"cancelled: {', '.join(map(str, reply.get('cancelled', []))) or 'nothing was pending'}")
+    epochs = reply.get("cancelled", [])
+    print(f"cancelled the change{'s' if len(epochs) > 1 else ''} of epoch{'s' if len(epochs) > 1 else ''} "
+          f"{', '.join(map(str, epochs))}" if epochs else "cancelled nothing: no scheduled change was pending")
     return 0
 
 

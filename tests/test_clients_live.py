@@ -54,7 +54,7 @@ def test_cancel_withdraws_a_scheduled_change(daemon):
         assert ack["ok"], ack
     run = [sys.executable, "-m", "clients", "cancel", "--control", daemon.control]
     r = subprocess.run(run + [str(ack["epoch"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0 and f"cancelled: {ack['epoch']}" in r.stdout, r.stderr
+    assert r.returncode == 0 and f"cancelled the change of epoch {ack['epoch']}" in r.stdout, r.stderr
     r = subprocess.run(run + [str(ack["epoch"])], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "no pending change" in r.stderr
 
