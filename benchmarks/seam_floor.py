@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from benchmarks.quality_metrics import seam_stats  # noqa: E402
+from pipeline.decoders.block_decoder import to_uint8_rgb  # noqa: E402
 from pipeline.decoders.tiny_vae import StreamingTinyDecoder, load_tiny_decoder  # noqa: E402
 from pipeline.model.components import load_components  # noqa: E402
 from pipeline.toyworld.train_vae import latent_stats, sample_clips  # noqa: E402
@@ -34,8 +35,8 @@ def stream_blocks(frames: np.ndarray, block_frames: int) -> list[np.ndarray]:
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
+    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8, as the stream's decoders convert their frames."""
+    return to_uint8_rgb(video.transpose(0, 1), -1.0).numpy()
 
 
 def pooled(stats: list[dict]) -> dict:
@@ -75,9 +76,9 @@ def main(argv=None) -> dict:
         for i in range(a.clips):
             d = StreamingTinyDecoder(net)
             zn = (z[i:i + 1] - mean) / std
-            parts = [d.decode_block_float(zn[:, :, k:k + a.block_frames]) for k in range(0, a.latents, a.block_frames)]
-            video = torch.cat(parts, dim=0).permute(1, 0, 2, 3) * 2 - 1  # [T, 3, H, W] in [0, 1] -> [3, T, H, W]
-            stats.append(seam_stats(stream_blocks(to_uint8(video), a.block_frames)))
+            frames = np.concatenate([d.decode_block(zn[:, :, k:k + a.block_frames])  # the stream's uint8 frames
+                                     for k in range(0, a.latents, a.block_frames)])
+            stats.append(seam_stats(stream_blocks(frames, a.block_frames)))
         res["decoders"][f"tiny {os.path.basename(path)}"] = pooled(stats)
     for name, r in res["decoders"].items():
         print(f"{name}: ratio {r['ratio']:.3f}, latent-aligned {r['latent_ratio']:.3f} "
