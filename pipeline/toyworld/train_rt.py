@@ -65,6 +65,9 @@ class RTConfig:
     tiny_steps: int = 0
     tiny_channels: tuple = (64, 64, 32, 32)
     tiny_batch: int = 32  # clips per tiny-decoder step
+    tiny_lr: float = 1e-3
+    tiny_jolt: float = 0.0  # (train_tiny: a latent step of up to this many standard deviations; 0: off)
+    tiny_temporal: float = 0.0  # (train_tiny: weight of the frame-to-frame difference loss; 0: off)
     log_every: int = 100
 
 

@@ -62,13 +62,12 @@ def tiny_loss(out: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temp
 
 def train_tiny(vae, rng, cfg, device, log=print, net: TinyDecoderNet | None = None):
     """→ (TinyDecoderNet in float32 on the CPU, losses, seconds, steps). `net`: continue from this decoder (else a
-    new one of cfg.tiny_channels); cfg.tiny_jolt and cfg.tiny_temporal (default 0: off) as in the module's text;
-    cfg.tiny_lr (default 1e-3)."""
+    new one of cfg.tiny_channels); cfg.tiny_jolt and cfg.tiny_temporal (0: off) as in the module's text, cfg.tiny_lr
+    (cfg: train_rt's RTConfig, or main's namespace with the same fields)."""
     from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
     from pipeline.toyworld.train_vae import latent_stats, sample_clips
 
-    jolt, temporal = getattr(cfg, "tiny_jolt", 0.0), getattr(cfg, "tiny_temporal", 0.0)
-    lr = getattr(cfg, "tiny_lr", 1e-3)
+    jolt, temporal, lr = cfg.tiny_jolt, cfg.tiny_temporal, cfg.tiny_lr
     net = (net or TinyDecoderNet(vae.config.z_dim, cfg.tiny_channels)).to(device).float().train().requires_grad_(True)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
     mean, std = latent_stats(vae, device)
