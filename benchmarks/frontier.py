@@ -65,6 +65,9 @@ CONFIGS = {
 # the causal engine (issue 24): blocks of 3 latent frames over a window of 18, each block 4 steps + a clean re-run
 CONFIGS.update({f"causal{'+compile' if c else ''}+tiny 3/18": _geom(3, 18) + ["--engine", "causal"]
                 + (["--compile"] if c else ["--no-compile"]) + ["tiny"] for c in (False, True)})
+# its stream batch: the blocks at the 4 steps in one forward, a cache per step (pipeline/causal/stream.py)
+CONFIGS["causal+stream+compile+tiny 3/18"] = _geom(3, 18) + ["--engine", "causal", "--stream-batch", "--compile",
+                                                            "tiny"]
 
 
 def _serve_args(name: str, tiny_path: str) -> list[str]:

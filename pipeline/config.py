@@ -17,6 +17,7 @@ from .settings import DEFAULTS, OPTION, OPTIONS
 MAX_SIDE = 4096
 MAX_PROMPT_CHARS = 2000
 MAX_CONTEXT_BLOCKS = 8  # --context-frames reaches back at most this many blocks
+MAX_STREAM_ROWS = 8  # --stream-batch: steps (= rows of its batch; pipeline.dualparal.stages.MAX_ROWS)
 
 D = DEFAULTS  # the serve options' defaults (pipeline/settings.py): one definition of each
 
@@ -28,6 +29,7 @@ class EngineConfig:
 
     model: str = "tiny"
     engine: str = D["engine"]  # dualparal | causal (pipeline/causal/)
+    stream_batch: bool = D["stream_batch"]  # the causal engine: a batched forward of blocks at every step
     height: int = D["height"]
     width: int = D["width"]
     steps: int = D["steps"]
@@ -74,6 +76,9 @@ class EngineConfig:
                               f"{self.model_family().name} model")
         if self.quant or self.reuse_context:
             raise ConfigError(f"{'--quant' if self.quant else '--reuse-context'} is for the DualParal engine")
+        if self.stream_batch and self.steps > MAX_STREAM_ROWS:
+            raise ConfigError(f"--stream-batch denoises one block per step at once: at most {MAX_STREAM_ROWS} "
+                              f"steps, got --steps {self.steps}")
 
     def model_family(self):
         """The model's family (pipeline.family): read from the folder once, then carried in `family` (to the ranks,
@@ -107,6 +112,8 @@ class EngineConfig:
                 f"--context-frames ({self.context_frames}) may reach back at most {MAX_CONTEXT_BLOCKS} blocks "
                 f"({MAX_CONTEXT_BLOCKS * self.block_frames} frames at --block-frames {self.block_frames})")
         causal = self.engine == "causal"
+        if self.stream_batch and not causal:
+            raise ConfigError("--stream-batch is for the causal engine (--engine causal)")
         if not isinstance(self.sink_frames, int) or not 0 <= self.sink_frames <= self.block_frames:
             raise ConfigError(f"--sink-frames must be an integer in 0..--block-frames ({self.block_frames}), "
                               f"got {self.sink_frames!r}")

@@ -52,6 +52,10 @@ OPTIONS = (
        "causal: a causal few-step checkpoint (Self-Forcing, CausVid, LongLive) block after block with a key/value "
        "cache (its folder's streamer.json says so; `streamer convert` writes one)", "engine",
        choices=("dualparal", "causal")),
+    _o("stream_batch", bool, False, "the causal engine: denoise S blocks at once, one per step, in one batched "
+       "forward (StreamDiffusionV2's stream batch): a block at step j attends to the earlier blocks' keys/values as "
+       "they were at step j, a cache per step, instead of to clean ones; one forward a block instead of S + 1, a "
+       "block out S ticks after it entered", "engine"),
     _o("height", int, 64, "frame height, a multiple of 16 (of 32 for Wan 2.2 TI2V-5B, whose default is 704)",
        "engine"),
     _o("width", int, 64, "frame width, a multiple of 16 (of 32 for Wan 2.2 TI2V-5B, whose default is 1280)",

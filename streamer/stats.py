@@ -81,6 +81,7 @@ class StreamStats:
                        "steps": self.cfg.steps, "guidance": self.cfg.guidance,
                        "block_frames": self.cfg.block_frames, "context_frames": self.cfg.context_frames,
                        "seed": self.cfg.seed, "ranks": self.cfg.ranks, "engine": self.cfg.engine,
+                       "stream_batch": self.cfg.stream_batch,
                        "family": self.cfg.model_family().name,
                        "experts": len(self.cfg.model_family().experts)},
         }

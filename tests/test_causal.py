@@ -224,20 +224,38 @@ def test_convert_then_serve_a_causal_checkpoint_with_the_daemon(ref, tmp_path):
         assert d.stop() == 0, d.log()
     frames = y4m_frames(rec.read_bytes())
     assert len(frames) >= 9 + 12 and len(set(frames)) > 1  # blocks of 3 latent frames: 9 video frames, then 12
-    assert st["config"]["engine"] == "causal", st["config"]
+    assert st["config"]["engine"] == "causal" and not st["config"]["stream_batch"], st["config"]
+    # the same folder as a stream batch; a soft change waited for on the stream (streamer prompt --wait)
+    d = DaemonProc("--stream-batch", model=out)
+    try:
+        d.wait_streaming()
+        r = subprocess.run([sys.executable, "-m", "clients", "prompt", "a blue square moving up", "--wait",
+                            "--control", d.control], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0 and "on the stream at block" in r.stdout, r.stdout + r.stderr
+        st = d.wait_status(lambda s: s["blocks_published"] >= 6, "6 published blocks")
+        assert st["config"]["stream_batch"] and st["epoch"] == 1, st
+    finally:
+        assert d.stop() == 0, d.log()
 
 
 def _drive_causal(eng):
-    """Six blocks with a soft change (a re-cache) before block 3 and a cut before block 5."""
-    out = {}
-    for b in range(7):
-        if b == 3:
+    """Seven blocks with a soft change (the sequential engine: a re-cache) before tick 3 and a cut before tick 5."""
+    out, tick = {}, 0
+    while len(out) < 7:
+        if tick == 3:
             eng.submit_prompt("a blue square moving up", "soft")
-        if b == 5:
+        if tick == 5:
             eng.submit_prompt("a white star moving down", "cut")
-        fb = eng.tick().finished[0]
-        out[fb.index] = fb.latents
+        for fb in eng.tick().finished:
+            out[fb.index] = fb.latents
+        tick += 1
     return out
+
+
+def _engine_kind(cfg):
+    from pipeline.causal.stream import CausalStreamEngine
+
+    return CausalStreamEngine if cfg.stream_batch else CausalEngine
 
 
 def _causal_rank_main(rank, world, port, cfg_json, out_dir):
@@ -254,7 +272,7 @@ def _causal_rank_main(rank, world, port, cfg_json, out_dir):
     cfg, models, layers = started
     c = load_components(cfg.model, parts=("text",))
     encode = PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len).encode
-    eng = CausalEngine(cfg, models[0], encode, world=world, layers=layers)
+    eng = _engine_kind(cfg)(cfg, models[0], encode, world=world, layers=layers)
     res = _drive_causal(eng)
     eng.close()
     from safetensors.torch import save_file
@@ -263,7 +281,8 @@ def _causal_rank_main(rank, world, port, cfg_json, out_dir):
     dist.destroy_process_group()
 
 
-def test_two_ranks_make_what_one_makes(ref, tmp_path):
+@pytest.mark.parametrize("stream_batch", [False, True], ids=["sequential", "stream-batch"])
+def test_two_ranks_make_what_one_makes(ref, tmp_path, stream_batch):
     import torch.multiprocessing as mp
 
     from conftest import free_port
@@ -280,10 +299,11 @@ def test_two_ranks_make_what_one_makes(ref, tmp_path):
     folder = convert(ckpt, _base_folder(tmp_path, meta), str(tmp_path / "causal"), recipe={"context_frames": 3,
                                                                                           "sink_frames": 3})
     base = dict(model=folder, engine="causal", steps=4, block_frames=3, flow_shift=5.0, guidance=1.0,
-                context_frames=3, sink_frames=3, seed=5)
+                context_frames=3, sink_frames=3, seed=5, stream_batch=stream_batch)
     c = load_components(folder)
-    ref_out = _drive_causal(CausalEngine(EngineConfig(**base), c.transformer,
-                                         PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len).encode))
+    one = EngineConfig(**base)
+    ref_out = _drive_causal(_engine_kind(one)(one, c.transformer,
+                                              PromptEncoder(c.tokenizer, c.text_encoder, c.text_max_len).encode))
     cfg = EngineConfig(**base, ranks=2, extra={"scratch": str(tmp_path)})
     mp.spawn(_causal_rank_main, args=(2, free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
     got = load_file(str(tmp_path / "latents.safetensors"))

@@ -32,7 +32,8 @@ def _as_bytes(t: torch.Tensor) -> torch.Tensor:
     return t.detach().contiguous().reshape(-1).view(torch.uint8)
 
 
-HEADER = 21
+MAX_ROWS = 8  # rows of a causal stream batch (its denoising steps) a header can name
+HEADER = 22 + 2 * MAX_ROWS
 STAT_FIELDS = 4  # per rank, running totals: compute ms, wait-for-input ms, peak memory GiB, windows
 
 
@@ -73,6 +74,9 @@ class ItemMeta:
     window_at: int = 0
     cached_n: int = -1
     commit: bool = False
+    # the causal stream batch (pipeline/causal/stream.py): per row of the batch, (denoising step, first frame of
+    # its block in the shot); step -1: a padding row while the queue fills
+    rows: tuple[tuple[int, int], ...] = ()
 
     def header(self, carry: Carry | None) -> torch.Tensor:
         h = torch.zeros(HEADER, dtype=torch.int64)
@@ -84,6 +88,11 @@ class ItemMeta:
             h[12:21] = torch.tensor([b, n, carry.text.shape[1], _DTYPES.index(carry.hidden.dtype),
                                     _DTYPES.index(carry.text.dtype), _DTYPES.index(carry.timestep_proj.dtype),
                                     _DTYPES.index(carry.temb.dtype), *carry.grid[1:]])
+        if len(self.rows) > MAX_ROWS:
+            raise ValueError(f"a stream batch of {len(self.rows)} rows (at most {MAX_ROWS})")
+        h[21] = len(self.rows)
+        for i, (step, start) in enumerate(self.rows):
+            h[22 + 2 * i], h[23 + 2 * i] = step, start
         return h
 
     @classmethod
@@ -91,7 +100,7 @@ class ItemMeta:
         v = h.tolist()
         return cls(serial=v[1], block=v[2], step=v[3], frames=v[4], shot=v[5], use_succ=bool(v[6]),
                    stop=v[0] == 1, ping=v[0] == 2, expert=v[7], start=v[8], window_at=v[9], cached_n=v[10],
-                   commit=bool(v[11]))
+                   commit=bool(v[11]), rows=tuple((v[22 + 2 * i], v[23 + 2 * i]) for i in range(v[21])))
 
 
 class Stage:

@@ -265,10 +265,12 @@ class Runner:
         self.penc = PromptEncoder(comps.tokenizer, comps.text_encoder, comps.text_max_len, device=device,
                                   dtype=DTYPES[cfg.dtype])
         self.penc.encode(cfg.prompt)
-        if cfg.engine == "causal":  # a causal checkpoint (pipeline/causal/): one rank, block after block
+        if cfg.engine == "causal":  # a causal checkpoint (pipeline/causal/): block after block, or a stream batch
             from ..causal.engine import CausalEngine
+            from ..causal.stream import CausalStreamEngine
 
-            self.engine = CausalEngine(cfg, transformer, self.penc.encode, device=device, world=world, layers=layers)
+            kind = CausalStreamEngine if cfg.stream_batch else CausalEngine
+            self.engine = kind(cfg, transformer, self.penc.encode, device=device, world=world, layers=layers)
             blocks = transformer.blocks
         else:
             self.engine = Engine(cfg, experts, comps.scheduler, self.penc.encode, device=device, world=world,
@@ -279,7 +281,7 @@ class Runner:
             if cfg.engine == "causal":  # every cache length the stream will see, compiled before the first frame
                 t0 = time.perf_counter()
                 n = self.engine.warm_up()
-                self._progress(f"compiled the causal window's {n} cache lengths in {time.perf_counter() - t0:.1f}s")
+                self._progress(f"compiled the causal engine's window lengths ({n} warm-up ticks) in {time.perf_counter() - t0:.1f}s")
         dec = open_decoder(cfg, comps.vae, transformer.config.in_channels, device)
         # a compiled decoder takes turns with the ticks (see Decoder); a graph-replayed one need not
         turns = not cfg.decode_overlap or (dec.compiled and not dec.graphed)
