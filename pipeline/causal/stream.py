@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from ..dualparal.engine import FinishedBlock, TickResult
+from ..dualparal.engine import FinishedBlock, TickResult, open_tick
 from ..dualparal.schedule import BlockQueue, Work
 from ..dualparal.stages import ItemMeta
 from .cache import window
@@ -127,17 +127,9 @@ class CausalStreamEngine(CausalEngine):
         t0 = time.perf_counter()
         res = TickResult()
         with self.lock:
-            br = self.prompts.begin_tick(self.queue.head, self.queue.next_enter)
-            res.applied, res.superseded = br.applied, br.superseded
-            for ch in br.applied:
-                if ch.mode == "cut":  # a new shot from its first block
-                    self.shots = [s for s in self.shots if s < ch.first_block] + [ch.first_block]
-            head = self.queue.head
-            self.shots = [self.shot_of(head)] + [s for s in self.shots if s > head]
-            if br.flush_from is not None:
-                res.flushed = self.queue.flush_from(br.flush_from)
-                for blk in res.flushed:
-                    self.latents.pop(blk, None)
+            self.shots = open_tick(self.prompts, self.queue, self.shots, res)
+            for blk in res.flushed:
+                self.latents.pop(blk, None)
             blk = self.queue.enter()
             if blk is not None:
                 self.prompts.enter(blk)

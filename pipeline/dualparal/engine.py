@@ -55,6 +55,22 @@ class TickResult:
     windows: int = 0  # blocks in flight that this tick ran a window of (S in steady state, fewer while filling)
 
 
+def open_tick(prompts: PromptSchedule, queue: BlockQueue, shots: list[int], res: "TickResult") -> list[int]:
+    """A tick boundary of a block queue: the prompt changes due now take effect (res.applied, res.superseded), a cut
+    starts a new shot at its first block (later shot starts go with it) and drops the blocks in flight from there
+    (res.flushed). Returns the first blocks of the shots still needed: the head block's and any later ones."""
+    br = prompts.begin_tick(queue.head, queue.next_enter)
+    res.applied, res.superseded = br.applied, br.superseded
+    for ch in br.applied:
+        if ch.mode == "cut":
+            shots = [s for s in shots if s < ch.first_block] + [ch.first_block]
+    head = queue.head
+    shots = [max(s for s in shots if s <= head)] + [s for s in shots if s > head]
+    if br.flush_from is not None:
+        res.flushed = queue.flush_from(br.flush_from)
+    return shots
+
+
 class CondTable:
     """Text embeddings per conditioning (mixtures of prompts), batched with the negative prompt for CFG. Only what
     the text encoder's own cache (pipeline.model.text.PromptEncoder) does not hold is kept here: mixtures and CFG
@@ -186,17 +202,9 @@ class Engine(PromptControl):
         t0 = time.perf_counter()
         res = TickResult()
         with self.lock:
-            br = self.prompts.begin_tick(self.queue.head, self.queue.next_enter)
-            res.applied, res.superseded = br.applied, br.superseded
-            for ch in br.applied:
-                if ch.mode == "cut":  # a new shot from its first block; later shot starts were flushed with it
-                    self.shots = [s for s in self.shots if s < ch.first_block] + [ch.first_block]
-            head = self.queue.head  # keep the head block's shot and any later ones
-            self.shots = [self.shot_of(head)] + [s for s in self.shots if s > head]
-            if br.flush_from is not None:
-                res.flushed = self.queue.flush_from(br.flush_from)
-                for b in res.flushed:  # predictions still in flight for them will be dropped
-                    self.blocks.pop(b, None)
+            self.shots = open_tick(self.prompts, self.queue, self.shots, res)
+            for b in res.flushed:  # predictions still in flight for them will be dropped
+                self.blocks.pop(b, None)
             b = self.queue.enter()
             if b is not None:
                 self.prompts.enter(b)
