@@ -7,7 +7,12 @@ engine's) with their keys/values *as they were at step j*: each step has a cache
 block at that step in every forward (StreamDiffusionV2's per-row caches), so the rows of a batch never wait for
 each other. The sequential engine instead lets every step see clean keys/values, written by an extra forward at
 timestep 0 once a block is done; the stream batch needs none. A block is out S ticks after it entered, one
-forward per tick (the sequential engine: one tick of S + 1 forwards).
+forward per tick (the sequential engine: one tick of S + 1 forwards). Where this differs from StreamDiffusionV2's
+code, on purpose: each step's cache is filled by that step's own rows from a shot's first block on (its code
+denoises the first chunk alone and copies the keys of its last step into every row's cache), and there is no extra
+row at timestep 0 (its text-to-video path re-runs the finished block at t = 0 in the batch and decodes that; here
+the last step's x0 is the block, as in the sequential recipe). tests/test_causal_stream.py checks this engine
+against its definition (a full-sequence forward per block and step with a block-causal window mask).
 
 Prompts: soft (and blend) switch the blocks in flight to the new conditioning from their next step; the caches
 keep the keys/values computed under the old one (no re-cache). A cut drops the blocks in flight from its first
