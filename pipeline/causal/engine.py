@@ -104,7 +104,10 @@ class CausalEngine(PromptControl):
         self._serial += 1
         meta = ItemMeta(serial=self._serial, block=self.block, step=0, frames=x.shape[2], shot=self.shot,
                         use_succ=False, start=start, window_at=window_at, cached_n=cached_n, commit=commit)
-        carry = prologue(self.model, x.to(self.dtype), t.to(self.device), text)
+        return self._predict(meta, prologue(self.model, x.to(self.dtype), t.to(self.device), text))
+
+    def _predict(self, meta: ItemMeta, carry: Carry) -> torch.Tensor:
+        """Send one forward through the ranks and wait for its prediction (float32)."""
         self.pipe.submit(meta, carry)
         serial, pred = self.pipe.poll(wait=True)
         if serial != meta.serial:

@@ -83,12 +83,8 @@ class CausalStreamEngine(CausalEngine):
         self._serial += 1
         meta = ItemMeta(serial=self._serial, block=plan[0].block, step=0, frames=b, shot=self.shot_of(plan[0].block),
                         use_succ=False, rows=tuple(rows))
-        carry = prologue(self.model, x.to(self.dtype), torch.stack(ts).to(self.device), torch.cat(txt))
-        self.pipe.submit(meta, carry)
-        serial, pred = self.pipe.poll(wait=True)
-        if serial != meta.serial:
-            raise RuntimeError(f"prediction {serial} arrived for forward {meta.serial}")
-        pred = pred.float()
+        pred = self._predict(meta, prologue(self.model, x.to(self.dtype), torch.stack(ts).to(self.device),
+                                            torch.cat(txt)))
         clean = {}
         for i, w in enumerate(plan):
             x0 = self.table.to_x0(pred[i:i + 1], xs[i], ts[i])
