@@ -90,13 +90,25 @@ def test_bad_shape_rejected(vae):
         StreamingDecoder(vae).decode_block(torch.zeros(16, 2, 8, 8))
 
 
-def test_compiled_decoder_matches_eager(vae, latents, ref):
+def test_channels_last_decodes_the_same(vae, latents, ref):
+    """Channels-last weights (the default on a GPU) change the layout, not the values; the VAE given keeps them."""
+    v = copy.deepcopy(vae)
+    dec = StreamingDecoder(v, chunk_frames=None, channels_last=True)
+    conv = v.decoder.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last_3d) and not conv.is_contiguous()
+    assert (stream(dec, latents, [3, 2, 2]) - ref).abs().max().item() < TOL
+    assert not StreamingDecoder(vae).channels_last  # on the CPU: off
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_decoder_matches_eager(vae, latents, ref, channels_last):
     """`--compile` compiles the decoder too: dynamo must replay the causal cache's updates between calls, so a
     stream decoded by the compiled graphs (aot_eager here: the tracing, not inductor's kernels) equals the eager one,
-    including across a new shot."""
+    including across a new shot, with row-major and with channels-last weights."""
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    dec = StreamingDecoder(copy.deepcopy(vae), chunk_frames=None, compile_backend="aot_eager")
+    dec = StreamingDecoder(copy.deepcopy(vae), chunk_frames=None, compile_backend="aot_eager",
+                           channels_last=channels_last)
     assert dec.compiled
     dec.warm_up(3, 8, 8)  # what the daemon does while the engine fills: leaves no state behind
     out = stream(dec, latents, [3, 2, 2])
