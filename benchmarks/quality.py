@@ -40,6 +40,7 @@ from pipeline.decoders.wan_vae import StreamingDecoder  # noqa: E402
 from pipeline.dualparal.engine import DTYPES, Engine  # noqa: E402
 from pipeline.model.components import load_components, model_defaults  # noqa: E402
 from pipeline.settings import MODEL_KEYS  # noqa: E402
+from pipeline.resolve import tiny_vae_file  # noqa: E402
 from pipeline.prompts import MODES  # noqa: E402
 from pipeline.model.quant import quantize_blocks  # noqa: E402
 from pipeline.model.components import vae_configs  # noqa: E402
@@ -296,6 +297,8 @@ def main(argv=None) -> dict:
     fields = {k: v for k, v in model_defaults(args.model, MODEL_KEYS).items() if k in CONFIG_FIELDS}
     fields.pop("prompt", None)
     fields.update({k: v for k, v in vars(args).items() if k in CONFIG_FIELDS and v is not None})
+    if fields.get("tiny_vae"):  # 'model': the model folder's own, as `streamer serve` reads it
+        fields["tiny_vae"] = tiny_vae_file(fields["tiny_vae"], args.model)
     cfg = EngineConfig(**fields)
     for k in ("height", "width", "steps", "guidance", "flow_shift", "block_frames", "context_frames", "sink_frames",
               "reuse_context", "negative_prompt", "tiny_vae"):

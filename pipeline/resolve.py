@@ -15,6 +15,18 @@ from .modelinfo import model_defaults, resolve_model
 from .settings import DEFAULTS, MODEL_KEYS, OPTION, PRESETS, TINY_VAE_FILE, load_toml
 
 
+def tiny_vae_file(value: str, model: str) -> str:
+    """--tiny-vae's file: 'model' is the tiny decoder the model folder ships for its own VAE; '' none. ConfigError
+    for a file that is not there."""
+    if value == "model":
+        value = os.path.join(os.path.expanduser(resolve_model(model)), TINY_VAE_FILE)
+        if not os.path.isfile(value):
+            raise ConfigError(f"--tiny-vae model: the model {model!r} ships no tiny decoder ({TINY_VAE_FILE})")
+    if value and not os.path.isfile(os.path.expanduser(value)):
+        raise ConfigError(f"--tiny-vae {value!r}: no such file")
+    return value
+
+
 def resolve(given: dict):
     """`given`: the command line's values (None = not given; may hold "config" and "preset"). Returns
     (EngineConfig, values), every value checked before anything starts."""
@@ -89,12 +101,7 @@ def _check_daemon(values: dict, cfg) -> None:
             raise ConfigError(f"--model {model!r}: no such directory")
         if not os.path.isfile(os.path.join(path, "model_index.json")):
             raise ConfigError(f"--model {model!r}: not a diffusers pipeline folder (no model_index.json)")
-    if values["tiny_vae"] == "model":  # the tiny decoder the model folder ships for its own VAE
-        values["tiny_vae"] = cfg.tiny_vae = os.path.join(os.path.expanduser(resolve_model(model)), TINY_VAE_FILE)
-        if not os.path.isfile(values["tiny_vae"]):
-            raise ConfigError(f"--tiny-vae model: the model {model!r} ships no tiny decoder ({TINY_VAE_FILE})")
-    if values["tiny_vae"] and not os.path.isfile(os.path.expanduser(values["tiny_vae"])):
-        raise ConfigError(f"--tiny-vae {values['tiny_vae']!r}: no such file")
+    values["tiny_vae"] = cfg.tiny_vae = tiny_vae_file(values["tiny_vae"], model)
     if values["http"] not in ("", "off"):
         host, sep, port = values["http"].rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) < 65536:

@@ -139,3 +139,18 @@ def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path):
     assert np.isclose(res["chance"]["all"], 1 / 288)
     sa = res["scenes"]
     assert sa["scenes"] == 2 and sa["accuracy"]["n"] == 2 and len({f["prompt"] for f in sa["failed"]}) <= 2
+
+
+def test_tiny_vae_model_is_the_model_folders_own(tmp_path):
+    """`--tiny-vae model` means what it means to `streamer serve`: the tiny decoder the model folder ships."""
+    out = tmp_path / "q.json"
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "quality.py"), "--model", "toyworld-rt", "--tiny-vae",
+           "model", "--blocks", "2", "--warmup", "0", "--modes", "", "--out", str(out)]
+    p = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["config"]["tiny_vae"].endswith(os.path.join("model_rt", "tiny_vae.safetensors"))
+    assert res["prompt_following"]["n"] == 2
+    bad = subprocess.run(cmd[:3] + ["toyworld"] + cmd[4:], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "ships no tiny decoder" in bad.stderr
