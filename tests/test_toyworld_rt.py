@@ -13,7 +13,8 @@ def rt_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy_rt")
     rc = main(["--out", str(out), "--device", "cpu", "--steps", "4", "--batch", "2", "--pool-clips", "2",
                "--pair-clips", "2", "--tiny-steps", "2", "--tiny-batch", "1", "--log-every", "2",
-               "--focus", "0.5", "--shape-weight", "4", "--kinds", "0.25,0.25,0.25,0.25"])
+               "--focus", "0.5", "--shape-weight", "4", "--kinds", "0.25,0.25,0.25,0.25",
+               "--self-context", "1", "--self-from", "1"])
     assert rc == 0
     return out, json.loads((out / "train_log.json").read_text())
 
@@ -35,6 +36,43 @@ def test_training_writes_a_model_the_engine_loads(rt_run):
     assert log["tiny_decoder"]["steps"] == 2 and np.all(np.isfinite(log["tiny_decoder"]["losses"]))
     assert (log["config"]["focus"], log["config"]["shape_weight"]) == (0.5, 4.0)
     assert log["config"]["kinds"] == [0.25] * 4
+    assert (log["config"]["self_context"], log["config"]["self_from"]) == (1.0, 1)
+
+
+def test_own_output_is_the_models_denoising_of_the_block():
+    """The context `--self-context` trains on: the shipped model's own last steps on a re-noised clip land nearer
+    the clip than the noisy input was."""
+    import torch
+
+    from pipeline.model.components import load_components
+    from pipeline.model.random_wan import wan_scheduler
+    from pipeline.toyworld.render_torch import render_batch
+    from pipeline.toyworld.train_dit import prompt_table
+    from pipeline.toyworld.train_rt import RT_SHIFT, RT_STEPS, Unroll, own_output
+    from pipeline.toyworld.train_vae import latent_stats, scene_table
+
+    torch.manual_seed(0)
+    c = load_components("toyworld-rt", dtype=torch.float32)
+    table = scene_table("cpu")
+    idx = torch.tensor([0, 40])
+    u8 = render_batch(table, idx, torch.tensor([[20.0, 30.0], [40.0, 10.0]]), 4 * 6 - 3)
+    mean, std = latent_stats(c.vae, "cpu")
+    with torch.no_grad():
+        lat = (c.vae.encode(u8.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)).latent_dist.mode() - mean) / std
+    text = prompt_table(c.tokenizer, c.text_encoder, "cpu")[idx]
+    sched = wan_scheduler(RT_SHIFT)
+    sched.set_timesteps(RT_STEPS)
+    u = Unroll(c.transformer.eval(), sched.sigmas, sched.timesteps, torch.device("cpu"))
+    u.set_geometry(2, 2, 0, False)
+    target = lat[:, :, 4:6]
+    for level in (1, RT_STEPS - 1):
+        torch.manual_seed(level)
+        noisy = u.noised(target, level)
+        torch.manual_seed(level)
+        z = own_output(u, lat, 2, 2, 2, level, text)
+        assert z.shape == target.shape
+        assert (z - target).square().mean() < 0.5 * (noisy - target).square().mean()
+    assert not torch.equal(z, target)
 
 
 def test_shape_mask_marks_the_shape_not_the_background():

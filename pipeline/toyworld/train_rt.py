@@ -21,6 +21,13 @@ block's noisy input is scene A's, its prompt B's, and the target B's continuatio
 geometry (blocks of 2, context 2, recomputed) with probability P, and `--shape-weight W` weighs the loss on the
 shape's latent pixels W times the background's (the corners that tell a triangle from a circle are a few latent
 pixels of 64).
+
+`--self-context P` (recomputed geometries) replaces, for a fraction P of the windows, the earlier blocks a window
+reads by the model's own output: each is re-noised to a level drawn from `--self-from` .. the last step and
+denoised by the model's own remaining steps (with its own context, no gradient), while the loss still targets the
+ground truth. Served, a block's context is the model's own output, whose small errors (a triangle's apex blunted)
+the next block copies and compounds; trained on its own output as context, the model learns to draw what the
+prompt says rather than what the context shows (in the spirit of Self-Forcing's training on its own rollouts).
 """
 from __future__ import annotations
 
@@ -61,6 +68,8 @@ class RTConfig:
     focus: float = 0.0  # probability of the preset's geometry (FOCUS); the rest drawn uniformly from GEOMETRIES
     shape_weight: float = 1.0  # loss weight of the shape's latent pixels relative to the background's (1: uniform)
     sink_prob: float = 0.4  # of the reuse steps
+    self_context: float = 0.0  # fraction of recomputed windows whose context is the model's own output
+    self_from: int = RT_STEPS - 1  # the earliest step the context is re-noised to (drawn up to the last step)
     tiny_seconds: float = 120.0
     tiny_steps: int = 0
     tiny_channels: tuple = (64, 64, 32, 32)
@@ -156,6 +165,22 @@ class Unroll:
             return self.stage.finish(self.stage.forward(meta, carry), meta).float()
 
 
+@torch.no_grad()
+def own_output(u: Unroll, lat, j: int, b: int, c: int, level: int, text) -> torch.Tensor:
+    """Block j of `lat` as the model's own steps from `level` to the end make it: re-noised to that level, then
+    denoised step by step with its context (the block(s) before it in `lat`, at the levels they have then) as
+    tokens, recomputed. -> clean latents [N, C, b, h, w]."""
+    from pipeline.dualparal.context import plan_context
+
+    x = u.noised(lat[:, :, j * b:(j + 1) * b], level)
+    plan = plan_context(j, 0, b, c)
+    for step in range(level, RT_STEPS):
+        ctx = [u.noised(lat[:, :, jj * b:(jj + 1) * b][:, :, -m:], step + (j - jj)) for jj, m in plan.sources]
+        v = u.forward(torch.cat(ctx + [x], dim=2), step, j, 0, False, text)
+        x = x + float(u.sigmas[step + 1] - u.sigmas[step]) * v
+    return x
+
+
 def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     """One step's loss: a batch of windows of one geometry, kind and step index."""
     from pipeline.dualparal.context import blocks_back, plan_context
@@ -188,6 +213,16 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     text_ctx = table[torch.from_numpy(ids_ctx).to(table.device)]
     text_own = table[torch.from_numpy(ids_own).to(table.device)]
     plan = plan_context(block, 0, b, c, sink)
+    if not reuse and plan.sources and cfg.self_context > 0:
+        own = torch.from_numpy(rng.random(n) < cfg.self_context).to(lat_ctx.device)
+        if bool(own.any()):
+            lat_ctx = lat_ctx.clone()  # (may be lat_own too, whose block is the target)
+            for j, _ in plan.sources:
+                level = int(rng.integers(min(cfg.self_from, RT_STEPS - 1), RT_STEPS))
+                z = own_output(u, lat_ctx, j, b, c, level, text_ctx)
+                span = slice(j * b, (j + 1) * b)
+                lat_ctx[:, :, span] = torch.where(own.view(-1, 1, 1, 1, 1), z, lat_ctx[:, :, span])
+            u.stage.cache.clear()
 
     def clean(j):  # block j's clean latents: the block and later ones as the block sees them, earlier ones scene A's
         z = (noisy_own if noisy_own is not None else lat_own) if j >= block else lat_ctx
