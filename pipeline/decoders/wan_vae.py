@@ -35,8 +35,9 @@ class StreamingDecoder(BlockDecoder):
     chunks agree to ~3e-6 and trade memory for fewer kernel launches.
 
     channels_last: hold the 3-D convolutions' weights in channels-last order (NDHWC), so cuDNN runs the decoder
-    channels-last (None: on a GPU). The same values; on an H200 in bfloat16 the eager decode of a 2-frame block at
-    480x832 took 158 instead of 172 ms (benchmarks/vae_decode_gpu.py). The VAE's weights are changed in place.
+    channels-last (None: on a GPU). The same values; on an H200 in bfloat16 the compiled decode of a 2-frame block at
+    480x832 took 95 instead of 116 ms, for a peak ~7.7 GiB higher (benchmarks/vae_decode_gpu.py, RESULTS §9). The
+    VAE's weights are changed in place.
 
     compile_backend: torch.compile the decoder with this backend ("inductor" under `--compile`; None: eager). The
     graphs are specialised to the three call shapes of a stream (its first frame, the rest of its first block, a
