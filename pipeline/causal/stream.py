@@ -128,9 +128,7 @@ class CausalStreamEngine(CausalEngine):
         t0 = time.perf_counter()
         res = TickResult()
         with self.lock:
-            self.shots = open_tick(self.prompts, self.queue, self.shots, res)
-            for blk in res.flushed:
-                self.latents.pop(blk, None)
+            self.shots = open_tick(self.prompts, self.queue, self.shots, res, self.latents)
             blk = self.queue.enter()
             if blk is not None:
                 self.prompts.enter(blk)

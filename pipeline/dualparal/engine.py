@@ -55,10 +55,13 @@ class TickResult:
     windows: int = 0  # blocks in flight that this tick ran a window of (S in steady state, fewer while filling)
 
 
-def open_tick(prompts: PromptSchedule, queue: BlockQueue, shots: list[int], res: "TickResult") -> list[int]:
+def open_tick(prompts: PromptSchedule, queue: BlockQueue, shots: list[int], res: "TickResult",
+              states: dict) -> list[int]:
     """A tick boundary of a block queue: the prompt changes due now take effect (res.applied, res.superseded), a cut
     starts a new shot at its first block (later shot starts go with it) and drops the blocks in flight from there
-    (res.flushed). Returns the first blocks of the shots still needed: the head block's and any later ones."""
+    (res.flushed), with their entries in `states` (the engine's per-block state; predictions still in flight for
+    them will be dropped). Returns the first blocks of the shots still needed: the head block's and any later
+    ones."""
     br = prompts.begin_tick(queue.head, queue.next_enter)
     res.applied, res.superseded = br.applied, br.superseded
     for ch in br.applied:
@@ -68,6 +71,8 @@ def open_tick(prompts: PromptSchedule, queue: BlockQueue, shots: list[int], res:
     shots = [max(s for s in shots if s <= head)] + [s for s in shots if s > head]
     if br.flush_from is not None:
         res.flushed = queue.flush_from(br.flush_from)
+        for b in res.flushed:
+            states.pop(b, None)
     return shots
 
 
@@ -202,9 +207,7 @@ class Engine(PromptControl):
         t0 = time.perf_counter()
         res = TickResult()
         with self.lock:
-            self.shots = open_tick(self.prompts, self.queue, self.shots, res)
-            for b in res.flushed:  # predictions still in flight for them will be dropped
-                self.blocks.pop(b, None)
+            self.shots = open_tick(self.prompts, self.queue, self.shots, res, self.blocks)
             b = self.queue.enter()
             if b is not None:
                 self.prompts.enter(b)
