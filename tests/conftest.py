@@ -34,17 +34,41 @@ def start_rank(rank: int, world: int, port: int, cfg_json: str):
 _HANDED_OUT: set[int] = set()
 
 
+def _port_slice() -> range:
+    """The ports this test process hands out: below the kernel's ephemeral range, where outgoing connections (ZMQ,
+    gloo, torchrun's store) take their local ports, so a port chosen here cannot be taken by one of those between
+    the choice and the daemon's bind (a daemon once found the publish port it was given held by one); each xdist
+    worker gets a slice of its own."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = 10000, max(ephemeral_low, 12000)
+    workers = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0) % workers
+    size = (high - low) // workers
+    return range(low + worker * size, low + (worker + 1) * size)
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on now, never the same one twice in this process (the kernel may hand a
-    just-closed port out again: a daemon's publish socket once got the port a test had chosen for --attach)."""
+    """A loopback port nothing listens on now, outside the ephemeral range (see _port_slice), never the same one
+    twice in this process."""
+    import random
+
+    ports = _port_slice()
     for _ in range(1000):
+        port = random.choice(ports)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise RuntimeError("no free loopback port that was not handed out before")
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {ports} that was not handed out before")
 
 
 class DaemonProc:
