@@ -101,7 +101,7 @@ OPTIONS = (
        "(not while torch.compile'd code traces: the tiny decoder's CUDA graphs are; the compiled Wan decoder takes "
        "turns); --no-decode-overlap: decode and ticks always take turns", "engine"),
     _o("decode_chunk", int, 0, "latent frames per VAE decoder call (0 = auto: a whole block on GPU, 1 on CPU); on a "
-       "GPU, 1 lowers the decode's peak memory (~7 GiB less at 480x832) for ~6 % more decode time", "engine"),
+       "GPU, 1 lowers the decode's peak memory (~7 GiB less at 480x832) for ~6 percent more decode time", "engine"),
     _o("lora", list, [], "a LoRA to fuse into the transformer at SCALE (default 1): diffusers or original Wan "
        "format (distilled few-step checkpoints ship so); @high or @low: only into that expert of a two-expert "
        "model (Wan 2.2 A14B's LoRAs come in such pairs; default: every expert); repeatable (a list in --config)",

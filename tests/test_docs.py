@@ -87,3 +87,24 @@ def test_the_example_sink_in_extending_md_works_against_a_real_fanout(tmp_path):
         return path.read_bytes()
 
     assert asyncio.run(asyncio.wait_for(run(), 60)) == b"".join(data)
+
+
+def test_every_command_prints_its_help():
+    """`streamer X --help` for every subcommand formats every option's help (a bare % in one once broke `serve`)."""
+    import contextlib
+    import io
+
+    import pytest
+
+    from clients.cli import main
+    from clients.commands import add_client_commands
+    from streamer.cli import build_parser
+
+    commands = build_parser(add_client_commands)._subparsers._group_actions[0].choices
+    assert {"serve", "convert", "prompt", "status", "record"} <= set(commands)
+    for name in [None, *commands]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as ended:
+            main([name, "--help"] if name else ["--help"])
+        assert ended.value.code == 0, name
+        assert "usage:" in out.getvalue(), name
