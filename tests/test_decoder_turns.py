@@ -100,3 +100,50 @@ def test_the_engine_waits_for_the_warm_up_either_way(take_turns):
         assert reported.wait(HANG) and len(took) == 1 and took[0] > 0  # the warm-up's duration, reported once
     finally:
         d.close()
+
+
+class GatedDecoder(StreamingTinyDecoder):
+    """The tiny decoder, but each block's decode waits for the test to open its gate (a decoder slower than the
+    engine, on the test's schedule)."""
+
+    def __init__(self):
+        super().__init__(random_tiny_decoder(16))
+        self.started = [threading.Event() for _ in range(4)]
+        self.gates = [threading.Event() for _ in range(4)]
+        self.calls = 0
+
+    def decode_block(self, latents, new_shot=False):
+        i, self.calls = self.calls, self.calls + 1
+        self.started[i].set()
+        assert self.gates[i].wait(HANG), "the gate was never opened"
+        return super().decode_block(latents, new_shot=new_shot)
+
+
+def test_a_slow_decoder_beside_the_ticks_holds_the_engine_back():
+    """Beside the ticks (take_turns=False) the engine may run one block ahead of the decoder, not more: a decoder
+    slower than real time once let the engine run 170 blocks ahead, and a prompt change took 100 s to show."""
+    delivered = [threading.Event() for _ in range(4)]
+    errors = []
+    slow = GatedDecoder()
+    d = Decoder(slow, EngineConfig(block_frames=2, height=32, width=48), lambda fb, f: delivered[fb.index].set(),
+                errors.append, take_turns=False)
+    try:
+        assert d.ready()
+        d.put(block(0))
+        assert slow.started[0].wait(HANG)
+        assert d.ready()  # one block being decoded: the next tick may run beside it
+        d.put(block(1))
+        assert not d.ready()  # a second one waiting: the engine must wait
+        slow.gates[0].set()
+        assert delivered[0].wait(HANG)
+        assert d.ready()
+        in_thread(d.wait_turn)
+        d.put(block(2))
+        assert not d.ready()
+        for g in slow.gates:
+            g.set()
+        assert delivered[2].wait(HANG) and d.ready() and not errors
+    finally:
+        for g in slow.gates:
+            g.set()
+        d.close()

@@ -49,7 +49,13 @@ class Decoder:
     an H200 the engine's compiled blocks failed that way while the decoder compiled). A decoder that replays CUDA
     graphs (`graphed`) never traces after its warm-up, so it can decode beside the ticks. Either way the warm-up
     (compilation, capture) is done before the engine's first tick.
+
+    Beside the ticks, the engine still waits while more than `BACKLOG` blocks are waiting or being decoded: a
+    decoder slower than real time (a loaded CPU) would otherwise fall behind without bound, and every prompt change
+    would wait behind the blocks decoded ahead of it (a user saw 100 s).
     """
+
+    BACKLOG = 1  # blocks handed over and not yet decoded when the engine may start a tick beside the decoder
 
     def __init__(self, dec, cfg: EngineConfig, on_frames, on_error, take_turns: bool = False, on_warm=None):
         """on_warm(seconds): called on the decoder's thread once its warm-up is done (if it has one)."""
@@ -80,11 +86,20 @@ class Decoder:
             self._pending += 1
         self.q.put((fb, event))
 
-    def wait_turn(self) -> None:
-        """Return once the decoder has warmed up and, with take_turns, every block handed over is decoded (or once
-        the decoder has stopped)."""
+    def ready(self) -> bool:
+        """May the engine tick now: the decoder has warmed up, and every block handed over is decoded (take_turns)
+        or at most BACKLOG are not yet; or the decoder has stopped."""
         with self._turn:
-            self._turn.wait_for(lambda: (self._pending == 0 if self.take_turns else not self._warming) or self._dead)
+            return self._ready()
+
+    def _ready(self) -> bool:
+        limit = 0 if self.take_turns else self.BACKLOG
+        return (not self._warming and self._pending <= limit) or self._dead
+
+    def wait_turn(self) -> None:
+        """Return once ready()."""
+        with self._turn:
+            self._turn.wait_for(self._ready)
 
     def _done(self) -> None:
         with self._turn:
