@@ -148,14 +148,18 @@ class StdoutTs:
                 _run("stdout", self.writer.write, pkt)
                 self.packets += 1
         except ComponentFailed as f:
-            self.error = str(f)
-            if self.on_error is not None:
-                self.on_error(f.component, f.cause)
+            self._failed(f)
         finally:
-            try:
+            try:  # the trailer; once the reader has gone, PyAV raises its own error (a RuntimeError) for it
                 self.writer.close()
-            except (BrokenPipeError, OSError):
-                pass
+            except Exception as e:  # noqa: BLE001
+                if self.error is None:  # else already reported: the close failed for the same reason
+                    self._failed(ComponentFailed("stdout", e))
+
+    def _failed(self, f: ComponentFailed) -> None:
+        self.error = str(f)
+        if self.on_error is not None:
+            self.on_error(f.component, f.cause)
 
     def close(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -201,3 +201,4 @@ def test_stdout_reader_going_away_ends_the_daemon_with_one_line():
     assert rc == 1, d.log()
     errors = [ln for ln in d.log().splitlines() if " ERROR " in ln]
     assert len(errors) == 1 and "stdout failed" in errors[0] and "went away" in errors[0], d.log()
+    assert "Traceback" not in d.log(), d.log()  # the muxer's trailer, written after the reader left, failed too
