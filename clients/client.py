@@ -117,8 +117,8 @@ class ControlClient:
         """Withdraw the scheduled change of `epoch`, or (None) every scheduled change."""
         return self.request((Cancel(epoch=epoch) if epoch is not None else Cancel(all=True)).to_dict())
 
-    def status(self) -> dict:
-        return self.request(Status().to_dict())
+    def status(self, timeout: float | None = None) -> dict:
+        return self.request(Status().to_dict(), timeout=timeout)
 
     def pause(self) -> dict:
         return self.request(Pause().to_dict())

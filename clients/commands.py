@@ -85,13 +85,16 @@ def cmd_prompt(args) -> int:
     if args.wait and args.at_block is not None:
         return _fail("--wait is only for changes now, not with --at-block")
     timeout = args.timeout if args.timeout is not None else WAIT_TIMEOUT if args.wait else DEFAULT_TIMEOUT
-    t0 = time.monotonic()
+    t0, sent = time.monotonic(), False
     try:
         with _client(args, timeout) as client:
+            if args.wait:  # is a daemon there at all? (else the wait would say so only after its long timeout)
+                _checked(client.status(timeout=min(timeout, DEFAULT_TIMEOUT)))
+                t0, sent = time.monotonic(), True
             reply = client.set_prompt(args.text, mode=args.mode, blocks=args.blocks, at_block=args.at_block,
                                       wait=args.wait, timeout=timeout)
     except ClientTimeout as e:
-        if args.wait:
+        if sent:
             return _fail(f"the change was not confirmed on the stream within {timeout:g} s (--timeout): {e}")
         return _fail(str(e))
     except ClientError as e:
@@ -217,12 +220,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _publish_endpoint(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--publish", default=DEFAULT_PUBLISH, metavar="ADDR",
+                   help="daemon publish endpoint (default %(default)s, env STREAMER_PUBLISH)")
+    return p
+
+
 def _endpoints() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--control", default=DEFAULT_CONTROL, metavar="ADDR",
                    help="daemon control endpoint (default %(default)s, env STREAMER_CONTROL)")
-    p.add_argument("--publish", default=DEFAULT_PUBLISH, metavar="ADDR",
-                   help="daemon publish endpoint (default %(default)s, env STREAMER_PUBLISH)")
+    _publish_endpoint(p)
     p.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"seconds to wait for a reply (default {DEFAULT_TIMEOUT:g}; prompt --wait: {WAIT_TIMEOUT:g})")
     p.add_argument("--token-file", metavar="FILE",
@@ -258,7 +266,9 @@ def add_client_commands(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the raw JSON reply")
     p.set_defaults(func=cmd_status)
 
-    p = subparsers.add_parser("record", parents=common, help="record the live stream to an MP4 (no re-encode)")
+    # only the video: no control request, so neither --control, --timeout nor --token-file (--wait is its timeout)
+    p = subparsers.add_parser("record", parents=[_publish_endpoint(argparse.ArgumentParser(add_help=False))],
+                              help="record the live stream to an MP4 (no re-encode)")
     p.add_argument("file", metavar="FILE.mp4")
     p.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds of video")
     p.add_argument("--blocks", type=_positive_int, metavar="N",

@@ -190,6 +190,17 @@ def _family(label: str, index: dict, tcfgs: dict, vcfg: dict) -> Family:
     return Family("wan2.1", **common)
 
 
+def _short(text: str, limit: int = 240) -> str:
+    """One line: the text's first sentence, cut at a word with "…" if even that is longer than `limit`."""
+    text = " ".join(text.split())
+    end = text.find(". ")
+    if 0 < end < limit:
+        return text[:end + 1]
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " …"
+
+
 def describe(model: str) -> Family:
     """The family of `model`: 'tiny' (built in code) is Wan 2.1; a local folder (the shipped toy-world models
     included) is read; for a hub id its JSON files are fetched (or taken from the local hub cache) and read."""
@@ -204,5 +215,5 @@ def describe(model: str) -> Family:
         path = snapshot_download(model, allow_patterns=["model_index.json", "*/config.json"])
     except Exception as e:  # noqa: BLE001 - offline, unknown repo, ...: the model cannot be described
         raise ConfigError(f"--model {model!r}: not a local folder, and its configuration cannot be read from the "
-                          f"hub: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+                          f"hub: {type(e).__name__}: {_short(str(e))}") from None
     return describe_folder(path, model)

@@ -292,6 +292,9 @@ class Daemon:
                             extra_routes=self.web.routes(), on_error=lambda e: self.fail("http", e),
                             middlewares=[self.web.guard])
             self.http_runner = await start_http(app, host or "127.0.0.1", int(port))
+        http = (f"http://{host or '127.0.0.1'}:{port}/ (the viewer; /stream.ts, /status, /metrics)"
+                if self.web is not None else "off")
+        log.info("listening: control %s, video (ZMQ PUB) %s, HTTP %s", self.opts.control, self.opts.publish, http)
 
     async def run(self) -> int:
         self._loop = loop = asyncio.get_running_loop()

@@ -39,6 +39,9 @@ def test_status_command_prints_a_table_and_json(daemon):
     r = subprocess.run([sys.executable, "-m", "clients", "status", "--json", "--control", daemon.control], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert json.loads(r.stdout)["ok"] is True
+    # the daemon says where it listens, in one line a user can copy the addresses from
+    assert (f"listening: control {daemon.control}, video (ZMQ PUB) {daemon.publish}, "
+            f"HTTP http://127.0.0.1:{daemon.http_port}/ (the viewer") in daemon.log()
 
 
 def test_prompt_command_reports_refusals(daemon):
@@ -94,3 +97,14 @@ def test_record_goes_on_across_a_daemon_restart(tmp_path):
     # published between the last status and its stop): the second daemon's frames are in the file too
     assert len(pts) > before["frames_published"] - start + 16, (len(pts), before["frames_published"], start)
     assert all(b > a for a, b in zip(pts, pts[1:]))  # one timeline across both daemons
+
+
+def test_prompt_wait_without_a_daemon_says_so_at_once():
+    """--wait without a daemon: the same "no reply" as without --wait, after the short timeout (it once waited
+    130 s and then said the change was not confirmed, as if it had been sent)."""
+    from conftest import free_port
+
+    r = subprocess.run([sys.executable, "-m", "clients", "prompt", "x", "--wait", "--control",
+                        f"tcp://127.0.0.1:{free_port()}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "within 5s (is the streamer daemon running?)" in r.stderr and "confirmed" not in r.stderr, r.stderr

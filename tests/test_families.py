@@ -81,6 +81,20 @@ def test_the_folders_describe_their_families(folders):
     assert expert_for(875.0, 875.0) == 0 and expert_for(874.9, 875.0) == 1 and expert_for(10.0, None) == 0
 
 
+def test_a_hub_error_is_worded_in_one_whole_sentence():
+    """--model with a hub id that cannot be read: the hub's error goes into the one log line whole (its first
+    sentence), never cut mid-word ("...for the specified revision on")."""
+    from pipeline.family import _short
+
+    long = ("Cannot find an appropriate cached snapshot folder for the specified revision on the local disk and "
+            "outgoing traffic has been disabled. To enable repo look-ups and downloads online, set "
+            "'HF_HUB_OFFLINE=0' as environment variable.")
+    assert _short(long) == long.split(". ")[0] + "."
+    assert _short("  short\n  error ") == "short error"
+    cut = _short("word " * 100)
+    assert cut.endswith("word …") and len(cut) <= 242
+
+
 def test_two_experts_equal_diffusers_wan_pipeline_with_both_guidance_scales(folders):
     got, eng, comps, routed = _blocks(folders["wan2.2-a14b"], 4 + 2, context_frames=0, guidance_2=3.0)
     assert set(routed) == {0, 1}  # both experts ran: timesteps on both sides of 875

@@ -19,14 +19,20 @@ def write(tmp_path, text, name="t.toml"):
     return p
 
 
-def test_example_file_loads():
-    entries = load_timeline(EXAMPLE)
+@pytest.mark.parametrize("name", ["timeline.toml", "timeline_toyworld.toml"])
+def test_example_file_loads(name):
+    entries = load_timeline(EXAMPLE.with_name(name))
     assert len(entries) >= 3
     assert [e.number for e in entries] == list(range(1, len(entries) + 1))
     assert all(e.prompt and (e.at is None) != (e.at_block is None) for e in entries)
     ats = [e.at for e in entries if e.at is not None]
     assert ats == sorted(ats)
     assert {e.mode for e in entries} <= {"soft", "queue", "blend", "cut"}
+    if "toyworld" in name:  # the default model's example speaks its grammar
+        from pipeline.toyworld.world import parse_prompt
+
+        for e in entries:
+            parse_prompt(e.prompt)
 
 
 def test_toml_entries(tmp_path):
