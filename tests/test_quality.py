@@ -154,3 +154,20 @@ def test_tiny_vae_model_is_the_model_folders_own(tmp_path):
     assert res["prompt_following"]["n"] == 2
     bad = subprocess.run(cmd[:3] + ["toyworld"] + cmd[4:], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "ships no tiny decoder" in bad.stderr
+
+
+def test_vae_roundtrip_measures_every_colour_and_background(tmp_path):
+    """benchmarks/vae_roundtrip.py on the shipped toy VAE: a row per colour and background, ground-truth triangles
+    read below the triangle line, the decoded ones measured too."""
+    import json
+
+    from benchmarks.vae_roundtrip import main
+    from pipeline.toyworld.world import BACKGROUNDS, COLOURS
+
+    out = tmp_path / "fill.json"
+    assert main(["--model", "toyworld-rt", "--seeds", "1", "--frames", "5", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert len(got["rows"]) == len(COLOURS) * len(BACKGROUNDS)
+    for r in got["rows"]:
+        assert r["fill_truth"] < got["thresholds"]["triangle_below"] and 0 < r["fill_decoded"] < 1
+        assert sum(r["read_as"].values()) == 1
