@@ -4,14 +4,46 @@ background, encoded and decoded, then measured by the classifier that scores the
 transformer or streaming setting can lift.
 
     python benchmarks/vae_roundtrip.py --model toyworld-rt --shape triangle --out fill.json
+    python benchmarks/vae_roundtrip.py --model toyworld-rt --shape all --tiny-vae model --out fill_tiny.json
+
+`--tiny-vae` decodes with a tiny decoder instead (`model`: the model folder's own), streaming the clip's latents as
+one block, as `--tiny-vae` in the daemon does.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import numpy as np
 import torch
+
+
+def vae_decoder(vae):
+    """Latents [1, z, F, h, w] → the VAE's frames as uint8 [T, H, W, 3]."""
+    def decode(z):
+        y = vae.decode(z).sample.clamp(-1, 1)
+        return y[0].permute(1, 2, 3, 0).add(1).mul(127.5).round().byte().cpu().numpy()
+    return decode
+
+
+def tiny_decoder(vae, model: str, path: str, device: str):
+    """Latents [1, z, F, h, w] → a tiny decoder's frames (one stream per clip) as uint8 [T, H, W, 3]."""
+    import os
+
+    from pipeline.decoders.tiny_vae import StreamingTinyDecoder, load_tiny_decoder
+    from pipeline.modelinfo import resolve_model
+    from pipeline.settings import TINY_VAE_FILE
+    from pipeline.toyworld.train_vae import latent_stats
+
+    if path == "model":
+        path = os.path.join(resolve_model(model), TINY_VAE_FILE)
+    net = load_tiny_decoder(path, vae.config.z_dim).float().to(device)
+    mean, std = latent_stats(vae, device)
+
+    def decode(z):
+        return StreamingTinyDecoder(net).decode_block((z - mean) / std)
+    return decode
 
 
 def main(argv=None) -> int:
@@ -21,34 +53,35 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="toyworld-rt")
-    ap.add_argument("--shape", choices=SHAPES, default="triangle")
+    ap.add_argument("--shape", choices=(*SHAPES, "all"), default="triangle")
+    ap.add_argument("--tiny-vae", default="", help="decode with this tiny decoder ('model': the model's own)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--seeds", type=int, default=3, help="clips (start positions) per colour and background")
     ap.add_argument("--frames", type=int, default=9)
     ap.add_argument("--out", default="vae_roundtrip.json")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    vae = load_components(a.model, device="cpu", parts=("vae",)).vae.float().eval()
+    vae = load_components(a.model, device=a.device, parts=("vae",)).vae.float().eval()
+    decode = vae_decoder(vae) if not a.tiny_vae else tiny_decoder(vae, a.model, a.tiny_vae, a.device)
     rows = []
-    for colour in COLOURS:
-        for bg in BACKGROUNDS:
-            truth, decoded, shapes = [], [], []
-            for seed in range(a.seeds):
-                frames = render(Scene(colour, a.shape, "down", bg), a.frames, seed=seed)
-                x = torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None]
-                with torch.no_grad():
-                    y = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-                back = y[0].permute(1, 2, 3, 0).add(1).mul(127.5).round().byte().numpy()
-                got = classify_block(back[1:])  # the first frame stands alone in the causal VAE
-                truth.append(classify_block(frames)["fill"])
-                decoded.append(got["fill"])
-                shapes.append(got["shape"])
-            rows.append({"colour": colour, "background": bg, "fill_truth": round(float(np.mean(truth)), 4),
-                         "fill_decoded": round(float(np.mean(decoded)), 4),
-                         "read_as": {s: shapes.count(s) for s in set(shapes)}})
-            print(f"{colour:8s} {bg:10s} fill {rows[-1]['fill_truth']:.3f} -> {rows[-1]['fill_decoded']:.3f} "
-                  f"read as {rows[-1]['read_as']}", flush=True)
+    for shape, colour, bg in itertools.product(SHAPES if a.shape == "all" else (a.shape,), COLOURS, BACKGROUNDS):
+        truth, decoded, shapes = [], [], []
+        for seed in range(a.seeds):
+            frames = render(Scene(colour, shape, "down", bg), a.frames, seed=seed)
+            x = torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None].to(a.device)
+            with torch.no_grad():
+                back = decode(vae.encode(x).latent_dist.mode())  # uint8 [T, H, W, 3]
+            got = classify_block(back[1:])  # the first frame stands alone in the causal VAE
+            truth.append(classify_block(frames)["fill"])
+            decoded.append(got["fill"])
+            shapes.append(got["shape"])
+        rows.append({"shape": shape, "colour": colour, "background": bg,
+                     "fill_truth": round(float(np.mean(truth)), 4), "fill_decoded": round(float(np.mean(decoded)), 4),
+                     "read_as": {s: shapes.count(s) for s in set(shapes)}})
+        print(f"{shape:8s} {colour:8s} {bg:10s} fill {rows[-1]['fill_truth']:.3f} -> "
+              f"{rows[-1]['fill_decoded']:.3f} read as {rows[-1]['read_as']}", flush=True)
     with open(a.out, "w") as f:
-        json.dump({"model": a.model, "shape": a.shape, "seeds": a.seeds, "frames": a.frames,
+        json.dump({"model": a.model, "tiny_vae": a.tiny_vae, "shape": a.shape, "seeds": a.seeds, "frames": a.frames,
                    "thresholds": {"triangle_below": TRIANGLE_MAX, "circle_below": CIRCLE_MAX}, "rows": rows}, f,
                   indent=1)
     return 0

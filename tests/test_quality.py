@@ -171,3 +171,27 @@ def test_vae_roundtrip_measures_every_colour_and_background(tmp_path):
     for r in got["rows"]:
         assert r["fill_truth"] < got["thresholds"]["triangle_below"] and 0 < r["fill_decoded"] < 1
         assert sum(r["read_as"].values()) == 1
+
+
+def test_vae_roundtrip_of_every_shape_through_the_tiny_decoder(tmp_path):
+    """--shape all --tiny-vae model: a row per shape, colour and background, decoded by the model's tiny decoder
+    (streamed, its first frames trimmed as in the daemon), and each shape's ground truth read as that shape."""
+    import json
+
+    from benchmarks.vae_roundtrip import main
+    from pipeline.toyworld.world import BACKGROUNDS, COLOURS, SHAPES
+
+    out = tmp_path / "fill.json"
+    assert main(["--model", "toyworld-rt", "--shape", "all", "--tiny-vae", "model", "--seeds", "1", "--frames", "5",
+                 "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["tiny_vae"] == "model"
+    assert len(got["rows"]) == len(SHAPES) * len(COLOURS) * len(BACKGROUNDS)
+    assert {r["shape"] for r in got["rows"]} == set(SHAPES)
+    truth = {"triangle": (0.0, got["thresholds"]["triangle_below"]),
+             "circle": (got["thresholds"]["triangle_below"], got["thresholds"]["circle_below"]),
+             "square": (got["thresholds"]["circle_below"], 1.01)}
+    for r in got["rows"]:
+        lo, hi = truth[r["shape"]]
+        assert lo <= r["fill_truth"] < hi and 0 < r["fill_decoded"] <= 1
+        assert sum(r["read_as"].values()) == 1
