@@ -29,16 +29,11 @@ def vae_decoder(vae):
 
 def tiny_decoder(vae, model: str, path: str, device: str):
     """Latents [1, z, F, h, w] → a tiny decoder's frames (one stream per clip) as uint8 [T, H, W, 3]."""
-    import os
-
     from pipeline.decoders.tiny_vae import StreamingTinyDecoder, load_tiny_decoder
-    from pipeline.modelinfo import resolve_model
-    from pipeline.settings import TINY_VAE_FILE
+    from pipeline.resolve import tiny_vae_file
     from pipeline.toyworld.train_vae import latent_stats
 
-    if path == "model":
-        path = os.path.join(resolve_model(model), TINY_VAE_FILE)
-    net = load_tiny_decoder(path, vae.config.z_dim).float().to(device)
+    net = load_tiny_decoder(tiny_vae_file(path, model), vae.config.z_dim).float().to(device)
     mean, std = latent_stats(vae, device)
 
     def decode(z):
