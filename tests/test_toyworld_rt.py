@@ -37,6 +37,19 @@ def test_training_writes_a_model_the_engine_loads(rt_run):
     assert (log["config"]["focus"], log["config"]["shape_weight"]) == (0.5, 4.0)
     assert log["config"]["kinds"] == [0.25] * 4
     assert (log["config"]["self_context"], log["config"]["self_from"]) == (1.0, 1)
+    assert "_name_or_path" not in json.loads((out / "transformer" / "config.json").read_text())  # no machine path
+
+
+def test_training_keeps_the_base_vaes_record(rt_run):
+    """The VAE is copied from the base model: the record of its decoder's tuning comes along."""
+    import os
+
+    from pipeline.toyworld import MODEL_DIR
+
+    out, log = rt_run
+    with open(os.path.join(MODEL_DIR, "train_log.json")) as f:
+        base = json.load(f)
+    assert base["decoder_tuning"] and log["decoder_tuning"] == base["decoder_tuning"]
 
 
 def test_own_output_is_the_models_denoising_of_the_block():

@@ -55,3 +55,19 @@ def optimiser_step(opt, params, loss: torch.Tensor, lr: float, clip: float = 1.0
 def log_every(log, name: str, step: int, losses: list, every: int, elapsed: float) -> None:
     if (step + 1) % every == 0:
         log(f"{name} step {step + 1} loss {np.mean(losses[-every:]):.4f} ({elapsed:.0f}s)")
+
+
+def save_component(model, folder: str) -> None:
+    """`model.save_pretrained(folder)` without the `_name_or_path` diffusers records in its config.json: that is where
+    it was loaded from on the training machine, not the model's business."""
+    import json
+    import os
+
+    model.save_pretrained(folder)
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    if config.pop("_name_or_path", None) is not None:
+        with open(path, "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+            f.write("\n")

@@ -281,7 +281,7 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
     from pipeline.model.components import DEFAULTS_FILE, load_components, model_defaults
     from pipeline.settings import MODEL_KEYS
     from pipeline.model.random_wan import wan_scheduler
-    from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step
+    from pipeline.toyworld.loop import Budget, log_every, lr_at, optimiser_step, save_component
     from pipeline.toyworld.train_dit import prompt_table
     from pipeline.toyworld.train_tiny import save_tiny, train_tiny
 
@@ -331,7 +331,7 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
 
     clean = WanTransformer3DModel.from_config(model.config)  # the stock attention processors
     clean.load_state_dict(model.state_dict())
-    clean.to(torch.bfloat16).save_pretrained(os.path.join(out, "transformer"))
+    save_component(clean.to(torch.bfloat16), os.path.join(out, "transformer"))
     if tiny is None:
         shutil.copyfile(base_tiny, os.path.join(out, "tiny_vae.safetensors"))
     else:
@@ -340,7 +340,7 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
     with open(os.path.join(out, DEFAULTS_FILE), "w") as f:
         json.dump(rt_defaults(prompt), f, indent=2)
     previous = os.path.join(base, "train_log.json")  # a run continued from an earlier one keeps its record
-    history = []
+    history, old = [], {}
     if os.path.isfile(previous):
         with open(previous) as f:
             old = json.load(f)
@@ -353,6 +353,8 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
               "tiny_decoder": {"losses": tiny_losses, "seconds": tiny_s, "steps": tiny_n,
                                "channels": list(cfg.tiny_channels)},
               "seconds": time.perf_counter() - t0}
+    if "decoder_tuning" in old:  # the VAE was copied from the base: its record goes with it
+        result["decoder_tuning"] = old["decoder_tuning"]
     with open(os.path.join(out, "train_log.json"), "w") as f:
         json.dump(result, f, indent=1)
     log(f"wrote {out} in {result['seconds']:.0f}s (dit {dit_n} steps, tiny decoder {tiny_n} steps)")

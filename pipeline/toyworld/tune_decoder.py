@@ -90,20 +90,15 @@ def write_model(src: str, out: str, vae, entry: dict) -> None:
     import os
     import shutil
 
+    from pipeline.toyworld.loop import save_component
+
     if os.path.abspath(src) != os.path.abspath(out):
         shutil.copytree(src, out, symlinks=False, dirs_exist_ok=False,
                         ignore=shutil.ignore_patterns("__pycache__"))
     vae_dir = os.path.join(out, "vae")
     if os.path.islink(vae_dir):
         os.unlink(vae_dir)
-    vae.save_pretrained(vae_dir)
-    config_path = os.path.join(vae_dir, "config.json")
-    with open(config_path) as f:
-        config = json.load(f)
-    config.pop("_name_or_path", None)  # where it was loaded from on the training machine: not the model's business
-    with open(config_path, "w") as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-        f.write("\n")
+    save_component(vae, vae_dir)
     log_path = os.path.join(out, "train_log.json")
     log = {}
     if os.path.exists(log_path):
