@@ -129,3 +129,21 @@ def test_the_shipped_model_streams_in_the_engine():
         out += eng.tick().finished
     assert [b.index for b in out] == [0, 1, 2] and not cfg.use_cfg
     assert all(torch.isfinite(b.latents).all() and b.latents.shape == (1, 16, 2, 8, 8) for b in out)
+
+
+def test_no_tiny_decoder_budget_from_a_base_without_one(tmp_path):
+    """--tiny-seconds 0 keeps the base's tiny decoder; from a base that has none (the default toy world), none is
+    written, rather than an untrained one or a crash."""
+    out = tmp_path / "rt"
+    assert main(["--out", str(out), "--device", "cpu", "--steps", "1", "--batch", "1", "--pool-clips", "2",
+                 "--pair-clips", "2", "--tiny-seconds", "0"]) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["dit"]["steps"] == 1 and log["tiny_decoder"]["steps"] == 0
+    assert not (out / "tiny_vae.safetensors").exists() and (out / "transformer").is_dir()
+
+
+def test_a_budget_of_nothing_runs_no_steps():
+    from pipeline.toyworld.loop import Budget
+
+    assert list(Budget(0, 0.0)) == []
+    assert [s for s, _, _ in Budget(3, 0.0)] == [0, 1, 2]

@@ -15,13 +15,16 @@ def lr_at(step: int, progress: float, base: float, warmup: int) -> float:
 
 
 class Budget:
-    """Iterate over steps until `steps` (if > 0) or else `seconds` is used up; yields (step, progress, elapsed)."""
+    """Iterate over steps until `steps` (if > 0) or else `seconds` is used up; yields (step, progress, elapsed).
+    Neither given (both <= 0): no steps."""
 
     def __init__(self, steps: int, seconds: float):
         self.steps, self.seconds = steps, seconds
         self.done, self.t0 = 0, time.perf_counter()
 
     def __iter__(self):
+        if self.steps <= 0 and self.seconds <= 0:
+            return
         while True:
             elapsed = time.perf_counter() - self.t0
             progress = self.done / self.steps if self.steps else elapsed / self.seconds

@@ -214,14 +214,12 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     text_own = table[torch.from_numpy(ids_own).to(table.device)]
     plan = plan_context(block, 0, b, c, sink)
     if not reuse and plan.sources and cfg.self_context > 0:
-        own = torch.from_numpy(rng.random(n) < cfg.self_context).to(lat_ctx.device)
-        if bool(own.any()):
+        rows = torch.from_numpy(np.flatnonzero(rng.random(n) < cfg.self_context)).to(lat_ctx.device)
+        if len(rows):  # only those rows are denoised by the model
             lat_ctx = lat_ctx.clone()  # (may be lat_own too, whose block is the target)
             for j, _ in plan.sources:
                 level = int(rng.integers(min(cfg.self_from, RT_STEPS - 1), RT_STEPS))
-                z = own_output(u, lat_ctx, j, b, c, level, text_ctx)
-                span = slice(j * b, (j + 1) * b)
-                lat_ctx[:, :, span] = torch.where(own.view(-1, 1, 1, 1, 1), z, lat_ctx[:, :, span])
+                lat_ctx[rows, :, j * b:(j + 1) * b] = own_output(u, lat_ctx[rows], j, b, c, level, text_ctx[rows])
             u.stage.cache.clear()
 
     def clean(j):  # block j's clean latents: the block and later ones as the block sees them, earlier ones scene A's
@@ -317,9 +315,12 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
             p.copy_(e)
     del pools
     base_tiny = os.path.join(base, "tiny_vae.safetensors")
-    if cfg.tiny_seconds <= 0 and cfg.tiny_steps <= 0 and os.path.isfile(base_tiny):
-        tiny = None  # the base model's own tiny decoder is kept
+    keep_tiny = os.path.isfile(base_tiny)
+    if cfg.tiny_seconds <= 0 and cfg.tiny_steps <= 0:  # the base model's own tiny decoder is kept, if it has one
+        tiny = None
         tiny_losses, tiny_s, tiny_n = [], 0.0, 0
+        if not keep_tiny:
+            log("no tiny decoder written: the base has none and --tiny-seconds and --tiny-steps are 0")
     else:
         tiny, tiny_losses, tiny_s, tiny_n = train_tiny(vae, rng, cfg, device, log)
 
@@ -333,7 +334,8 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
     clean.load_state_dict(model.state_dict())
     save_component(clean.to(torch.bfloat16), os.path.join(out, "transformer"))
     if tiny is None:
-        shutil.copyfile(base_tiny, os.path.join(out, "tiny_vae.safetensors"))
+        if keep_tiny:
+            shutil.copyfile(base_tiny, os.path.join(out, "tiny_vae.safetensors"))
     else:
         save_tiny(tiny, dict(vae.config), os.path.join(out, "tiny_vae.safetensors"))
     prompt = model_defaults(base, MODEL_KEYS).get("prompt", "a red circle moving left on a black background")
