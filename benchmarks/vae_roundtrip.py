@@ -19,16 +19,19 @@ import numpy as np
 import torch
 
 
+CHUNK = 8  # clips per VAE call (a batch is several times faster than one clip at a time on a CPU)
+
+
 def vae_decoder(vae):
-    """Latents [1, z, F, h, w] → the VAE's frames as uint8 [T, H, W, 3]."""
+    """Latents [N, z, F, h, w] → the VAE's frames as uint8 [N, T, H, W, 3]."""
     def decode(z):
         y = vae.decode(z).sample.clamp(-1, 1)
-        return y[0].permute(1, 2, 3, 0).add(1).mul(127.5).round().byte().cpu().numpy()
+        return y.permute(0, 2, 3, 4, 1).add(1).mul(127.5).round().byte().cpu().numpy()
     return decode
 
 
 def tiny_decoder(vae, model: str, path: str, device: str):
-    """Latents [1, z, F, h, w] → a tiny decoder's frames (one stream per clip) as uint8 [T, H, W, 3]."""
+    """Latents [N, z, F, h, w] → a tiny decoder's frames (one stream per clip) as uint8 [N, T, H, W, 3]."""
     from pipeline.decoders.tiny_vae import StreamingTinyDecoder, load_tiny_decoder
     from pipeline.resolve import tiny_vae_file
     from pipeline.toyworld.train_vae import latent_stats
@@ -37,7 +40,7 @@ def tiny_decoder(vae, model: str, path: str, device: str):
     mean, std = latent_stats(vae, device)
 
     def decode(z):
-        return StreamingTinyDecoder(net).decode_block((z - mean) / std)
+        return np.stack([StreamingTinyDecoder(net).decode_block((clip[None] - mean) / std) for clip in z])
     return decode
 
 
@@ -58,14 +61,20 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     vae = load_components(a.model, device=a.device, parts=("vae",)).vae.float().eval()
     decode = vae_decoder(vae) if not a.tiny_vae else tiny_decoder(vae, a.model, a.tiny_vae, a.device)
+    cases = list(itertools.product(SHAPES if a.shape == "all" else (a.shape,), COLOURS, BACKGROUNDS))
+    clips = [(case, render(Scene(case[1], case[0], "down", case[2]), a.frames, seed=seed))
+             for case in cases for seed in range(a.seeds)]
+    backs = []  # uint8 [T, H, W, 3] per clip
+    for i in range(0, len(clips), CHUNK):
+        x = torch.from_numpy(np.stack([f for _, f in clips[i:i + CHUNK]])).float().div(127.5).sub(1)
+        with torch.no_grad():
+            backs.extend(decode(vae.encode(x.permute(0, 4, 1, 2, 3).to(a.device)).latent_dist.mode()))
     rows = []
-    for shape, colour, bg in itertools.product(SHAPES if a.shape == "all" else (a.shape,), COLOURS, BACKGROUNDS):
+    for shape, colour, bg in cases:
         truth, decoded, shapes = [], [], []
-        for seed in range(a.seeds):
-            frames = render(Scene(colour, shape, "down", bg), a.frames, seed=seed)
-            x = torch.from_numpy(frames).float().div(127.5).sub(1).permute(3, 0, 1, 2)[None].to(a.device)
-            with torch.no_grad():
-                back = decode(vae.encode(x).latent_dist.mode())  # uint8 [T, H, W, 3]
+        for ((sh, co, b), frames), back in zip(clips, backs):
+            if (sh, co, b) != (shape, colour, bg):
+                continue
             got = classify_block(back[1:])  # the first frame stands alone in the causal VAE
             truth.append(classify_block(frames)["fill"])
             decoded.append(got["fill"])

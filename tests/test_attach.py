@@ -7,11 +7,11 @@ import pytest
 from conftest import ROOT, DaemonProc, free_port
 
 
-def _torchrun(cfg_path, link, extra_env=None):
+def _torchrun(cfg_path, link, extra_env=None, extra=()):
     port = free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
            "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "pipeline.process.worker",
-           "--serve-config", str(cfg_path), "--link", link]
+           "--serve-config", str(cfg_path), "--link", link, *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**__import__("os").environ, "OMP_NUM_THREADS": "1", **(extra_env or {})})
 
@@ -60,8 +60,8 @@ def test_an_attached_rank_that_does_not_match_is_refused(tmp_path, theirs_extra,
 
 
 def test_ranks_whose_daemon_dies_do_not_linger(tmp_path):
-    """Ranks started by torchrun have no death pipe: rank 0 leaves when the daemon falls silent (30 s), even with
-    its outgoing queue full, and the others follow when the ring breaks."""
+    """Ranks started by torchrun have no death pipe: rank 0 leaves when the daemon falls silent (--daemon-timeout,
+    30 s by default; 8 here), even with its outgoing queue full, and the others follow when the ring breaks."""
     import os
     import signal
 
@@ -69,15 +69,24 @@ def test_ranks_whose_daemon_dies_do_not_linger(tmp_path):
     cfg.write_text("model = \"tiny\"\nranks = 2\nsteps = 4\n")
     link = f"tcp://127.0.0.1:{free_port()}"
     d = DaemonProc("--config", str(cfg), "--attach", link, http=False)
-    ranks = _torchrun(cfg, link)
+    ranks = _torchrun(cfg, link, extra=("--daemon-timeout", "8"))
     try:
         d.wait_streaming(timeout=120)
         os.kill(d.proc.pid, signal.SIGKILL)
-        rc = ranks.wait(timeout=180)  # about 30 s; the timeout only catches the hang this test is about
+        rc = ranks.wait(timeout=180)  # about 8 s; the timeout only catches the hang this test is about
         assert rc != 0
-        assert b"no word from the daemon" in ranks.stderr.read()
+        assert b"no word from the daemon for 8s" in ranks.stderr.read()
     finally:
         for p in (d.proc, ranks):
             if p.poll() is None:
                 p.kill()
         d.stop()
+
+
+@pytest.mark.parametrize("value", ["1", "-3", "nan"])
+def test_a_daemon_timeout_under_the_ping_interval_is_refused(value, capsys):
+    from pipeline.process.worker import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--serve-config", "unused.toml", "--link", "tcp://127.0.0.1:1", "--daemon-timeout", value])
+    assert e.value.code == 2 and "--daemon-timeout must be at least 5 seconds" in capsys.readouterr().err

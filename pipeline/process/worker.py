@@ -140,7 +140,12 @@ def main(argv=None) -> int:
                      help="the daemon's settings file (ranks started by torchrun; same file on every host)")
     ap.add_argument("--link", default="", help="ZMQ address of the daemon's engine socket (rank 0 only)")
     ap.add_argument("--death-fd", type=int, default=-1)
+    ap.add_argument("--daemon-timeout", type=float, default=30.0, metavar="S",
+                    help="rank 0 started by torchrun exits when the daemon has been silent this long (it pings every "
+                         "2 s; at least 5, default 30)")
     args = ap.parse_args(argv)
+    if not args.daemon_timeout >= 5.0:
+        ap.error(f"--daemon-timeout must be at least 5 seconds (the daemon pings every 2), got {args.daemon_timeout}")
     if args.death_fd >= 0:
         watch_death_pipe(args.death_fd)
     try:
@@ -169,7 +174,7 @@ def main(argv=None) -> int:
     if not args.link:
         print("pipeline.process.worker: error: rank 0 needs --link (the daemon's engine socket)", file=sys.stderr)
         return 2
-    link = Link(args.link, daemon_timeout=None if args.death_fd >= 0 else 30.0)
+    link = Link(args.link, daemon_timeout=None if args.death_fd >= 0 else args.daemon_timeout)
     link.start()
     try:
         from ..config import EngineConfig
