@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 
-CHUNK = 8  # clips per VAE call (a batch is several times faster than one clip at a time on a CPU)
+CHUNK = 8  # clips per VAE call (on a CPU, the whole run ~1.6x faster than one clip a call)
 
 
 def vae_decoder(vae):
@@ -62,19 +62,18 @@ def main(argv=None) -> int:
     vae = load_components(a.model, device=a.device, parts=("vae",)).vae.float().eval()
     decode = vae_decoder(vae) if not a.tiny_vae else tiny_decoder(vae, a.model, a.tiny_vae, a.device)
     cases = list(itertools.product(SHAPES if a.shape == "all" else (a.shape,), COLOURS, BACKGROUNDS))
-    clips = [(case, render(Scene(case[1], case[0], "down", case[2]), a.frames, seed=seed))
-             for case in cases for seed in range(a.seeds)]
+    clips = [render(Scene(colour, shape, "down", bg), a.frames, seed=seed)  # a.seeds clips per case, in order
+             for shape, colour, bg in cases for seed in range(a.seeds)]
     backs = []  # uint8 [T, H, W, 3] per clip
     for i in range(0, len(clips), CHUNK):
-        x = torch.from_numpy(np.stack([f for _, f in clips[i:i + CHUNK]])).float().div(127.5).sub(1)
+        x = torch.from_numpy(np.stack(clips[i:i + CHUNK])).float().div(127.5).sub(1)
         with torch.no_grad():
             backs.extend(decode(vae.encode(x.permute(0, 4, 1, 2, 3).to(a.device)).latent_dist.mode()))
     rows = []
-    for shape, colour, bg in cases:
+    for k, (shape, colour, bg) in enumerate(cases):
         truth, decoded, shapes = [], [], []
-        for ((sh, co, b), frames), back in zip(clips, backs):
-            if (sh, co, b) != (shape, colour, bg):
-                continue
+        span = slice(k * a.seeds, (k + 1) * a.seeds)
+        for frames, back in zip(clips[span], backs[span]):
             got = classify_block(back[1:])  # the first frame stands alone in the causal VAE
             truth.append(classify_block(frames)["fill"])
             decoded.append(got["fill"])
