@@ -164,6 +164,9 @@ class Bye:
     kind: ClassVar[bytes] = b"bye"
 
 
+PING_EVERY = 2.0  # seconds between the daemon's pings to an attached rank 0 (which exits when they stop)
+MIN_DAEMON_TIMEOUT = 2.5 * PING_EVERY  # the shortest silence rank 0 may take for the daemon's death
+
 MESSAGES = {c.kind: c for c in (Hello, Progress, Ready, Frames, Heartbeat, Pacing, Stats, PromptApplied,
                                 PromptSuperseded, QueueFlushed, Command, Reply, Fatal, Alive, Bye)}
 

@@ -133,7 +133,7 @@ class EngineLink:
                     await self.sock.send_multipart(wire.encode(wire.Command.of(Ping())), flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(wire.PING_EVERY)
                 continue
             dead = self.dead_ranks()
             if dead:

@@ -141,11 +141,12 @@ def main(argv=None) -> int:
     ap.add_argument("--link", default="", help="ZMQ address of the daemon's engine socket (rank 0 only)")
     ap.add_argument("--death-fd", type=int, default=-1)
     ap.add_argument("--daemon-timeout", type=float, default=30.0, metavar="S",
-                    help="rank 0 started by torchrun exits when the daemon has been silent this long (it pings every "
-                         "2 s; at least 5, default 30)")
+                    help=f"rank 0 started by torchrun exits when the daemon has been silent this long (it pings every "
+                         f"{wire.PING_EVERY:g} s; at least {wire.MIN_DAEMON_TIMEOUT:g}, default 30)")
     args = ap.parse_args(argv)
-    if not args.daemon_timeout >= 5.0:
-        ap.error(f"--daemon-timeout must be at least 5 seconds (the daemon pings every 2), got {args.daemon_timeout}")
+    if not args.daemon_timeout >= wire.MIN_DAEMON_TIMEOUT:
+        ap.error(f"--daemon-timeout must be at least {wire.MIN_DAEMON_TIMEOUT:g} seconds (the daemon pings every "
+                 f"{wire.PING_EVERY:g}), got {args.daemon_timeout}")
     if args.death_fd >= 0:
         watch_death_pipe(args.death_fd)
     try:
