@@ -142,6 +142,50 @@ def test_no_tiny_decoder_budget_from_a_base_without_one(tmp_path):
     assert not (out / "tiny_vae.safetensors").exists() and (out / "transformer").is_dir()
 
 
+def test_a_soft_change_between_dark_backgrounds_at_the_focus_context(tmp_path):
+    """--focus 1 --focus-context 1: every step is at blocks of 2 with 1 frame of context (the preset's geometry);
+    with --dark-changes 1 every change clip goes between navy and black. One in-flight step, its context the model's
+    own output, runs and writes its record."""
+    out = tmp_path / "rt"
+    assert main(["--out", str(out), "--device", "cpu", "--steps", "1", "--batch", "2", "--pool-clips", "2",
+                 "--pair-clips", "2", "--tiny-seconds", "0", "--focus", "1", "--focus-context", "1",
+                 "--kinds", "0,0,0,1", "--dark-changes", "1", "--self-context", "1", "--self-from", "1"]) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert (log["config"]["focus_context"], log["config"]["dark_changes"]) == (1, 1.0)
+    assert log["dit"]["steps"] == 1 and np.all(np.isfinite(log["dit"]["losses"]))
+
+
+def test_dark_pairs_redraw_the_asked_fraction_between_navy_and_black():
+    import torch
+
+    from pipeline.toyworld.train_rt import dark_pairs
+    from pipeline.toyworld.train_vae import SCENES
+
+    rng = np.random.default_rng(0)
+    n = 400
+    a, b = torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long)  # scene 0 -> scene 0
+    dark_pairs(rng, SCENES, a, b, 0.5)
+    bgs = [(SCENES[i].background, SCENES[j].background) for i, j in zip(a.tolist(), b.tolist())]
+    assert SCENES[0].background == "black"
+    redrawn = [p for p in bgs if p != ("black", "black")]  # the pairs left alone stay scene 0 -> scene 0
+    assert set(redrawn) == {("navy", "black"), ("black", "navy")}
+    assert 150 < len(redrawn) < 250  # about half of 400
+    assert 0.3 < sum(p == ("navy", "black") for p in redrawn) / len(redrawn) < 0.7  # both ways
+    assert len({SCENES[i].colour for i in a.tolist()}) > 1  # colour (and shape, direction) drawn anew
+    a2 = torch.zeros(n, dtype=torch.long)
+    dark_pairs(rng, SCENES, a2, torch.zeros(n, dtype=torch.long), 0.0)
+    assert not a2.any()
+
+
+@pytest.mark.parametrize("argv, name", [(["--focus-context", "9"], "--focus-context"),
+                                        (["--focus-context", "-1"], "--focus-context"),
+                                        (["--dark-changes", "1.5"], "--dark-changes")])
+def test_focus_context_and_dark_changes_are_checked(argv, name, capsys):
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", *argv])
+    assert name in capsys.readouterr().err
+
+
 def test_a_budget_of_nothing_runs_no_steps():
     from pipeline.toyworld.loop import Budget
 

@@ -17,10 +17,12 @@ Geometries are drawn per step (blocks of 2, 4 or 8 latent frames; context of one
 reused or recomputed), so one model scores every configuration of the frontier (benchmarks/frontier.py). Steps are
 of four kinds (`--kinds` weighs them): one scene; a shot's first block (stream start, cut); a prompt change between
 blocks (context of scene A, block of scene B, the shape continuing); and a `soft` change caught in flight (the
-block's noisy input is scene A's, its prompt B's, and the target B's continuation). `--focus P` draws the preset's
-geometry (blocks of 2, context 2, recomputed) with probability P, and `--shape-weight W` weighs the loss on the
-shape's latent pixels W times the background's (the corners that tell a triangle from a circle are a few latent
-pixels of 64).
+block's noisy input is scene A's, its prompt B's, and the target B's continuation). `--focus P` draws the geometry
+the preset served until RESULTS §9's tenth follow-up (blocks of 2, context 2, recomputed; the preset now serves
+context 1) with probability P (`--focus-context C` gives it C frames of context instead), and `--shape-weight W`
+weighs the loss on the shape's latent pixels W times the background's (the corners that tell a triangle from a circle
+are a few latent pixels of 64). `--dark-changes P` makes a fraction P of the change clips go between a navy and a
+black background, the two darkest, between which a soft change was slowest to show.
 
 `--self-context P` (recomputed geometries) replaces, for a fraction P of the windows, the earlier blocks a window
 reads by the model's own output: each is re-noised to a level drawn from `--self-from` .. the last step and
@@ -50,7 +52,7 @@ GEOMETRIES = (  # (block frames, context frames, reuse); sink frames are drawn s
     (2, 2, True), (2, 4, True), (4, 4, True), (4, 8, True), (8, 8, True),
     (2, 2, False), (4, 4, False), (8, 8, False),
 )
-FOCUS = (2, 2, False)  # `--preset realtime`'s geometry: blocks of 2, 2 frames of context, recomputed
+FOCUS = (2, 2, False)  # blocks of 2, 2 frames of context, recomputed: the shipped member's focus (the preset: 2/1)
 
 
 @dataclasses.dataclass
@@ -65,11 +67,13 @@ class RTConfig:
     pool_clips: int = 4096
     pair_clips: int = 2048  # transition clips, each with its scene-A continuation
     kinds: tuple = (0.55, 0.10, 0.20, 0.15)  # one scene, shot start, change between blocks, soft change in flight
-    focus: float = 0.0  # probability of the preset's geometry (FOCUS); the rest drawn uniformly from GEOMETRIES
+    focus: float = 0.0  # probability of the focus geometry (FOCUS); the rest drawn uniformly from GEOMETRIES
+    focus_context: int = FOCUS[1]  # context frames of the focus geometry (its blocks: 2, recomputed)
     shape_weight: float = 1.0  # loss weight of the shape's latent pixels relative to the background's (1: uniform)
     sink_prob: float = 0.4  # of the reuse steps
     self_context: float = 0.0  # fraction of recomputed windows whose context is the model's own output
     self_from: int = RT_STEPS - 1  # the earliest step the context is re-noised to (drawn up to the last step)
+    dark_changes: float = 0.0  # fraction of the change clips between a navy and a black background (either way)
     tiny_seconds: float = 120.0
     tiny_steps: int = 0
     tiny_channels: tuple = (64, 64, 32, 32)
@@ -84,6 +88,19 @@ def rt_defaults(prompt: str) -> dict:
     """What `streamer serve --model DIR` uses for this model unless told otherwise."""
     return {"prompt": prompt, "negative_prompt": "", "height": 64, "width": 64, "steps": RT_STEPS, "guidance": 1.0,
             "flow_shift": RT_SHIFT, "block_frames": 2, "context_frames": 2, "reuse_context": True, "fps": 8.0}
+
+
+def dark_pairs(rng, scenes, a: torch.Tensor, b: torch.Tensor, p: float) -> None:
+    """Redraw a fraction p of the change pairs (a[i] -> b[i], scene indices) as a change between a navy and a
+    black background, half of them each way, colour, shape and direction drawn anew: the two darkest backgrounds,
+    between which a soft change took two blocks where others took one (RESULTS.md §9, ninth follow-up)."""
+    by_bg = {bg: np.flatnonzero([s.background == bg for s in scenes]) for bg in ("navy", "black")}
+    rows = np.flatnonzero(rng.random(len(a)) < p)
+    flip = rng.random(len(rows)) < 0.5
+    src = np.where(flip, "black", "navy")
+    for i, r in enumerate(rows):
+        a[r] = int(rng.choice(by_bg[src[i]]))
+        b[r] = int(rng.choice(by_bg["navy" if src[i] == "black" else "black"]))
 
 
 @torch.no_grad()
@@ -114,6 +131,8 @@ def clip_pools(vae, rng, cfg: RTConfig, device):
         n = min(64, cfg.pair_clips - start)
         a = torch.from_numpy(rng.integers(n_scenes, size=n))
         b = torch.from_numpy(rng.integers(n_scenes, size=n))
+        if cfg.dark_changes > 0:
+            dark_pairs(rng, table.scenes, a, b, cfg.dark_changes)
         pos = torch.from_numpy(rng.random((n, 2)) * 64)  # the centre at the cut
         ua = render_batch(table, a, pos, frames, 64, 64, t0=-cut)  # scene A throughout
         ub = render_batch(table, b, pos, frames - cut, 64, 64, t0=0)
@@ -188,7 +207,10 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
 
     (plain, plain_ids), (a_lat, b_lat, a_ids, b_ids) = pools
     focus = cfg.focus > 0 and rng.random() < cfg.focus
-    b, c, reuse = FOCUS if focus else GEOMETRIES[int(rng.integers(len(GEOMETRIES)))]
+    if focus:
+        b, c, reuse = FOCUS[0], cfg.focus_context, FOCUS[2]
+    else:
+        b, c, reuse = GEOMETRIES[int(rng.integers(len(GEOMETRIES)))]
     sink = 1 if reuse and rng.random() < cfg.sink_prob else 0
     kind = int(rng.choice(4, p=cfg.kinds))
     k = int(rng.integers(RT_STEPS))
@@ -388,6 +410,10 @@ def main(argv=None) -> int:
                         "change in flight), comma-separated, summing to 1")
     a = p.parse_args(argv)
     cfg = RTConfig(**{k: v for k, v in vars(a).items() if k in RTConfig.__dataclass_fields__ and v is not None})
+    if not 0 <= cfg.focus_context <= CUT:
+        p.error(f"--focus-context must be 0..{CUT} latent frames, got {cfg.focus_context}")
+    if not 0.0 <= cfg.dark_changes <= 1.0:
+        p.error(f"--dark-changes must be a fraction 0..1, got {cfg.dark_changes}")
     train_rt(a.base, a.out, cfg, a.device, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 
