@@ -55,13 +55,14 @@ CONFIGS = {
     for lev, b, c, k in (
         ("full", 4, 4, 0), ("full", 2, 2, 0), ("full", 8, 8, 0),
         ("compile", 4, 4, 0), ("compile+tiny", 4, 4, 0), ("compile+tiny", 2, 2, 0),
+        ("compile", 2, 2, 0), ("compile", 2, 1, 0), ("compile+tiny", 2, 1, 0),
         ("reuse+compile", 4, 4, 0), ("reuse+compile", 2, 2, 0),
         ("reuse+compile+tiny", 8, 8, 0), ("reuse+compile+tiny", 4, 4, 0), ("reuse+compile+tiny", 2, 2, 0),
         ("reuse+compile+tiny", 2, 4, 0), ("reuse+compile+tiny", 4, 8, 0), ("reuse+compile+tiny", 2, 4, 1),
         ("reuse+compile+tiny", 4, 4, 1), ("reuse+tiny", 2, 2, 0),
         # each lever alone, for the pictures (torch.compile does not change them)
         ("reuse", 2, 2, 0), ("reuse", 2, 4, 0), ("reuse", 2, 4, 1), ("reuse", 4, 4, 0), ("full", 2, 4, 0),
-        ("tiny", 2, 2, 0), ("tiny", 4, 4, 0))}
+        ("tiny", 2, 2, 0), ("tiny", 4, 4, 0), ("full", 2, 1, 0), ("tiny", 2, 1, 0))}
 # the causal engine (issue 24): blocks of 3 latent frames over a window of 18, each block 4 steps + a clean re-run
 CONFIGS.update({f"causal{'+compile' if c else ''}+tiny 3/18": _geom(3, 18) + ["--engine", "causal"]
                 + (["--compile"] if c else ["--no-compile"]) + ["tiny"] for c in (False, True)})
