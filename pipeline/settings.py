@@ -156,9 +156,9 @@ FILE_KEYS = {**TYPES, "preset": str}  # a --config file
 PRESETS = {
     # the few-step recipe of the distilled Wan checkpoints (4 steps, no CFG, flow shift 5, 16 fps; LightX2V's
     # step-distilled Wan2.1 uses timesteps 1000/750/500/250 at shift 5) at the best point of the measured
-    # quality-speed-latency frontier (benchmarks/RESULTS.md §9): blocks of 2 latent frames with 2 of context,
-    # recomputed (no approximation), compiled
-    "realtime": {"steps": 4, "guidance": 1.0, "flow_shift": 5.0, "fps": 16.0, "block_frames": 2, "context_frames": 2,
+    # quality-speed-latency frontier (benchmarks/RESULTS.md §9, tenth follow-up): blocks of 2 latent frames with 1
+    # of context, recomputed (no approximation), compiled
+    "realtime": {"steps": 4, "guidance": 1.0, "flow_shift": 5.0, "fps": 16.0, "block_frames": 2, "context_frames": 1,
                  "reuse_context": False, "compile": True},
 }
 

@@ -59,7 +59,7 @@ def test_the_realtime_preset_sits_between_model_defaults_and_explicit_options(tm
     rt = cfg("--preset", "realtime")
     got = (rt.steps, rt.guidance, rt.flow_shift, rt.reuse_context, rt.compile, rt.fps)
     assert got == (4, 1.0, 5.0, False, True, 16.0)
-    assert (rt.block_frames, rt.context_frames) == (2, 2)
+    assert (rt.block_frames, rt.context_frames) == (2, 1)
     assert cfg("--preset", "realtime", "--reuse-context").reuse_context is True
     assert cfg("--preset", "realtime", "--steps", "6").steps == 6  # the command line wins
     toml = tmp_path / "s.toml"
