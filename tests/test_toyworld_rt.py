@@ -177,9 +177,36 @@ def test_dark_pairs_redraw_the_asked_fraction_between_navy_and_black():
     assert not a2.any()
 
 
+def test_spliced_change_clips_switch_at_once():
+    """A change clip encoded whole carries scene A into its first latents of scene B (the encoder is causal); a
+    spliced row has scene A's latents up to CUT and then exactly those of a clip of scene B throughout."""
+    import torch
+
+    from pipeline.model.components import load_components
+    from pipeline.toyworld import MODEL_DIR
+    from pipeline.toyworld.render_torch import render_batch
+    from pipeline.toyworld.train_rt import CLIP_LATENTS, CUT, change_pair, latent_encoder
+    from pipeline.toyworld.train_vae import SCENES, scene_table
+
+    enc = latent_encoder(load_components(MODEL_DIR, device="cpu", parts=("vae",)).vae, "cpu")
+    table = scene_table("cpu")
+    pick = lambda c, s, bg: next(i for i, x in enumerate(SCENES) if (x.colour, x.shape, x.background) == (c, s, bg))  # noqa: E731
+    a = torch.tensor([pick("red", "circle", "navy")] * 2)
+    b = torch.tensor([pick("magenta", "triangle", "black")] * 2)
+    pos = torch.tensor([[20.0, 30.0], [50.0, 10.0]])
+    za, zb = change_pair(enc, table, a, b, pos, torch.tensor([False, True]))
+    whole_b = enc(render_batch(table, b, pos, 4 * CLIP_LATENTS - 3, 64, 64, t0=-(4 * CUT - 3)))
+    assert torch.equal(zb[1, :, :CUT], za[1, :, :CUT])
+    assert torch.allclose(zb[1, :, CUT:], whole_b[1, :, CUT:], atol=1e-5)  # (encoded in another batch)
+    assert torch.allclose(zb[0, :, :CUT], za[0, :, :CUT], atol=1e-5)  # encoded whole: A's up to the change,
+    assert (zb[0, :, CUT] - whole_b[0, :, CUT]).abs().max() > 0.1  # then not yet B's own
+    assert torch.allclose(zb[0, :, -1], whole_b[0, :, -1], atol=0.05)  # (the memory fades)
+
+
 @pytest.mark.parametrize("argv, name", [(["--focus-context", "9"], "--focus-context"),
                                         (["--focus-context", "-1"], "--focus-context"),
-                                        (["--dark-changes", "1.5"], "--dark-changes")])
+                                        (["--dark-changes", "1.5"], "--dark-changes"),
+                                        (["--spliced-changes", "-0.1"], "--spliced-changes")])
 def test_focus_context_and_dark_changes_are_checked(argv, name, capsys):
     with pytest.raises(SystemExit):
         main(["--out", "unused", *argv])

@@ -22,7 +22,10 @@ the preset served until RESULTS §9's tenth follow-up (blocks of 2, context 2, r
 context 1) with probability P (`--focus-context C` gives it C frames of context instead), and `--shape-weight W`
 weighs the loss on the shape's latent pixels W times the background's (the corners that tell a triangle from a circle
 are a few latent pixels of 64). `--dark-changes P` makes a fraction P of the change clips go between a navy and a
-black background, the two darkest, between which a soft change was slowest to show.
+black background, the two darkest, between which a soft change was slowest to show. A change clip encoded whole
+carries scene A into its first latents of scene B (the VAE's encoder is causal), so the targets themselves switch
+late, navy to black most (benchmarks/latency_floor.py); `--spliced-changes P` gives a fraction P of the change clips
+latents that switch at once: scene A's up to the change, then those of a clip of scene B throughout.
 
 `--self-context P` (recomputed geometries) replaces, for a fraction P of the windows, the earlier blocks a window
 reads by the model's own output: each is re-noised to a level drawn from `--self-from` .. the last step and
@@ -74,6 +77,7 @@ class RTConfig:
     self_context: float = 0.0  # fraction of recomputed windows whose context is the model's own output
     self_from: int = RT_STEPS - 1  # the earliest step the context is re-noised to (drawn up to the last step)
     dark_changes: float = 0.0  # fraction of the change clips between a navy and a black background (either way)
+    spliced_changes: float = 0.0  # fraction of the change clips whose latents switch at once (clip_pools)
     tiny_seconds: float = 120.0
     tiny_steps: int = 0
     tiny_channels: tuple = (64, 64, 32, 32)
@@ -103,21 +107,47 @@ def dark_pairs(rng, scenes, a: torch.Tensor, b: torch.Tensor, p: float) -> None:
         b[r] = int(rng.choice(by_bg["navy" if src[i] == "black" else "black"]))
 
 
+def latent_encoder(vae, device):
+    """uint8 clips [n, T, 64, 64, 3] -> the toy VAE's normalised latents [n, 16, L, 8, 8] (the posterior's mode)."""
+    from pipeline.toyworld.train_vae import latent_stats
+
+    mean, std = latent_stats(vae, device)
+
+    def encode(u8):
+        x = u8.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
+        return ((vae.encode(x).latent_dist.mode() - mean) / std).float()
+    return encode
+
+
+def change_pair(encode, table, a: torch.Tensor, b: torch.Tensor, pos: torch.Tensor, spliced: torch.Tensor):
+    """(scene A's latents, the change clip's) for changes a[i] -> b[i] at latent frame CUT, the shape's centre at
+    pos[i] at the cut and going on from there. The change clip is rendered and encoded whole, except for the rows
+    of `spliced` (bool [n]): the encoder's causal memory carries scene A into a whole clip's first latents of scene
+    B, so those rows take scene A's latents up to CUT and then those of a clip of scene B throughout (the same shape
+    path): latents that switch at once."""
+    from pipeline.toyworld.render_torch import render_batch
+
+    frames, cut = 4 * CLIP_LATENTS - 3, 4 * CUT - 3  # video frames; the one where latent frame CUT starts
+    ua = render_batch(table, a, pos, frames, 64, 64, t0=-cut)  # scene A throughout
+    ub = render_batch(table, b, pos, frames - cut, 64, 64, t0=0)
+    za, zb = encode(ua), encode(torch.cat([ua[:, :cut], ub], dim=1))
+    if spliced.any():
+        whole_b = encode(render_batch(table, b[spliced], pos[spliced], frames, 64, 64, t0=-cut))
+        rows = spliced.to(zb.device)
+        zb[rows] = torch.cat([za[rows][:, :, :CUT], whole_b[:, :, CUT:]], dim=2)
+    return za, zb
+
+
 @torch.no_grad()
 def clip_pools(vae, rng, cfg: RTConfig, device):
     """Normalised latents of one-scene clips [N, 16, T, 8, 8] with their scene indices, and pairs of clips that
     switch scene at latent frame CUT (scene B from there, the shape continuing) with scene A's own continuation."""
     from pipeline.toyworld.render_torch import render_batch
-    from pipeline.toyworld.train_vae import latent_stats, scene_table
+    from pipeline.toyworld.train_vae import scene_table
 
     table = scene_table(device)
-    mean, std = latent_stats(vae, device)
+    encode = latent_encoder(vae, device)
     frames = 4 * CLIP_LATENTS - 3
-    cut = 4 * CUT - 3  # video frame where latent frame CUT starts
-
-    def encode(u8):
-        x = u8.permute(0, 4, 1, 2, 3).float().div(127.5).sub(1.0)
-        return ((vae.encode(x).latent_dist.mode() - mean) / std).float()
 
     plain, plain_ids, a_lat, b_lat, a_ids, b_ids = [], [], [], [], [], []
     n_scenes = len(table.scenes)
@@ -134,10 +164,11 @@ def clip_pools(vae, rng, cfg: RTConfig, device):
         if cfg.dark_changes > 0:
             dark_pairs(rng, table.scenes, a, b, cfg.dark_changes)
         pos = torch.from_numpy(rng.random((n, 2)) * 64)  # the centre at the cut
-        ua = render_batch(table, a, pos, frames, 64, 64, t0=-cut)  # scene A throughout
-        ub = render_batch(table, b, pos, frames - cut, 64, 64, t0=0)
-        a_lat.append(encode(ua))
-        b_lat.append(encode(torch.cat([ua[:, :cut], ub], dim=1)))
+        spliced = torch.from_numpy(rng.random(n) < cfg.spliced_changes) if cfg.spliced_changes > 0 else \
+            torch.zeros(n, dtype=torch.bool)
+        za, zb = change_pair(encode, table, a, b, pos, spliced)
+        a_lat.append(za)
+        b_lat.append(zb)
         a_ids.append(a.numpy())
         b_ids.append(b.numpy())
     cat = torch.cat
@@ -412,8 +443,9 @@ def main(argv=None) -> int:
     cfg = RTConfig(**{k: v for k, v in vars(a).items() if k in RTConfig.__dataclass_fields__ and v is not None})
     if not 0 <= cfg.focus_context <= CUT:
         p.error(f"--focus-context must be 0..{CUT} latent frames, got {cfg.focus_context}")
-    if not 0.0 <= cfg.dark_changes <= 1.0:
-        p.error(f"--dark-changes must be a fraction 0..1, got {cfg.dark_changes}")
+    for name in ("dark_changes", "spliced_changes"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            p.error(f"--{name.replace('_', '-')} must be a fraction 0..1, got {getattr(cfg, name)}")
     train_rt(a.base, a.out, cfg, a.device, log=lambda m: print(m, file=sys.stderr, flush=True))
     return 0
 
