@@ -2,8 +2,8 @@
 world (scene A, then from a block boundary on scene B with the shape going on from where A's was, as train_rt's
 change clips are rendered), cut into the stream's blocks and scored exactly as quality.py scores the stream
 (blocks from the first block of scene B until it is recognised in 2 consecutive blocks). A stream that switched
-at once would score this. A change whose ground truth itself needs 2 or more blocks is slow in the scorer's eyes,
-not the model's: for instance a shape cut in two by the frame's edge, which the classifier does not read.
+at once would score this. A change whose ground truth itself needs 2 or more blocks would be slow in the scorer's
+eyes, not the model's (rendered, none is: RESULTS.md §9, tenth follow-up).
 
 The random changes are drawn as quality.py draws them (the same pairs of scenes for the same --seed); where the
 shape is at the change is drawn uniformly (the stream's positions are its own). With --tiny FILE the clips also go
@@ -26,8 +26,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.quality_metrics import latency  # noqa: E402
-from benchmarks.seam_floor import stream_blocks  # noqa: E402
+from benchmarks.quality_metrics import latency, latency_summary  # noqa: E402
+from benchmarks.seam_floor import stream_blocks, stream_decode  # noqa: E402
 from pipeline.toyworld.classify import classify_block  # noqa: E402
 from pipeline.toyworld.render_torch import render_batch  # noqa: E402
 from pipeline.toyworld.world import all_scenes, prompt_of  # noqa: E402
@@ -35,24 +35,27 @@ from pipeline.toyworld.world import all_scenes, prompt_of  # noqa: E402
 SIZE = 64
 
 
-def change_clips(table, a: list[int], b: list[int], pos: torch.Tensor, block_frames: int, before: int,
-                 after: int) -> torch.Tensor:
-    """uint8 [n, T, 64, 64, 3]: scene a[i] for `before` stream blocks, then scene b[i] for `after`, the shape's
-    centre at pos[i] ((y, x) px) at the change. T = 4 L - 3 for L latent frames, as the stream's video."""
-    latents = block_frames * (before + after)
-    frames = 4 * latents - 3
-    cut = 4 * block_frames * before - 3  # the first video frame of block `before`
-    ua = render_batch(table, torch.tensor(a), pos, frames, SIZE, SIZE, t0=-cut)
-    ub = render_batch(table, torch.tensor(b), pos, frames - cut, SIZE, SIZE, t0=0)
-    return torch.cat([ua[:, :cut], ub], dim=1)
-
-
 def one_scene_clips(table, a: list[int], b: list[int], pos: torch.Tensor, block_frames: int, before: int,
                     after: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """change_clips' two scenes each throughout the clip, with the same shape path (uint8 [n, T, 64, 64, 3] each)."""
+    """Clips of scenes a[i] and of scenes b[i] (uint8 [n, T, 64, 64, 3] each, T = 4 L - 3 video frames for the
+    L latent frames of `before` + `after` stream blocks), the shape's centre at pos[i] ((y, x) px) at the first
+    video frame of stream block `before`, where a change would happen."""
     frames = 4 * block_frames * (before + after) - 3
-    cut = 4 * block_frames * before - 3
-    return tuple(render_batch(table, torch.tensor(s), pos, frames, SIZE, SIZE, t0=-cut) for s in (a, b))
+    at = change_frame(block_frames, before)
+    return tuple(render_batch(table, torch.tensor(s), pos, frames, SIZE, SIZE, t0=-at) for s in (a, b))
+
+
+def change_frame(block_frames: int, before: int) -> int:
+    """The first video frame of stream block `before` (the first block has 4 B - 3 frames, the others 4 B)."""
+    return 4 * block_frames * before - 3
+
+
+def change_clips(table, a: list[int], b: list[int], pos: torch.Tensor, block_frames: int, before: int,
+                 after: int) -> torch.Tensor:
+    """one_scene_clips' scene a[i] for `before` stream blocks, then scene b[i] for `after`, the shape going on."""
+    ua, ub = one_scene_clips(table, a, b, pos, block_frames, before, after)
+    at = change_frame(block_frames, before)
+    return torch.cat([ua[:, :at], ub[:, at:]], dim=1)
 
 
 def blocks_to_clean(frames: np.ndarray, target: str, block_frames: int, before: int) -> int | None:
@@ -61,13 +64,6 @@ def blocks_to_clean(frames: np.ndarray, target: str, block_frames: int, before: 
     blocks = stream_blocks(frames, block_frames)
     hits = {i: classify_block(blk, expected=target)["all_correct"] for i, blk in enumerate(blocks) if i >= before}
     return latency(hits, before, consecutive=2)
-
-
-def summary(runs: list[dict]) -> dict:
-    got = [r["latency_blocks"] for r in runs if r["latency_blocks"] is not None]
-    return {"n": len(runs), "not_reached": len(runs) - len(got),
-            "median": float(np.median(got)) if got else None, "max": max(got) if got else None,
-            "within_1": sum(x <= 1 for x in got) / len(runs) if runs else None}
 
 
 @torch.inference_mode()
@@ -90,11 +86,13 @@ def main(argv=None) -> dict:
     rng = np.random.default_rng(a.seed + 1)  # as quality.random_changes draws its pairs
     pairs = [tuple(int(x) for x in rng.choice(len(scenes), size=2, replace=False)) for _ in range(a.changes)]
     pos = torch.from_numpy(np.random.default_rng(a.seed + 2).random((a.changes, 2)) * SIZE)
-    clips = change_clips(table, [p[0] for p in pairs], [p[1] for p in pairs], pos, a.block_frames, a.before,
-                         a.after)
+    one_a, one_b = one_scene_clips(table, [p[0] for p in pairs], [p[1] for p in pairs], pos, a.block_frames,
+                                   a.before, a.after)
+    at = change_frame(a.block_frames, a.before)
+    clips = torch.cat([one_a[:, :at], one_b[:, at:]], dim=1)
     videos = {"ground truth (rendered)": [c.numpy() for c in clips]}
     if a.tiny:
-        from pipeline.decoders.tiny_vae import StreamingTinyDecoder, load_tiny_decoder
+        from pipeline.decoders.tiny_vae import load_tiny_decoder
         from pipeline.model.components import load_components
         from pipeline.toyworld.train_rt import latent_encoder
 
@@ -105,26 +103,20 @@ def main(argv=None) -> dict:
             return torch.cat([enc(u8[i:i + 8]) for i in range(0, len(u8), 8)])
 
         encoded = encode(clips)
-        one_a, one_b = one_scene_clips(table, [p[0] for p in pairs], [p[1] for p in pairs], pos, a.block_frames,
-                                       a.before, a.after)
-        at = a.block_frames * a.before  # the first latent frame of scene B
-        spliced = torch.cat([encode(one_a)[:, :, :at], encode(one_b)[:, :, at:]], dim=2)
+        lat = a.block_frames * a.before  # the first latent frame of scene B
+        spliced = torch.cat([encode(one_a)[:, :, :lat], encode(one_b)[:, :, lat:]], dim=2)
         for path in a.tiny:
             net = load_tiny_decoder(path, vae.config.z_dim).float()
             for how, z in (("change clip encoded", encoded), ("latents spliced", spliced)):
-                out = []
-                for i in range(len(z)):
-                    d = StreamingTinyDecoder(net)
-                    out.append(np.concatenate([d.decode_block(z[i:i + 1, :, k:k + a.block_frames])
-                                               for k in range(0, z.shape[2], a.block_frames)]))
-                videos[f"tiny {os.path.basename(path)}, {how}"] = out
+                videos[f"tiny {os.path.basename(path)}, {how}"] = [stream_decode(net, z[i:i + 1], a.block_frames)
+                                                                   for i in range(len(z))]
     res: dict = {"args": vars(a), "decoders": {}}
     for name, vids in videos.items():
         runs = [{"from": prompt_of(scenes[p[0]]), "to": prompt_of(scenes[p[1]]),
                  "position": [round(float(v), 2) for v in pos[i]],
                  "latency_blocks": blocks_to_clean(vids[i], prompt_of(scenes[p[1]]), a.block_frames, a.before)}
                 for i, p in enumerate(pairs)]
-        res["decoders"][name] = {**summary(runs), "runs": runs}
+        res["decoders"][name] = {**latency_summary(runs), "runs": runs}
         s = res["decoders"][name]
         print(f"{name}: within 1 block {s['within_1']:.3f} of {s['n']}, median {s['median']}, max {s['max']}, "
               f"not reached {s['not_reached']}", flush=True)

@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.quality_metrics import (ATTRS, CHANCE, accuracy, drift, latency, seam_stats,  # noqa: E402
+from benchmarks.quality_metrics import (ATTRS, CHANCE, accuracy, drift, latency, latency_summary, seam_stats,  # noqa: E402
                                         smoothness_summary)
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decoders.wan_vae import StreamingDecoder  # noqa: E402
@@ -144,10 +144,7 @@ def random_changes(streamer: Streamer, args, mode: str) -> dict:
         a, b = rng.choice(len(scenes), size=2, replace=False)
         r, _ = change_latency(streamer, args, mode, prompt_of(scenes[a]), prompt_of(scenes[b]))
         runs.append({"from": prompt_of(scenes[a]), "to": prompt_of(scenes[b]), "latency_blocks": r["latency_blocks"]})
-    got = [r["latency_blocks"] for r in runs if r["latency_blocks"] is not None]
-    return {"n": len(runs), "not_reached": len(runs) - len(got),
-            "median": float(np.median(got)) if got else None, "max": max(got) if got else None,
-            "within_1": sum(x <= 1 for x in got) / len(runs) if runs else None, "runs": runs}
+    return {**latency_summary(runs), "runs": runs}
 
 
 def vae_psnr(cfg: EngineConfig, blocks: list[Block]) -> dict:

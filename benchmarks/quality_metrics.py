@@ -63,6 +63,15 @@ def latency(hits: dict, first_block: int, consecutive: int = 2) -> int | None:
     return None
 
 
+def latency_summary(runs: list[dict]) -> dict:
+    """Over changes each with a "latency_blocks" (None: never clean): how many, how many never clean, the median and
+    the largest latency of the others, and the fraction of all clean within one block."""
+    got = [r["latency_blocks"] for r in runs if r["latency_blocks"] is not None]
+    return {"n": len(runs), "not_reached": len(runs) - len(got),
+            "median": float(np.median(got)) if got else None, "max": max(got) if got else None,
+            "within_1": sum(x <= 1 for x in got) / len(runs) if runs else None}
+
+
 def drift(records, window: int, warmup: int = 0, at: int = 100) -> dict:
     """All-four accuracy over the first `window` steady-state blocks vs the `window` blocks centred on block `at`.
     A run too short to reach `at` compares with its last `window` blocks instead (reached_at = False)."""

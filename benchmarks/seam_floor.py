@@ -34,6 +34,13 @@ def stream_blocks(frames: np.ndarray, block_frames: int) -> list[np.ndarray]:
     return out
 
 
+def stream_decode(net, z: torch.Tensor, block_frames: int) -> np.ndarray:
+    """One clip's normalised latents [1, C, L, h, w] decoded by a tiny decoder as the stream decodes them, block by
+    block with its memory carried: uint8 frames [T, H, W, 3]."""
+    d = StreamingTinyDecoder(net)
+    return np.concatenate([d.decode_block(z[:, :, k:k + block_frames]) for k in range(0, z.shape[2], block_frames)])
+
+
 def to_uint8(video: torch.Tensor) -> np.ndarray:
     """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8, as the stream's decoders convert their frames."""
     return to_uint8_rgb(video.transpose(0, 1), -1.0).numpy()
@@ -74,10 +81,7 @@ def main(argv=None) -> dict:
         net = load_tiny_decoder(path, vae.config.z_dim).float()
         stats = []
         for i in range(a.clips):
-            d = StreamingTinyDecoder(net)
-            zn = (z[i:i + 1] - mean) / std
-            frames = np.concatenate([d.decode_block(zn[:, :, k:k + a.block_frames])  # the stream's uint8 frames
-                                     for k in range(0, a.latents, a.block_frames)])
+            frames = stream_decode(net, (z[i:i + 1] - mean) / std, a.block_frames)  # the stream's uint8 frames
             stats.append(seam_stats(stream_blocks(frames, a.block_frames)))
         res["decoders"][f"tiny {os.path.basename(path)}"] = pooled(stats)
     for name, r in res["decoders"].items():

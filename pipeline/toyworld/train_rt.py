@@ -77,7 +77,7 @@ class RTConfig:
     self_context: float = 0.0  # fraction of recomputed windows whose context is the model's own output
     self_from: int = RT_STEPS - 1  # the earliest step the context is re-noised to (drawn up to the last step)
     dark_changes: float = 0.0  # fraction of the change clips between a navy and a black background (either way)
-    spliced_changes: float = 0.0  # fraction of the change clips whose latents switch at once (clip_pools)
+    spliced_changes: float = 0.0  # fraction of the change clips whose latents switch at once (change_pair)
     tiny_seconds: float = 120.0
     tiny_steps: int = 0
     tiny_channels: tuple = (64, 64, 32, 32)
