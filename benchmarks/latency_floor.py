@@ -35,6 +35,11 @@ from pipeline.toyworld.world import all_scenes, prompt_of  # noqa: E402
 SIZE = 64
 
 
+def change_frame(block_frames: int, before: int) -> int:
+    """The first video frame of stream block `before` (the first block has 4 B - 3 frames, the others 4 B)."""
+    return 4 * block_frames * before - 3
+
+
 def one_scene_clips(table, a: list[int], b: list[int], pos: torch.Tensor, block_frames: int, before: int,
                     after: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Clips of scenes a[i] and of scenes b[i] (uint8 [n, T, 64, 64, 3] each, T = 4 L - 3 video frames for the
@@ -45,17 +50,16 @@ def one_scene_clips(table, a: list[int], b: list[int], pos: torch.Tensor, block_
     return tuple(render_batch(table, torch.tensor(s), pos, frames, SIZE, SIZE, t0=-at) for s in (a, b))
 
 
-def change_frame(block_frames: int, before: int) -> int:
-    """The first video frame of stream block `before` (the first block has 4 B - 3 frames, the others 4 B)."""
-    return 4 * block_frames * before - 3
+def joined(ua: torch.Tensor, ub: torch.Tensor, block_frames: int, before: int) -> torch.Tensor:
+    """one_scene_clips' two clips as one change clip: scene A for `before` stream blocks, then scene B."""
+    at = change_frame(block_frames, before)
+    return torch.cat([ua[:, :at], ub[:, at:]], dim=1)
 
 
 def change_clips(table, a: list[int], b: list[int], pos: torch.Tensor, block_frames: int, before: int,
                  after: int) -> torch.Tensor:
-    """one_scene_clips' scene a[i] for `before` stream blocks, then scene b[i] for `after`, the shape going on."""
-    ua, ub = one_scene_clips(table, a, b, pos, block_frames, before, after)
-    at = change_frame(block_frames, before)
-    return torch.cat([ua[:, :at], ub[:, at:]], dim=1)
+    """Scene a[i] for `before` stream blocks, then scene b[i] for `after`, the shape going on."""
+    return joined(*one_scene_clips(table, a, b, pos, block_frames, before, after), block_frames, before)
 
 
 def blocks_to_clean(frames: np.ndarray, target: str, block_frames: int, before: int) -> int | None:
@@ -88,8 +92,7 @@ def main(argv=None) -> dict:
     pos = torch.from_numpy(np.random.default_rng(a.seed + 2).random((a.changes, 2)) * SIZE)
     one_a, one_b = one_scene_clips(table, [p[0] for p in pairs], [p[1] for p in pairs], pos, a.block_frames,
                                    a.before, a.after)
-    at = change_frame(a.block_frames, a.before)
-    clips = torch.cat([one_a[:, :at], one_b[:, at:]], dim=1)
+    clips = joined(one_a, one_b, a.block_frames, a.before)
     videos = {"ground truth (rendered)": [c.numpy() for c in clips]}
     if a.tiny:
         from pipeline.decoders.tiny_vae import load_tiny_decoder
