@@ -124,6 +124,23 @@ def test_compiled_decoder_matches_eager(vae, latents, ref, channels_last):
     # one graph per call shape: a stream's first frame, the rest of its first block, a whole block
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3
 
+@pytest.mark.parametrize("block_frames", [1, 2, 3])
+def test_warm_up_leaves_nothing_to_compile(vae, latents, block_frames):
+    """The warm-up compiles every graph a stream of its blocks needs: with blocks of one latent frame the causal
+    caches reach their steady depth only at the third block, and a graph first traced while streaming stalled the
+    daemon for ~17 s on an H200 (RESULTS §9, eleventh follow-up)."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    dec = StreamingDecoder(copy.deepcopy(vae), chunk_frames=None, compile_backend="aot_eager")
+    dec.warm_up(block_frames, 8, 8)
+    warmed = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert warmed >= 2
+    for i in range(0, 7 - block_frames + 1, block_frames):
+        dec.decode_block_float(latents[:, :, i : i + block_frames])
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == warmed
+    torch._dynamo.reset()
+
+
 def test_traceable_upsampler_is_the_same_arithmetic(vae, latents, ref):
     """The temporal upsamplers' traceable forward (swapped in under --compile) decodes bit-identically, eagerly."""
     twin = copy.deepcopy(vae)

@@ -30,12 +30,13 @@ class BlockDecoder:
         return self.decode_block_float(latents)
 
     def warm_up(self, block_frames: int, lat_h: int, lat_w: int) -> None:
-        """Decode two blocks of zeros (a stream's first block, then a whole one): compiles the graphs and tunes the
-        kernels before the first real block, then starts a new stream."""
+        """Decode three blocks of zeros (a stream's first block, then whole ones): compiles the graphs and tunes the
+        kernels before the first real block, then starts a new stream. Three, because with blocks of one latent frame
+        the causal caches reach the depth every later block sees only at the third."""
         z = torch.zeros(1, self.latent_channels, block_frames, lat_h, lat_w, device=self._device, dtype=self._dtype)
         self.reset()
-        self.decode_block(z)
-        self.decode_block(z)
+        for _ in range(3):
+            self.decode_block(z)
         self.reset()
 
     def decode_block(self, latents: torch.Tensor, new_shot: bool = False) -> np.ndarray:
