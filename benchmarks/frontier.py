@@ -62,7 +62,9 @@ CONFIGS = {
         ("reuse+compile+tiny", 4, 4, 1), ("reuse+tiny", 2, 2, 0),
         # each lever alone, for the pictures (torch.compile does not change them)
         ("reuse", 2, 2, 0), ("reuse", 2, 4, 0), ("reuse", 2, 4, 1), ("reuse", 4, 4, 0), ("full", 2, 4, 0),
-        ("tiny", 2, 2, 0), ("tiny", 4, 4, 0), ("full", 2, 1, 0), ("tiny", 2, 1, 0))}
+        ("tiny", 2, 2, 0), ("tiny", 4, 4, 0), ("full", 2, 1, 0), ("tiny", 2, 1, 0),
+        # blocks of one latent frame: the lowest reaction the pacer allows (a block is 0.25 s at 16 fps)
+        ("compile+tiny", 1, 1, 0), ("compile", 1, 1, 0), ("full", 1, 1, 0), ("tiny", 1, 1, 0))}
 # the causal engine (issue 24): blocks of 3 latent frames over a window of 18, each block 4 steps + a clean re-run
 CONFIGS.update({f"causal{'+compile' if c else ''}+tiny 3/18": _geom(3, 18) + ["--engine", "causal"]
                 + (["--compile"] if c else ["--no-compile"]) + ["tiny"] for c in (False, True)})

@@ -66,6 +66,9 @@ def test_the_realtime_preset_sits_between_model_defaults_and_explicit_options(tm
     toml.write_text('preset = "realtime"\nguidance = 2.0\n')
     from_file = cfg("--config", str(toml))
     assert (from_file.steps, from_file.guidance) == (4, 2.0)  # the file's own keys win over its preset
+    low = cfg("--preset", "lowlatency")  # the same recipe with blocks of one latent frame
+    assert (low.steps, low.guidance, low.flow_shift, low.reuse_context, low.compile, low.fps) == got
+    assert (low.block_frames, low.context_frames) == (1, 1)
     assert cfg().reuse_context is False
-    with pytest.raises(ConfigError, match="--preset must be one of realtime"):
+    with pytest.raises(ConfigError, match="--preset must be one of lowlatency, realtime"):
         cfg("--preset", "fastest")
