@@ -124,6 +124,7 @@ def test_compiled_decoder_matches_eager(vae, latents, ref, channels_last):
     # one graph per call shape: a stream's first frame, the rest of its first block, a whole block
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3
 
+
 @pytest.mark.parametrize("block_frames", [1, 2, 3])
 def test_warm_up_leaves_nothing_to_compile(vae, latents, block_frames):
     """The warm-up compiles every graph a stream of its blocks needs: with blocks of one latent frame the causal
