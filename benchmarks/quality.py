@@ -33,8 +33,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.quality_metrics import (ATTRS, CHANCE, accuracy, drift, latency, latency_summary, seam_stats,  # noqa: E402
-                                        smoothness_summary)
+from benchmarks.quality_metrics import (ATTRS, CHANCE, accuracy, drift, latency, seam_stats,  # noqa: E402
+                                        latency_summary, smoothness_summary)
 from pipeline.config import EngineConfig  # noqa: E402
 from pipeline.decoders.wan_vae import StreamingDecoder  # noqa: E402
 from pipeline.dualparal.engine import DTYPES, Engine  # noqa: E402
