@@ -35,7 +35,7 @@ def test_training_writes_a_model_the_engine_loads(rt_run):
     assert log["dit"]["steps"] == len(log["dit"]["losses"]) == 4 and np.all(np.isfinite(log["dit"]["losses"]))
     assert log["tiny_decoder"]["steps"] == 2 and np.all(np.isfinite(log["tiny_decoder"]["losses"]))
     assert (log["config"]["focus"], log["config"]["shape_weight"]) == (0.5, 4.0)
-    assert log["config"]["kinds"] == [0.25] * 4
+    assert log["config"]["kinds"] == [0.25] * 4 + [0.0]  # four given: no steps after a change
     assert (log["config"]["self_context"], log["config"]["self_from"]) == (1.0, 1)
     assert "_name_or_path" not in json.loads((out / "transformer" / "config.json").read_text())  # no machine path
 
@@ -88,6 +88,60 @@ def test_own_output_is_the_models_denoising_of_the_block():
     assert not torch.equal(z, target)
 
 
+def test_after_change_context_is_the_models_own_soft_change():
+    """The context of a step after a change: scene A's latents up to the change, then the model's own blocks as a
+    soft change to B makes them (the first after `level` steps under A, the next one step fewer, each seeing the
+    ones before), then A's again from the trained block on (which the step never reads). The second block, all its
+    steps under B, lands nearer scene B than scene A."""
+    import torch
+
+    from pipeline.model.components import load_components
+    from pipeline.model.random_wan import wan_scheduler
+    from pipeline.toyworld.train_dit import prompt_table
+    from pipeline.toyworld.train_rt import (CUT, RT_SHIFT, RT_STEPS, Unroll, after_change_context, change_pair,
+                                            latent_encoder, own_output)
+    from pipeline.toyworld.train_vae import scene_table
+
+    torch.manual_seed(0)
+    c = load_components("toyworld-rt", dtype=torch.float32)
+    table = scene_table("cpu")
+    a, b = torch.tensor([0, 40]), torch.tensor([77, 5])
+    with torch.no_grad():
+        za, zb = change_pair(latent_encoder(c.vae, "cpu"), table, a, b, torch.tensor([[20.0, 30.0], [40.0, 10.0]]),
+                             torch.ones(2, dtype=torch.bool))
+    text_b = prompt_table(c.tokenizer, c.text_encoder, "cpu")[b]
+    sched = wan_scheduler(RT_SHIFT)
+    sched.set_timesteps(RT_STEPS)
+    u = Unroll(c.transformer.eval(), sched.sigmas, sched.timesteps, torch.device("cpu"))
+    u.set_geometry(2, 1, 0, False)
+    first, block, level = CUT // 2, CUT // 2 + 2, 1
+    torch.manual_seed(7)
+    got = after_change_context(u, za, block, 2, 1, level, text_b)
+    torch.manual_seed(7)
+    want = za.clone()
+    want[:, :, 2 * first:2 * first + 2] = own_output(u, want, first, 2, 1, level, text_b)
+    want[:, :, 2 * first + 2:2 * block] = own_output(u, want, first + 1, 2, 1, level - 1, text_b)
+    assert torch.equal(got, want)
+    assert torch.equal(got[:, :, :CUT], za[:, :, :CUT]) and torch.equal(got[:, :, 2 * block:], za[:, :, 2 * block:])
+    second = slice(2 * first + 2, 2 * block)
+    for i in range(2):
+        assert (got[i, :, second] - zb[i, :, second]).square().mean() < \
+            (got[i, :, second] - za[i, :, second]).square().mean()
+
+
+def test_a_step_after_a_change_runs():
+    """--kinds 0,0,0,0,1: every step trains a block after a soft change on the model's own rollout of it, at the
+    recomputed geometries even where the draw was a reused one."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        assert main(["--out", d, "--device", "cpu", "--steps", "2", "--batch", "2", "--pool-clips", "2",
+                     "--pair-clips", "2", "--tiny-seconds", "0", "--kinds", "0,0,0,0,1", "--seed", "3"]) == 0
+        log = json.loads(open(d + "/train_log.json").read())
+    assert log["config"]["kinds"] == [0, 0, 0, 0, 1.0]
+    assert log["dit"]["steps"] == 2 and np.all(np.isfinite(log["dit"]["losses"]))
+
+
 def test_shape_mask_marks_the_shape_not_the_background():
     import torch
 
@@ -102,8 +156,9 @@ def test_shape_mask_marks_the_shape_not_the_background():
     assert m.abs().max() < 1e-6
 
 
-@pytest.mark.parametrize("kinds", ["0.5,0.5", "0.5,0.5,0.5,0.5", "a,b,c,d", "-0.5,0.5,0.5,0.5"])
-def test_kinds_must_be_four_probabilities(kinds, capsys):
+@pytest.mark.parametrize("kinds", ["0.5,0.5", "0.5,0.5,0.5,0.5", "a,b,c,d", "-0.5,0.5,0.5,0.5",
+                                   "0.2,0.2,0.2,0.2,0.1,0.1", "0.2,0.2,0.2,0.2,0.3"])
+def test_kinds_must_be_four_or_five_probabilities(kinds, capsys):
     with pytest.raises(SystemExit):
         main(["--out", "unused", "--kinds", kinds])
     assert "--kinds" in capsys.readouterr().err

@@ -56,6 +56,7 @@ GEOMETRIES = (  # (block frames, context frames, reuse); sink frames are drawn s
     (2, 2, False), (4, 4, False), (8, 8, False),
 )
 FOCUS = (2, 2, False)  # blocks of 2, 2 frames of context, recomputed: the shipped member's focus (the preset: 2/1)
+AFTER_CHANGE = 4  # the kind of step whose context is the model's own rollout of a soft change (after_change_context)
 
 
 @dataclasses.dataclass
@@ -69,7 +70,8 @@ class RTConfig:
     ema: float = 0.998
     pool_clips: int = 4096
     pair_clips: int = 2048  # transition clips, each with its scene-A continuation
-    kinds: tuple = (0.55, 0.10, 0.20, 0.15)  # one scene, shot start, change between blocks, soft change in flight
+    # one scene, shot start, change between blocks, soft change in flight, after a soft change (AFTER_CHANGE)
+    kinds: tuple = (0.55, 0.10, 0.20, 0.15, 0.0)
     focus: float = 0.0  # probability of the focus geometry (FOCUS); the rest drawn uniformly from GEOMETRIES
     focus_context: int = FOCUS[1]  # context frames of the focus geometry (its blocks: 2, recomputed)
     shape_weight: float = 1.0  # loss weight of the shape's latent pixels relative to the background's (1: uniform)
@@ -231,19 +233,34 @@ def own_output(u: Unroll, lat, j: int, b: int, c: int, level: int, text) -> torc
     return x
 
 
+@torch.no_grad()
+def after_change_context(u: Unroll, a_lat, block: int, b: int, c: int, level: int, text_b) -> torch.Tensor:
+    """Scene A's latents `a_lat` with the blocks from the change (CUT // b) up to `block` replaced by what the model
+    makes of them when a soft change to `text_b` reaches them in flight, as served: the change's first block has
+    taken `level` steps under scene A (its input is A's, noised to that level) and takes the rest under B, each later
+    block one step fewer under A, every block seeing the model's own earlier blocks as context. The blocks before
+    the change stay scene A's. (Served, a block right after a change sees the model's own transitional block, e.g. a
+    square with blunted corners, which it would otherwise copy for several blocks; RESULTS §9, twelfth follow-up.)"""
+    lat = a_lat.clone()
+    for i, j in enumerate(range(CUT // b, block)):
+        lat[:, :, j * b:(j + 1) * b] = own_output(u, lat, j, b, c, max(0, level - i), text_b)
+    return lat
+
+
 def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
     """One step's loss: a batch of windows of one geometry, kind and step index."""
     from pipeline.dualparal.context import blocks_back, plan_context
     from pipeline.toyworld.loop import shape_weighted_mean
 
     (plain, plain_ids), (a_lat, b_lat, a_ids, b_ids) = pools
+    kind = int(rng.choice(len(cfg.kinds), p=cfg.kinds))
     focus = cfg.focus > 0 and rng.random() < cfg.focus
     if focus:
         b, c, reuse = FOCUS[0], cfg.focus_context, FOCUS[2]
-    else:
-        b, c, reuse = GEOMETRIES[int(rng.integers(len(GEOMETRIES)))]
+    else:  # a rollout after a change is the model's own, recomputed: drawn from the recomputed geometries
+        pool = [g for g in GEOMETRIES if not g[2]] if kind == AFTER_CHANGE else GEOMETRIES
+        b, c, reuse = pool[int(rng.integers(len(pool)))]
     sink = 1 if reuse and rng.random() < cfg.sink_prob else 0
-    kind = int(rng.choice(4, p=cfg.kinds))
     k = int(rng.integers(RT_STEPS))
     if kind == 3:
         k = int(rng.integers(1, RT_STEPS))  # caught in flight: at least one step was taken under scene A
@@ -265,8 +282,17 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
         noisy_own = a_lat[pick] if kind == 3 else None  # in flight: its input still shows scene A
     text_ctx = table[torch.from_numpy(ids_ctx).to(table.device)]
     text_own = table[torch.from_numpy(ids_own).to(table.device)]
+    if kind == AFTER_CHANGE:  # a block of scene B one or two blocks after the change (its successor in the clip)
+        block = min(CUT // b + int(rng.integers(1, 3)), CLIP_LATENTS // b - 1)
+        level = int(rng.integers(1, RT_STEPS))  # steps the change's first block took under scene A
+        lat_ctx = after_change_context(u, a_lat[pick], block, b, c, level, text_own)
+        u.stage.cache.clear()
+        under_a = level - (block - CUT // b)
+        if under_a > 0:  # the change caught this block in flight too, after its first under_a steps
+            k = int(rng.integers(under_a, RT_STEPS))
+            noisy_own = a_lat[pick]
     plan = plan_context(block, 0, b, c, sink)
-    if not reuse and plan.sources and cfg.self_context > 0:
+    if kind != AFTER_CHANGE and not reuse and plan.sources and cfg.self_context > 0:
         rows = torch.from_numpy(np.flatnonzero(rng.random(n) < cfg.self_context)).to(lat_ctx.device)
         if len(rows):  # only those rows are denoised by the model
             lat_ctx = lat_ctx.clone()  # (may be lat_own too, whose block is the target)
@@ -417,13 +443,14 @@ def train_rt(base: str, out: str, cfg: RTConfig, device: str = "cpu", log=print)
 
 
 def _kinds(text: str) -> tuple:
+    """Four or five probabilities summing to 1 (four: no steps after a change)."""
     try:
         v = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not four numbers: {text!r}") from None
-    if len(v) != 4 or min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
-        raise argparse.ArgumentTypeError(f"four probabilities summing to 1 expected, got {text!r}")
-    return v
+        raise argparse.ArgumentTypeError(f"not four or five numbers: {text!r}") from None
+    if len(v) not in (4, 5) or min(v) < 0 or abs(sum(v) - 1.0) > 1e-6:
+        raise argparse.ArgumentTypeError(f"four or five probabilities summing to 1 expected, got {text!r}")
+    return v + (0.0,) * (5 - len(v))
 
 
 def main(argv=None) -> int:
@@ -437,8 +464,9 @@ def main(argv=None) -> int:
         if f.type in ("int", "float"):
             p.add_argument("--" + f.name.replace("_", "-"), type=int if f.type == "int" else float, default=None)
     p.add_argument("--kinds", type=_kinds, default=None,
-                   help="probabilities of the four kinds of step (one scene, shot start, change between blocks, soft "
-                        "change in flight), comma-separated, summing to 1")
+                   help="probabilities of the kinds of step (one scene, shot start, change between blocks, soft "
+                        "change in flight, after a soft change), comma-separated, summing to 1 (the fifth may be "
+                        "left out: 0)")
     a = p.parse_args(argv)
     cfg = RTConfig(**{k: v for k, v in vars(a).items() if k in RTConfig.__dataclass_fields__ and v is not None})
     if not 0 <= cfg.focus_context <= CUT:
