@@ -156,6 +156,7 @@ class Sampler(threading.Thread):
                 "frames_published": st.get("frames_published"), "blocks_emitted": st.get("blocks_emitted"),
                 "tick_ms": st.get("tick_ms"), "decode_ms": st.get("decode_ms"), "encode_ms": enc.get("encode_ms"),
                 "encoder_backlog": enc.get("backlog_blocks"), "last_block_age_s": st.get("last_block_age_s"),
+                "below_real_time": st.get("below_real_time"),
                 "ranks": st.get("ranks"), "rss_mib": rss_mib(self.pid)})
             mem = gpu_memory()
             if mem:

@@ -177,16 +177,26 @@ class Daemon:
 
     # --- health --------------------------------------------------------------------------------------------
     async def _health(self) -> None:
-        """Ping the watchdog only while blocks are published; say so once when output stalls."""
-        stalled = False
+        """Ping the watchdog only while blocks are published; say so once when output stalls, and once when it
+        falls below real time (and when it is back)."""
+        stalled = slow = False
 
         def healthy() -> bool:
-            nonlocal stalled
-            st = self.stats.health.state(time.monotonic())
+            nonlocal stalled, slow
+            h, now = self.stats.health, time.monotonic()
+            if h.below_real_time(now) != slow:
+                slow = not slow
+                if slow:
+                    log.warning("output below real time: %.1f fps published over the last %.0fs for a %.4g fps "
+                                "stream; players will stall (a faster preset, --tiny-vae or a lower --fps keeps up)",
+                                h.fps_slow_window(now), h.slow_window_s, h.target_fps)
+                else:
+                    log.info("output back to real time")
+            st = h.state(now)
             if (st == "stalled") != stalled:
                 stalled = st == "stalled"
                 if stalled:
-                    age = self.stats.health.last_block_age(time.monotonic()) or 0.0
+                    age = h.last_block_age(now) or 0.0
                     log.error("output stalled: no block published for %.0fs", age)
                     self.notifier.status(f"stalled: no block published for {age:.0f}s")
                 else:

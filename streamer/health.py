@@ -7,16 +7,24 @@ States: `loading` (the model is not loaded yet), `filling` (loaded, the first bl
 `streaming`, `paused`, `stalled` (no block published for `stall_after()` seconds: several expected gaps between
 blocks, where the gap is the longer of a block's play time at the target rate and the engine's ticks until its
 next block leaves the queue — S ticks after a `cut`).
+
+Apart from the state, `below_real_time`: streaming for a whole `slow_window_s` and publishing fewer than SLOW_RATIO
+of the target rate over it, so that a player at the target rate stalls every so often (an engine or decoder too slow
+for the settings: e.g. `--preset lowlatency` with a model's own VAE on one H200, ~14 fps for a 16 fps stream).
 """
 from __future__ import annotations
 
 from collections import deque
 
+SLOW_RATIO = 0.95  # below this share of the target rate over `slow_window_s`: slower than real time
+
 
 class OutputHealth:
-    def __init__(self, fps: float, window_s: float = 10.0, min_stall_s: float = 10.0, stall_gaps: float = 4.0):
+    def __init__(self, fps: float, window_s: float = 10.0, min_stall_s: float = 10.0, stall_gaps: float = 4.0,
+                 slow_window_s: float = 30.0):
         self.target_fps = float(fps)
         self.window_s, self.min_stall_s, self.stall_gaps = window_s, min_stall_s, stall_gaps
+        self.slow_window_s = slow_window_s
         self.loaded = False
         self.paused = False
         self.blocks = 0
@@ -42,7 +50,7 @@ class OutputHealth:
             self._first = (now, frames)
         self._last = now
         self._recent.append((now, frames))
-        while self._recent and self._recent[0][0] < now - self.window_s:
+        while self._recent and self._recent[0][0] < now - max(self.window_s, self.slow_window_s):
             self._recent.popleft()
 
     def on_engine(self, tick_s: float | None = None, ticks_to_output: int | None = None) -> None:
@@ -77,15 +85,33 @@ class OutputHealth:
         ref = max(self._last, self._since or self._last)
         return "stalled" if now - ref > self.stall_after() else "streaming"
 
+    def _rate(self, since: float) -> float | None:
+        """Frames per second over the blocks published since `since` (each block's frames over the time since the
+        block before it); None with fewer than two."""
+        pts = [p for p in self._recent if p[0] >= since]
+        if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
+            return None
+        return sum(f for _, f in pts[1:]) / (pts[-1][0] - pts[0][0])
+
     def fps_recent(self, now: float) -> float:
-        """Frames per second over the blocks published in the last `window_s` seconds (each block's frames over
-        the time since the block before it); 0 while stalled."""
+        """Frames per second over the blocks published in the last `window_s` seconds; 0 while stalled."""
         if self.state(now) == "stalled":
             return 0.0
-        pts = [p for p in self._recent if p[0] >= (self._last or now) - self.window_s]
-        if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
-            return 0.0
-        return sum(f for _, f in pts[1:]) / (pts[-1][0] - pts[0][0])
+        return self._rate((self._last or now) - self.window_s) or 0.0
+
+    def fps_slow_window(self, now: float) -> float:
+        """Frames per second over the blocks published in the last `slow_window_s` seconds (0: fewer than two)."""
+        return self._rate(now - self.slow_window_s) or 0.0
+
+    def below_real_time(self, now: float) -> bool:
+        """Streaming for at least `slow_window_s` since output (re)started (the first block, a resume), and fewer
+        than SLOW_RATIO x the target frames per second published over the last `slow_window_s`. A cut's refill is
+        a few ticks of a window this long, and an engine that keeps up catches up after it."""
+        if self.state(now) != "streaming" or self._first is None:
+            return False
+        if now - max(self._since or self._first[0], self._first[0]) < self.slow_window_s:
+            return False
+        return self.fps_slow_window(now) < SLOW_RATIO * self.target_fps
 
     def fps_lifetime(self) -> float:
         """Frames per second from the first published block to the last."""
@@ -98,5 +124,6 @@ class OutputHealth:
         return {"state": self.state(now), "fps_recent": round(self.fps_recent(now), 3),
                 "fps_lifetime": round(self.fps_lifetime(), 3), "fps_window_s": self.window_s,
                 "last_block_age_s": None if age is None else round(age, 3),
-                "stall_after_s": round(self.stall_after(), 3), "blocks_published": self.blocks,
+                "stall_after_s": round(self.stall_after(), 3), "below_real_time": self.below_real_time(now),
+                "blocks_published": self.blocks,
                 "frames_published": self.frames}

@@ -72,3 +72,45 @@ def test_snapshot_has_the_fields_status_and_metrics_report():
     h.on_published(5, 2.0)
     snap = h.snapshot(3.0)
     assert snap["last_block_age_s"] == 1.0 and snap["frames_published"] == 5 and snap["fps_window_s"] == 10.0
+
+
+def _publish(h, start: float, seconds: float, fps: float, frames: int = 8) -> float:
+    """Blocks of `frames` frames at `fps` from `start` for `seconds`; -> the time of the last."""
+    t = start
+    while t < start + seconds:
+        h.on_published(frames, t)
+        t += frames / fps
+    return t - frames / fps
+
+
+def test_below_real_time_after_a_whole_window_slower_than_the_stream():
+    h = OutputHealth(fps=16.0, slow_window_s=30.0)
+    h.on_loaded(0.0)
+    last = _publish(h, 1.0, 60.0, 16.0)  # real time: never below
+    assert not h.below_real_time(last) and not h.snapshot(last)["below_real_time"]
+    slow = OutputHealth(fps=16.0, slow_window_s=30.0)
+    slow.on_loaded(0.0)
+    last = _publish(slow, 1.0, 29.0, 14.0)  # 14 of 16 fps, as lowlatency with the Wan VAE on one H200
+    assert not slow.below_real_time(last)  # not a whole window yet
+    last = _publish(slow, last + 8 / 14.0, 10.0, 14.0)
+    assert slow.below_real_time(last) and slow.snapshot(last)["below_real_time"]
+    assert slow.fps_slow_window(last) == pytest.approx(14.0)
+    last = _publish(slow, last + 0.5, 31.0, 16.5)  # a faster stream for a whole window: back to real time
+    assert not slow.below_real_time(last)
+
+
+def test_a_cut_refill_or_a_pause_is_not_below_real_time():
+    h = OutputHealth(fps=16.0, slow_window_s=30.0)
+    h.on_loaded(0.0)
+    last = _publish(h, 1.0, 40.0, 16.0)
+    # a cut: 1 s without output while the queue refills, then a paced engine catches up at twice the rate
+    last = _publish(h, last + 1.0, 1.0, 32.0)
+    last = _publish(h, last + 0.25, 20.0, 16.0)
+    assert not h.below_real_time(last)
+    h.on_paused(True, last + 0.1)
+    assert not h.below_real_time(last + 100.0)
+    h.on_paused(False, last + 100.0)
+    again = _publish(h, last + 101.0, 20.0, 14.0)
+    assert not h.below_real_time(again)  # the window restarts at the resume
+    again = _publish(h, again + 8 / 14.0, 12.0, 14.0)
+    assert h.below_real_time(again)

@@ -36,7 +36,20 @@ def test_scrape_parses_back_to_the_daemons_figures():
     assert value("streamer_rank_compute_seconds_total", rank="1") == 1.0
     assert value("streamer_rank_wait_seconds_total", rank="0") == 0.25
     assert value("streamer_rank_peak_memory_bytes", rank="0") == 2.0 * 2**30
-    assert value("streamer_stalled") == 0
+    assert value("streamer_stalled") == 0 and value("streamer_below_real_time") == 0
+
+
+def test_below_real_time_is_a_gauge():
+    """An 8-fps stream that published 6 fps for 40 s: the gauge says 1, as /status' below_real_time does."""
+    stats = StreamStats(EngineConfig(fps=8.0))
+    t0 = stats.started
+    stats.health.on_loaded(t0)
+    for i in range(31):
+        stats.on_published(8, t0 + 1 + i * 8 / 6.0)
+    now = t0 + 1 + 30 * 8 / 6.0
+    fams = scrape(stats, now)
+    assert next(s.value for s in fams["streamer_below_real_time"].samples) == 1
+    assert stats.status(now)["below_real_time"] is True
 
 
 def test_reaction_histogram_parses_back_with_a_mode_label():
