@@ -15,9 +15,12 @@ training window is built by the code that serves it: for the block at step k of 
 - then the block itself is run and the flow-matching loss taken on its frames.
 Geometries are drawn per step (blocks of 2, 4 or 8 latent frames; context of one or two blocks; 0 or 1 sink frame;
 reused or recomputed), so one model scores every configuration of the frontier (benchmarks/frontier.py). Steps are
-of four kinds (`--kinds` weighs them): one scene; a shot's first block (stream start, cut); a prompt change between
-blocks (context of scene A, block of scene B, the shape continuing); and a `soft` change caught in flight (the
-block's noisy input is scene A's, its prompt B's, and the target B's continuation). `--focus P` draws the geometry
+of five kinds (`--kinds` weighs them): one scene; a shot's first block (stream start, cut); a prompt change between
+blocks (context of scene A, block of scene B, the shape continuing); a `soft` change caught in flight (the block's
+noisy input is scene A's, its prompt B's, and the target B's continuation); and a block one or two blocks after a
+soft change, whose context from the change on is the model's own rollout of it (recomputed geometries only; the
+target B's continuation): served, such a block sees the model's own transitional block (a square with blunted
+corners), which it had learned nowhere not to copy. `--focus P` draws the geometry
 the preset served until RESULTS §9's tenth follow-up (blocks of 2, context 2, recomputed; the preset now serves
 context 1) with probability P (`--focus-context C` gives it C frames of context instead), and `--shape-weight W`
 weighs the loss on the shape's latent pixels W times the background's (the corners that tell a triangle from a circle
