@@ -108,7 +108,7 @@ class StreamStats:
             ("streamer_stalled", "gauge", "1 while no block has been published for several expected gaps",
              int(h.state(now) == "stalled")),
             ("streamer_below_real_time", "gauge", "1 while fewer frames per second than the stream's rate were "
-             "published over the last 30 s", int(h.below_real_time(now))),
+             f"published over the last {h.slow_window_s:g} s", int(h.below_real_time(now))),
             ("streamer_tick_seconds", "gauge", "Duration of the last engine tick", e.get("tick_ms", 0.0) / 1e3),
             ("streamer_forward_seconds", "gauge", "Mean block forward time, last tick", e.get("forward_ms", 0.0) / 1e3),
             ("streamer_queue_depth", "gauge", "Blocks in flight", e.get("depth", 0)),

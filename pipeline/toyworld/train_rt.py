@@ -282,18 +282,19 @@ def train_step(u: Unroll, rng, pools, table, cfg: RTConfig):
         lat_ctx, lat_own = a_lat[pick], b_lat[pick]
         ids_ctx, ids_own = a_ids[pick.cpu().numpy()], b_ids[pick.cpu().numpy()]
         block = CUT // b
-        noisy_own = a_lat[pick] if kind == 3 else None  # in flight: its input still shows scene A
+        noisy_own = lat_ctx if kind == 3 else None  # in flight: its input still shows scene A
     text_ctx = table[torch.from_numpy(ids_ctx).to(table.device)]
     text_own = table[torch.from_numpy(ids_own).to(table.device)]
-    if kind == AFTER_CHANGE:  # a block of scene B one or two blocks after the change (its successor in the clip)
+    if kind == AFTER_CHANGE:  # a block of scene B one or two blocks after the change (and inside the clip)
+        scene_a = lat_ctx
         block = min(CUT // b + int(rng.integers(1, 3)), CLIP_LATENTS // b - 1)
         level = int(rng.integers(1, RT_STEPS))  # steps the change's first block took under scene A
-        lat_ctx = after_change_context(u, a_lat[pick], block, b, c, level, text_own)
+        lat_ctx = after_change_context(u, scene_a, block, b, c, level, text_own)
         u.stage.cache.clear()
         under_a = level - (block - CUT // b)
         if under_a > 0:  # the change caught this block in flight too, after its first under_a steps
             k = int(rng.integers(under_a, RT_STEPS))
-            noisy_own = a_lat[pick]
+            noisy_own = scene_a
     plan = plan_context(block, 0, b, c, sink)
     if kind != AFTER_CHANGE and not reuse and plan.sources and cfg.self_context > 0:
         rows = torch.from_numpy(np.flatnonzero(rng.random(n) < cfg.self_context)).to(lat_ctx.device)
